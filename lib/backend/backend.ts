@@ -1,0 +1,110 @@
+/**
+ * Backend selection, in one place: WebGPU when an adapter exists, else tfjs-wasm, else the pure-JS cpu
+ * backend. `VIT_BACKEND=webgpu|wasm|cpu` (or the `prefer` argument) forces one.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+import "@tensorflow/tfjs-backend-webgpu";
+import "@tensorflow/tfjs-backend-wasm";
+
+/** The tfjs backends this project runs on. */
+export type BackendName = "webgpu" | "wasm" | "cpu";
+
+/** What was chosen, and the limits the model must respect on it. */
+export interface BackendInfo {
+  name: BackendName;
+  /** The WebGPU adapter, when the backend is webgpu. */
+  adapter?: { description: string; vendor: string; isFallbackAdapter: boolean };
+  /**
+   * The largest buffer one kernel may bind, in bytes (WebGPU's `maxStorageBufferBindingSize`); the model
+   * splits batches so that no activation exceeds it. `Infinity` on backends without such a limit.
+   */
+  maxBindingBytes: number;
+}
+
+const ORDER: BackendName[] = ["webgpu", "wasm", "cpu"];
+let current: Promise<BackendInfo> | undefined;
+let currentPrefer: BackendName | undefined;
+
+function parseName(value: string | undefined, source: string): BackendName | undefined {
+  if (value === undefined || value === "") return undefined;
+  if ((ORDER as string[]).includes(value)) return value as BackendName;
+  throw new Error(`${source}: unknown backend "${value}", expected one of ${ORDER.join(", ")}`);
+}
+
+async function webgpuAdapter(): Promise<GPUAdapter | null> {
+  if (typeof navigator === "undefined" || !("gpu" in navigator)) return null;
+  try {
+    return await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  } catch {
+    return null;
+  }
+}
+
+async function tryBackend(name: BackendName): Promise<BackendInfo | undefined> {
+  if (name === "webgpu") {
+    const adapter = await webgpuAdapter();
+    if (!adapter) return undefined;
+    if (!(await tf.setBackend("webgpu"))) return undefined;
+    await tf.ready();
+    const info = adapter.info;
+    const limits = adapter.limits;
+    return {
+      name,
+      adapter: {
+        description: info.description || info.device || "unknown",
+        vendor: info.vendor || "unknown",
+        isFallbackAdapter: Boolean((info as { isFallbackAdapter?: boolean }).isFallbackAdapter ??
+          (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter),
+      },
+      maxBindingBytes: Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize),
+    };
+  }
+  try {
+    if (!(await tf.setBackend(name))) return undefined;
+    await tf.ready();
+  } catch {
+    return undefined;
+  }
+  return { name, maxBindingBytes: Infinity };
+}
+
+async function select(prefer: BackendName | undefined): Promise<BackendInfo> {
+  const forced = prefer ?? parseName(Deno.env.get("VIT_BACKEND"), "VIT_BACKEND");
+  const candidates = forced ? [forced] : ORDER;
+  for (const name of candidates) {
+    const info = await tryBackend(name);
+    if (info) {
+      if (Deno.env.get("VIT_QUIET") !== "1") console.error(`vit-deno: backend ${describeBackend(info)}`);
+      return info;
+    }
+  }
+  throw new Error(
+    forced ? `backend "${forced}" was requested but could not be initialised` : "no tfjs backend could start",
+  );
+}
+
+/** A one-line description, e.g. `webgpu (llvmpipe (LLVM 15.0.6, 256 bits), fallback adapter)`. */
+export function describeBackend(info: BackendInfo): string {
+  if (!info.adapter) return info.name;
+  const fallback = info.adapter.isFallbackAdapter ? ", fallback adapter" : "";
+  return `${info.name} (${info.adapter.description}${fallback})`;
+}
+
+/**
+ * Selects and initialises the backend once per process (later calls return the same choice; asking for a
+ * different backend switches to it). The choice is logged once to stderr (`VIT_QUIET=1` silences it).
+ */
+export function initBackend(prefer?: BackendName): Promise<BackendInfo> {
+  if (!current || (prefer && prefer !== currentPrefer)) {
+    currentPrefer = prefer;
+    current = select(prefer);
+  }
+  return current;
+}
+
+/** The backend chosen by {@linkcode initBackend}, which must have been awaited. */
+export async function backendInfo(): Promise<BackendInfo> {
+  return await initBackend();
+}

@@ -1,0 +1,33 @@
+import * as tf from "@tensorflow/tfjs";
+import type { Linear } from "./linear.ts";
+
+/**
+ * timm's multi-head self-attention: one fused qkv projection, softmax(q·kᵀ/√d)·v per head, output projection.
+ * Takes and returns tokens flattened to rows, `[batch * tokens, dim]`.
+ */
+export class Attention {
+  readonly scale: number;
+
+  constructor(
+    readonly qkv: Linear,
+    readonly proj: Linear,
+    readonly numHeads: number,
+    readonly dim: number,
+  ) {
+    this.scale = 1 / Math.sqrt(dim / numHeads);
+  }
+
+  apply(x: tf.Tensor2D, batch: number, tokens: number): tf.Tensor2D {
+    const heads = this.numHeads, headDim = this.dim / this.numHeads;
+    const out = tf.tidy(() => {
+      const [q, k, v] = tf.split(this.qkv.apply(x), 3, 1).map((t) =>
+        // [b*T, D] → [b, heads, T, head_dim]
+        tf.transpose(tf.reshape(t, [batch, tokens, heads, headDim]), [0, 2, 1, 3])
+      );
+      const scores = tf.matMul(tf.mul(q, this.scale), k, false, true);
+      const context = tf.matMul(tf.softmax(scores), v);
+      return tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch * tokens, this.dim]) as tf.Tensor2D;
+    });
+    return this.proj.apply(out);
+  }
+}

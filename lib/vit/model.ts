@@ -1,0 +1,268 @@
+/**
+ * `ViTModel`: a `VisionTransformer` whose parameters live on the tfjs backend as Variables, with host-side
+ * entry points in timm's names and layouts (logits, loss and gradients), batch splitting to respect WebGPU's
+ * buffer-binding limit, and no tensor left behind between calls.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+import { type BackendInfo, initBackend } from "../backend/backend.ts";
+import { resolveConfig, type ResolvedViTConfig, type ViTConfig } from "./config.ts";
+import { crossEntropy } from "./loss.ts";
+import {
+  checkStateDict,
+  deviceShape,
+  type HostTensor,
+  type ParamSpec,
+  paramSpecs,
+  type StateDict,
+  toDeviceLayout,
+  toTimmLayout,
+} from "./params.ts";
+import { VisionTransformer } from "./vision_transformer.ts";
+
+/** Options of {@linkcode ViTModel.lossAndGrads}. */
+export interface LossOptions {
+  /** Label smoothing in [0, 1); 0 by default. */
+  labelSmoothing?: number;
+}
+
+/** Options of {@linkcode createViT}. */
+export interface CreateOptions {
+  /**
+   * The most images one device pass may hold. By default it is derived from the backend's buffer-binding
+   * limit so that the largest activation of one pass fits in one binding.
+   */
+  maxChunk?: number;
+  /** Whether the parameters can be trained (tfjs `trainable`); true by default. */
+  trainable?: boolean;
+}
+
+/** Device-side gradients in timm names (device layouts); the caller disposes them. */
+export interface DeviceGrads {
+  loss: number;
+  grads: Map<string, tf.Tensor>;
+}
+
+let nextModelId = 0;
+
+/** Bytes of the largest single activation one image produces in a forward or backward pass. */
+function bytesPerImage(c: ResolvedViTConfig): number {
+  const T = c.tokens;
+  const largest = Math.max(
+    c.in_chans * c.img_size * c.img_size,
+    T * c.mlp_hidden,
+    c.num_heads * T * T,
+    T * 3 * c.embed_dim,
+  );
+  return largest * 4;
+}
+
+/** A timm ViT on the current tfjs backend. Create it with {@linkcode createViT}. */
+export class ViTModel {
+  readonly config: ResolvedViTConfig;
+  readonly specs: readonly ParamSpec[];
+  readonly backend: BackendInfo;
+  /** The most images per device pass (see {@linkcode CreateOptions.maxChunk}). */
+  readonly maxChunk: number;
+  readonly net: VisionTransformer;
+  readonly #vars = new Map<string, tf.Variable>();
+  readonly #timmNameOf = new Map<string, string>();
+  #disposed = false;
+
+  constructor(config: ResolvedViTConfig, state: StateDict, backend: BackendInfo, options: CreateOptions = {}) {
+    this.config = config;
+    this.backend = backend;
+    this.specs = paramSpecs(config);
+    checkStateDict(this.specs as ParamSpec[], state);
+    const derived = Math.max(1, Math.floor(backend.maxBindingBytes / bytesPerImage(config)));
+    this.maxChunk = Math.max(1, Math.min(options.maxChunk ?? Infinity, derived, 1024));
+    const id = nextModelId++;
+    for (const spec of this.specs) {
+      const host = state.get(spec.name)!;
+      const varName = `vit${id}/${spec.name}`;
+      const v = tf.tidy(() =>
+        tf.variable(
+          tf.tensor(toDeviceLayout(spec, host.data), deviceShape(spec), "float32"),
+          options.trainable ?? true,
+          varName,
+        )
+      );
+      this.#vars.set(spec.name, v);
+      this.#timmNameOf.set(varName, spec.name);
+    }
+    this.net = new VisionTransformer(config, (name) => {
+      const v = this.#vars.get(name);
+      if (!v) throw new Error(`internal: no parameter "${name}"`);
+      return v;
+    });
+  }
+
+  /** The parameter variables by timm name (device layouts). */
+  get variables(): ReadonlyMap<string, tf.Variable> {
+    return this.#vars;
+  }
+
+  #check(): void {
+    if (this.#disposed) throw new Error("this ViT model was disposed");
+  }
+
+  #checkInput(input: Float32Array, shape: readonly number[]): void {
+    const c = this.config;
+    if (shape.length !== 4) throw new Error(`input shape must be [n, C, H, W], got [${shape}]`);
+    const [n, ch, h, w] = shape;
+    if (!Number.isInteger(n) || n < 1) throw new Error(`input batch size must be a positive integer, got ${n}`);
+    if (ch !== c.in_chans || h !== c.img_size || w !== c.img_size) {
+      throw new Error(
+        `input shape [${shape}] does not match the model: expected [n, ${c.in_chans}, ${c.img_size}, ${c.img_size}]`,
+      );
+    }
+    if (input.length !== n * ch * h * w) {
+      throw new Error(`input holds ${input.length} values, shape [${shape}] needs ${n * ch * h * w}`);
+    }
+  }
+
+  #chunks(n: number): Array<[number, number]> {
+    const out: Array<[number, number]> = [];
+    for (let start = 0; start < n; start += this.maxChunk) out.push([start, Math.min(n, start + this.maxChunk)]);
+    return out;
+  }
+
+  #imageTensor(input: Float32Array, shape: readonly number[], start: number, end: number): tf.Tensor4D {
+    const per = shape[1] * shape[2] * shape[3];
+    return tf.tensor4d(input.subarray(start * per, end * per), [end - start, shape[1], shape[2], shape[3]]);
+  }
+
+  /** Runs the forward pass on device tensors (no batch splitting); the caller owns the result. */
+  forward(x: tf.Tensor4D): tf.Tensor2D {
+    this.#check();
+    return this.net.apply(x);
+  }
+
+  /** Logits `[n, num_classes]`, row-major, for preprocessed NCHW images (as timm's `model(x)`). */
+  async logits(input: Float32Array, shape: readonly [number, number, number, number] | number[]): Promise<Float32Array> {
+    this.#check();
+    this.#checkInput(input, shape);
+    const out = new Float32Array(shape[0] * this.config.num_classes);
+    for (const [start, end] of this.#chunks(shape[0])) {
+      const logits = tf.tidy(() => this.net.apply(this.#imageTensor(input, shape, start, end)));
+      try {
+        out.set(await logits.data() as Float32Array, start * this.config.num_classes);
+      } finally {
+        logits.dispose();
+      }
+    }
+    return out;
+  }
+
+  #checkLabels(labels: Int32Array, n: number): void {
+    if (labels.length !== n) throw new Error(`labels holds ${labels.length} values, the batch has ${n} images`);
+    const k = this.config.num_classes;
+    for (let i = 0; i < n; i++) {
+      if (!Number.isInteger(labels[i]) || labels[i] < 0 || labels[i] >= k) {
+        throw new Error(`label ${i} is ${labels[i]}, expected an integer in [0, ${k})`);
+      }
+    }
+  }
+
+  /**
+   * Mean loss and its gradients as device tensors in device layouts, keyed by timm name. Batches larger than
+   * {@linkcode maxChunk} are split and their gradients summed with weights `chunk / n`, which gives exactly
+   * the gradient of the mean over the whole batch. The caller disposes the returned tensors.
+   */
+  async lossAndDeviceGrads(
+    input: Float32Array,
+    shape: readonly number[],
+    labels: Int32Array,
+    options: LossOptions = {},
+  ): Promise<DeviceGrads> {
+    this.#check();
+    this.#checkInput(input, shape);
+    const n = shape[0];
+    this.#checkLabels(labels, n);
+    const varList = [...this.#vars.values()].filter((v) => v.trainable);
+    let grads: Map<string, tf.Tensor> | undefined;
+    let loss = 0;
+    try {
+      for (const [start, end] of this.#chunks(n)) {
+        const weight = (end - start) / n;
+        const step = tf.tidy(() => {
+          const x = this.#imageTensor(input, shape, start, end);
+          const y = tf.tensor1d(labels.subarray(start, end), "int32");
+          return tf.variableGrads(
+            () => tf.mul(crossEntropy(this.net.apply(x), y, options.labelSmoothing ?? 0), weight) as tf.Scalar,
+            varList,
+          );
+        });
+        loss += (await step.value.data())[0];
+        step.value.dispose();
+        if (!grads) {
+          grads = new Map(Object.entries(step.grads).map(([k, g]) => [this.#timmNameOf.get(k)!, g]));
+        } else {
+          for (const [k, g] of Object.entries(step.grads)) {
+            const name = this.#timmNameOf.get(k)!;
+            const sum = tf.add(grads.get(name)!, g);
+            grads.get(name)!.dispose();
+            g.dispose();
+            grads.set(name, sum);
+          }
+        }
+      }
+    } catch (e) {
+      for (const g of grads?.values() ?? []) g.dispose();
+      throw e;
+    }
+    return { loss, grads: grads! };
+  }
+
+  /**
+   * Mean cross-entropy (with optional label smoothing) of a batch and the gradient of every trainable
+   * parameter, in timm's names and layouts.
+   */
+  async lossAndGrads(
+    input: Float32Array,
+    shape: readonly [number, number, number, number] | number[],
+    labels: Int32Array,
+    options: LossOptions = {},
+  ): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
+    const { loss, grads } = await this.lossAndDeviceGrads(input, shape, labels, options);
+    const out = new Map<string, Float32Array>();
+    try {
+      for (const spec of this.specs) {
+        const g = grads.get(spec.name);
+        if (g) out.set(spec.name, toTimmLayout(spec, await g.data() as Float32Array));
+      }
+    } finally {
+      for (const g of grads.values()) g.dispose();
+    }
+    return { loss, grads: out };
+  }
+
+  /** The current weights as a state dict in timm's names and layouts. */
+  async stateDict(): Promise<StateDict> {
+    this.#check();
+    const out: StateDict = new Map();
+    for (const spec of this.specs) {
+      const data = await this.#vars.get(spec.name)!.data() as Float32Array;
+      out.set(spec.name, { shape: [...spec.shape], data: toTimmLayout(spec, data.slice()) } as HostTensor);
+    }
+    return out;
+  }
+
+  /** Frees every device tensor of the model. Further calls throw. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const v of this.#vars.values()) v.dispose();
+    this.#vars.clear();
+  }
+}
+
+/**
+ * Builds a timm ViT from its config (timm field names) and a state dict in timm's names and layouts, on the
+ * backend chosen by {@linkcode initBackend}. A missing, unexpected or mis-shaped tensor is an error naming it.
+ */
+export async function createViT(config: ViTConfig, stateDict: StateDict, options?: CreateOptions): Promise<ViTModel> {
+  const backend = await initBackend();
+  return new ViTModel(resolveConfig(config), stateDict, backend, options);
+}

@@ -1,0 +1,50 @@
+/**
+ * Shared test helpers: where the shared fixtures and data live, skipping when they are absent, and the
+ * tolerance measure of the fixtures' README (error relative to the reference's largest magnitude).
+ */
+import { readSafetensors, type SafeTensor } from "../lib/weights/safetensors.ts";
+
+/** `../shared` beside the project root (overridable with `VIT_SHARED`). */
+export const SHARED = Deno.env.get("VIT_SHARED") ?? new URL("../../shared", import.meta.url).pathname;
+export const FIXTURES = `${SHARED}/fixtures/vit`;
+export const CIFAR_JPEG = `${SHARED}/data/cifar10-jpeg`;
+
+/** True when `path` exists; otherwise logs why the calling test is skipped. */
+export function present(path: string, what: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    console.warn(`SKIP ${what}: ${path} is absent (the shared fixtures/data are not beside this checkout)`);
+    return false;
+  }
+}
+
+export const haveFixtures = present(`${FIXTURES}/micro/golden.safetensors`, "fixture tests");
+
+/** A golden file as a map of tensors. */
+export function golden(path: string): Promise<Map<string, SafeTensor>> {
+  return readSafetensors(`${FIXTURES}/${path}`);
+}
+
+/** max |a − b| / max |ref|. */
+export function relError(actual: ArrayLike<number>, ref: ArrayLike<number>): number {
+  if (actual.length !== ref.length) throw new Error(`length ${actual.length} vs reference ${ref.length}`);
+  let maxErr = 0, maxRef = 0;
+  for (let i = 0; i < ref.length; i++) {
+    maxErr = Math.max(maxErr, Math.abs(actual[i] - ref[i]));
+    maxRef = Math.max(maxRef, Math.abs(ref[i]));
+  }
+  if (!Number.isFinite(maxErr)) return Infinity;
+  return maxRef === 0 ? maxErr : maxErr / maxRef;
+}
+
+/** Throws when the relative error exceeds `tol`, naming what was compared. */
+export function assertClose(actual: ArrayLike<number>, ref: ArrayLike<number>, tol: number, what: string): number {
+  const err = relError(actual, ref);
+  if (!(err <= tol)) throw new Error(`${what}: relative error ${err.toExponential(3)} exceeds ${tol}`);
+  return err;
+}
+
+/** The fixtures' tolerances (README "Tolerances that a correct fp32 implementation meets"). */
+export const TOL = { logits: 1e-4, loss: 1e-5, grads: 1e-3 } as const;
