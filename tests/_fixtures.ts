@@ -40,7 +40,12 @@ export function relError(actual: ArrayLike<number>, ref: ArrayLike<number>): num
 }
 
 /** Throws when the relative error exceeds `tol`, naming what was compared. */
-export function assertClose(actual: ArrayLike<number>, ref: ArrayLike<number>, tol: number, what: string): number {
+export function assertClose(
+  actual: ArrayLike<number>,
+  ref: ArrayLike<number>,
+  tol: number,
+  what: string,
+): number {
   const err = relError(actual, ref);
   if (!(err <= tol)) throw new Error(`${what}: relative error ${err.toExponential(3)} exceeds ${tol}`);
   return err;

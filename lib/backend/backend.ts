@@ -21,7 +21,15 @@ export interface BackendInfo {
    * splits batches so that no activation exceeds it. `Infinity` on backends without such a limit.
    */
   maxBindingBytes: number;
+  /**
+   * Bytes the backend can hold at once for weights and activations. tfjs-wasm's heap stops at 4 GiB and
+   * failed here past ~2 GiB ("memory access out of bounds"), so training passes are split to stay under it.
+   * `Infinity` where nothing smaller than the machine applies.
+   */
+  memoryBudgetBytes: number;
 }
+
+const WASM_BUDGET_BYTES = 1.75 * 2 ** 30;
 
 const ORDER: BackendName[] = ["webgpu", "wasm", "cpu"];
 let current: Promise<BackendInfo> | undefined;
@@ -55,10 +63,13 @@ async function tryBackend(name: BackendName): Promise<BackendInfo | undefined> {
       adapter: {
         description: info.description || info.device || "unknown",
         vendor: info.vendor || "unknown",
-        isFallbackAdapter: Boolean((info as { isFallbackAdapter?: boolean }).isFallbackAdapter ??
-          (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter),
+        isFallbackAdapter: Boolean(
+          (info as { isFallbackAdapter?: boolean }).isFallbackAdapter ??
+            (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter,
+        ),
       },
       maxBindingBytes: Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize),
+      memoryBudgetBytes: Infinity,
     };
   }
   try {
@@ -67,7 +78,11 @@ async function tryBackend(name: BackendName): Promise<BackendInfo | undefined> {
   } catch {
     return undefined;
   }
-  return { name, maxBindingBytes: Infinity };
+  return {
+    name,
+    maxBindingBytes: Infinity,
+    memoryBudgetBytes: name === "wasm" ? WASM_BUDGET_BYTES : Infinity,
+  };
 }
 
 async function select(prefer: BackendName | undefined): Promise<BackendInfo> {

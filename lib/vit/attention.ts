@@ -1,5 +1,6 @@
 import * as tf from "@tensorflow/tfjs";
 import type { Linear } from "./linear.ts";
+import { matMul } from "./matmul.ts";
 
 /**
  * timm's multi-head self-attention: one fused qkv projection, softmax(q·kᵀ/√d)·v per head, output projection.
@@ -24,8 +25,8 @@ export class Attention {
         // [b*T, D] → [b, heads, T, head_dim]
         tf.transpose(tf.reshape(t, [batch, tokens, heads, headDim]), [0, 2, 1, 3])
       );
-      const scores = tf.matMul(tf.mul(q, this.scale), k, false, true);
-      const context = tf.matMul(tf.softmax(scores), v);
+      const scores = matMul(tf.mul(q, this.scale), k, true);
+      const context = matMul(tf.softmax(scores), v);
       return tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch * tokens, this.dim]) as tf.Tensor2D;
     });
     return this.proj.apply(out);

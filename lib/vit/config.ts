@@ -63,7 +63,9 @@ export function resolveConfig(config: ViTConfig): ResolvedViTConfig {
     throw new Error(`ViT config: "qkv_bias" must be a boolean, got ${JSON.stringify(qkv_bias)}`);
   }
   if ((config.global_pool ?? "token") !== "token") {
-    throw new Error(`ViT config: only global_pool "token" is supported, got ${JSON.stringify(config.global_pool)}`);
+    throw new Error(
+      `ViT config: only global_pool "token" is supported, got ${JSON.stringify(config.global_pool)}`,
+    );
   }
   if ((config.class_token ?? true) !== true) {
     throw new Error(`ViT config: only class_token true is supported`);

@@ -1,4 +1,5 @@
-import * as tf from "@tensorflow/tfjs";
+import type * as tf from "@tensorflow/tfjs";
+import { linear } from "./matmul.ts";
 
 /**
  * A fully connected layer, `y = x·W + b`, with `W` stored `[in, out]` (see `params.ts`).
@@ -8,6 +9,6 @@ export class Linear {
   constructor(readonly weight: tf.Variable, readonly bias?: tf.Variable) {}
 
   apply(x: tf.Tensor2D): tf.Tensor2D {
-    return tf.fused.matMul({ a: x, b: this.weight as tf.Tensor2D, bias: this.bias });
+    return linear(x, this.weight as tf.Tensor2D, this.bias as tf.Tensor1D | undefined);
   }
 }

@@ -47,7 +47,7 @@ export interface DeviceGrads {
 let nextModelId = 0;
 
 /** Bytes of the largest single activation one image produces in a forward or backward pass. */
-function bytesPerImage(c: ResolvedViTConfig): number {
+export function bytesPerImage(c: ResolvedViTConfig): number {
   const T = c.tokens;
   const largest = Math.max(
     c.in_chans * c.img_size * c.img_size,
@@ -58,6 +58,25 @@ function bytesPerImage(c: ResolvedViTConfig): number {
   return largest * 4;
 }
 
+/**
+ * Bytes one image keeps alive between forward and backward: per block, roughly 14 token×dim tensors
+ * (norms, qkv, residuals), 3 attention maps and 3 MLP-hidden tensors. An estimate, used only to split
+ * training batches on memory-bounded backends.
+ */
+export function trainBytesPerImage(c: ResolvedViTConfig): number {
+  const T = c.tokens;
+  return 4 * c.depth * (14 * T * c.embed_dim + 3 * c.num_heads * T * T + 3 * T * c.mlp_hidden);
+}
+
+/**
+ * The most images one device pass may hold so that no activation exceeds `maxBindingBytes` (at least 1,
+ * at most `maxChunk` when given, and never above 1024 so host-side staging stays bounded).
+ */
+export function chunkSize(config: ResolvedViTConfig, maxBindingBytes: number, maxChunk?: number): number {
+  const derived = Math.max(1, Math.floor(maxBindingBytes / bytesPerImage(config)));
+  return Math.max(1, Math.min(maxChunk ?? Infinity, derived, 1024));
+}
+
 /** A timm ViT on the current tfjs backend. Create it with {@linkcode createViT}. */
 export class ViTModel {
   readonly config: ResolvedViTConfig;
@@ -65,18 +84,28 @@ export class ViTModel {
   readonly backend: BackendInfo;
   /** The most images per device pass (see {@linkcode CreateOptions.maxChunk}). */
   readonly maxChunk: number;
+  /** The most images per forward+backward pass: {@linkcode maxChunk}, lowered to fit the memory budget. */
+  readonly trainChunk: number;
   readonly net: VisionTransformer;
   readonly #vars = new Map<string, tf.Variable>();
   readonly #timmNameOf = new Map<string, string>();
   #disposed = false;
 
-  constructor(config: ResolvedViTConfig, state: StateDict, backend: BackendInfo, options: CreateOptions = {}) {
+  constructor(
+    config: ResolvedViTConfig,
+    state: StateDict,
+    backend: BackendInfo,
+    options: CreateOptions = {},
+  ) {
     this.config = config;
     this.backend = backend;
     this.specs = paramSpecs(config);
     checkStateDict(this.specs as ParamSpec[], state);
-    const derived = Math.max(1, Math.floor(backend.maxBindingBytes / bytesPerImage(config)));
-    this.maxChunk = Math.max(1, Math.min(options.maxChunk ?? Infinity, derived, 1024));
+    this.maxChunk = chunkSize(config, backend.maxBindingBytes, options.maxChunk);
+    const paramBytes = 4 * this.specs.reduce((sum, s) => sum + s.shape.reduce((a, b) => a * b, 1), 0);
+    // Weights, gradients and one transient copy of the largest of them stay resident during backward.
+    const free = backend.memoryBudgetBytes - 3 * paramBytes;
+    this.trainChunk = Math.max(1, Math.min(this.maxChunk, Math.floor(free / trainBytesPerImage(config))));
     const id = nextModelId++;
     for (const spec of this.specs) {
       const host = state.get(spec.name)!;
@@ -111,7 +140,9 @@ export class ViTModel {
     const c = this.config;
     if (shape.length !== 4) throw new Error(`input shape must be [n, C, H, W], got [${shape}]`);
     const [n, ch, h, w] = shape;
-    if (!Number.isInteger(n) || n < 1) throw new Error(`input batch size must be a positive integer, got ${n}`);
+    if (!Number.isInteger(n) || n < 1) {
+      throw new Error(`input batch size must be a positive integer, got ${n}`);
+    }
     if (ch !== c.in_chans || h !== c.img_size || w !== c.img_size) {
       throw new Error(
         `input shape [${shape}] does not match the model: expected [n, ${c.in_chans}, ${c.img_size}, ${c.img_size}]`,
@@ -122,9 +153,11 @@ export class ViTModel {
     }
   }
 
-  #chunks(n: number): Array<[number, number]> {
+  #chunks(n: number, size = this.maxChunk): Array<[number, number]> {
     const out: Array<[number, number]> = [];
-    for (let start = 0; start < n; start += this.maxChunk) out.push([start, Math.min(n, start + this.maxChunk)]);
+    for (let start = 0; start < n; start += size) {
+      out.push([start, Math.min(n, start + size)]);
+    }
     return out;
   }
 
@@ -140,7 +173,10 @@ export class ViTModel {
   }
 
   /** Logits `[n, num_classes]`, row-major, for preprocessed NCHW images (as timm's `model(x)`). */
-  async logits(input: Float32Array, shape: readonly [number, number, number, number] | number[]): Promise<Float32Array> {
+  async logits(
+    input: Float32Array,
+    shape: readonly [number, number, number, number] | number[],
+  ): Promise<Float32Array> {
     this.#check();
     this.#checkInput(input, shape);
     const out = new Float32Array(shape[0] * this.config.num_classes);
@@ -156,7 +192,9 @@ export class ViTModel {
   }
 
   #checkLabels(labels: Int32Array, n: number): void {
-    if (labels.length !== n) throw new Error(`labels holds ${labels.length} values, the batch has ${n} images`);
+    if (labels.length !== n) {
+      throw new Error(`labels holds ${labels.length} values, the batch has ${n} images`);
+    }
     const k = this.config.num_classes;
     for (let i = 0; i < n; i++) {
       if (!Number.isInteger(labels[i]) || labels[i] < 0 || labels[i] >= k) {
@@ -184,13 +222,14 @@ export class ViTModel {
     let grads: Map<string, tf.Tensor> | undefined;
     let loss = 0;
     try {
-      for (const [start, end] of this.#chunks(n)) {
+      for (const [start, end] of this.#chunks(n, this.trainChunk)) {
         const weight = (end - start) / n;
         const step = tf.tidy(() => {
           const x = this.#imageTensor(input, shape, start, end);
           const y = tf.tensor1d(labels.subarray(start, end), "int32");
           return tf.variableGrads(
-            () => tf.mul(crossEntropy(this.net.apply(x), y, options.labelSmoothing ?? 0), weight) as tf.Scalar,
+            () =>
+              tf.mul(crossEntropy(this.net.apply(x), y, options.labelSmoothing ?? 0), weight) as tf.Scalar,
             varList,
           );
         });
@@ -262,7 +301,11 @@ export class ViTModel {
  * Builds a timm ViT from its config (timm field names) and a state dict in timm's names and layouts, on the
  * backend chosen by {@linkcode initBackend}. A missing, unexpected or mis-shaped tensor is an error naming it.
  */
-export async function createViT(config: ViTConfig, stateDict: StateDict, options?: CreateOptions): Promise<ViTModel> {
+export async function createViT(
+  config: ViTConfig,
+  stateDict: StateDict,
+  options?: CreateOptions,
+): Promise<ViTModel> {
   const backend = await initBackend();
   return new ViTModel(resolveConfig(config), stateDict, backend, options);
 }

@@ -36,7 +36,12 @@ export class VisionTransformer {
       this.blocks.push(
         new Block(
           norm(`${p}.norm1`),
-          new Attention(linear(`${p}.attn.qkv`, c.qkv_bias), linear(`${p}.attn.proj`), c.num_heads, c.embed_dim),
+          new Attention(
+            linear(`${p}.attn.qkv`, c.qkv_bias),
+            linear(`${p}.attn.proj`),
+            c.num_heads,
+            c.embed_dim,
+          ),
           norm(`${p}.norm2`),
           new Mlp(linear(`${p}.mlp.fc1`), linear(`${p}.mlp.fc2`)),
         ),
@@ -56,7 +61,10 @@ export class VisionTransformer {
       let h = tf.reshape(tokens, [b * T, D]) as tf.Tensor2D;
       for (const block of this.blocks) h = block.apply(h, b, T);
       // Only the class token feeds the head, and LayerNorm is per token: normalising just that row is exact.
-      const clsRows = tf.reshape(tf.slice(tf.reshape(h, [b, T, D]), [0, 0, 0], [b, 1, D]), [b, D]) as tf.Tensor2D;
+      const clsRows = tf.reshape(tf.slice(tf.reshape(h, [b, T, D]), [0, 0, 0], [b, 1, D]), [
+        b,
+        D,
+      ]) as tf.Tensor2D;
       return this.norm.apply(clsRows);
     });
   }

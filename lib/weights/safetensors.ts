@@ -27,7 +27,9 @@ function copyAligned(bytes: Uint8Array, begin: number, end: number): ArrayBuffer
  * Every tensor's dtype, shape and byte range is checked against the buffer.
  */
 export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Map<string, SafeTensor> {
-  if (bytes.length < 8) throw new Error(`${source}: ${bytes.length} bytes is too short for a safetensors file`);
+  if (bytes.length < 8) {
+    throw new Error(`${source}: ${bytes.length} bytes is too short for a safetensors file`);
+  }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const headerLen = Number(view.getBigUint64(0, true));
   if (headerLen > bytes.length - 8) {
@@ -49,10 +51,18 @@ export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Map
     const count = shape.reduce((a, b) => a * b, 1);
     const [b0, b1] = data_offsets;
     if (b1 - b0 !== count * width) {
-      throw new Error(`${source}: tensor "${name}" spans ${b1 - b0} bytes, shape [${shape}] ${dtype} needs ${count * width}`);
+      throw new Error(
+        `${source}: tensor "${name}" spans ${b1 - b0} bytes, shape [${shape}] ${dtype} needs ${
+          count * width
+        }`,
+      );
     }
     if (dataStart + b1 > bytes.length) {
-      throw new Error(`${source}: tensor "${name}" ends at byte ${dataStart + b1}, past the end of the file (${bytes.length}); truncated?`);
+      throw new Error(
+        `${source}: tensor "${name}" ends at byte ${
+          dataStart + b1
+        }, past the end of the file (${bytes.length}); truncated?`,
+      );
     }
     const buf = copyAligned(bytes, dataStart + b0, dataStart + b1);
     let data: Float32Array | Int32Array;
@@ -108,7 +118,9 @@ export function encodeSafetensors(
   const parts: Uint8Array[] = [];
   let offset = 0;
   for (const [name, t] of tensors) {
-    const raw = dtype === "F32" ? new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength) : new Uint8Array(f32ToF16(t.data).buffer);
+    const raw = dtype === "F32"
+      ? new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)
+      : new Uint8Array(f32ToF16(t.data).buffer);
     header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + raw.length] };
     parts.push(raw);
     offset += raw.length;

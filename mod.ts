@@ -1,0 +1,21 @@
+/**
+ * vit-deno: timm Vision Transformers in Deno on tfjs (WebGPU, wasm or cpu): inference, gradients and
+ * fine-tuning, with timm's names, layouts and numerics.
+ *
+ * ```ts
+ * import { archConfig, createViT } from "./mod.ts";
+ * const model = await createViT(archConfig("vit_base_patch16_224")!, stateDict);
+ * const logits = await model.logits(pixels, [1, 3, 224, 224]);
+ * model.dispose();
+ * ```
+ *
+ * @module
+ */
+
+export { type BackendInfo, type BackendName, describeBackend, initBackend } from "./lib/backend/backend.ts";
+export { resolveConfig, type ResolvedViTConfig, timmConfig, type ViTConfig } from "./lib/vit/config.ts";
+export { archConfig, KNOWN_ARCHS } from "./lib/vit/archs.ts";
+export { type HostTensor, paramSpecs, type StateDict } from "./lib/vit/params.ts";
+export { type CreateOptions, createViT, type LossOptions, ViTModel } from "./lib/vit/model.ts";
+export { encodeSafetensors, parseSafetensors, readSafetensors } from "./lib/weights/safetensors.ts";
+export { formulaStateDict } from "./lib/weights/formula.ts";
