@@ -1,0 +1,48 @@
+/**
+ * Atomic writes: content goes to a temporary sibling first and is renamed into place, so a crash never
+ * leaves a half-written file or model folder behind.
+ *
+ * @module
+ */
+
+function tempSibling(path: string): string {
+  return `${path}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/** Writes a file atomically (temp file in the same folder, then rename). */
+export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  const tmp = tempSibling(path);
+  try {
+    if (typeof data === "string") await Deno.writeTextFile(tmp, data);
+    else await Deno.writeFile(tmp, data);
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw e;
+  }
+}
+
+/**
+ * Fills a folder atomically: `fill` writes into a fresh temporary sibling folder, which then replaces
+ * `dir` (an existing `dir` is moved aside first and removed only after the new one is in place).
+ */
+export async function writeDirAtomic(dir: string, fill: (tmpDir: string) => Promise<void>): Promise<void> {
+  const tmp = tempSibling(dir);
+  await Deno.mkdir(tmp, { recursive: true });
+  try {
+    await fill(tmp);
+  } catch (e) {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
+  let old: string | undefined;
+  try {
+    await Deno.stat(dir);
+    old = tempSibling(`${dir}.old`);
+    await Deno.rename(dir, old);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  await Deno.rename(tmp, dir);
+  if (old) await Deno.remove(old, { recursive: true });
+}

@@ -1,0 +1,148 @@
+/**
+ * Loading sharded weights (`model.json` + shards) from a local folder or an http(s) URL: shards are read or
+ * fetched in parallel and every one is checked against its sha256 before any weight is used.
+ *
+ * @module
+ */
+import { type CreateOptions, createViT, type ViTModel } from "../vit/model.ts";
+import type { StateDict } from "../vit/params.ts";
+import { f16ToF32 } from "./dtype.ts";
+import { type ModelManifest, validateManifest } from "./manifest.ts";
+import { sha256Hex } from "./sha256.ts";
+
+/** Options of {@linkcode loadWeights} and {@linkcode loadModel}. */
+export interface LoadOptions {
+  /** How many shards are fetched at once; 8 by default. */
+  concurrency?: number;
+  /** The fetch to use for URLs (tests inject one); the global fetch by default. */
+  fetch?: typeof fetch;
+}
+
+/** A model loaded from sharded weights, with its manifest (labels, preprocessing, source). */
+export interface LoadedModel {
+  model: ViTModel;
+  manifest: ModelManifest;
+  /** The folder or URL it was loaded from. */
+  location: string;
+}
+
+function isUrl(location: string): boolean {
+  return /^https?:\/\//i.test(location);
+}
+
+function join(location: string, file: string): string {
+  if (isUrl(location)) return new URL(file, location.endsWith("/") ? location : `${location}/`).href;
+  return `${location.replace(/\/+$/, "")}/${file}`;
+}
+
+async function readBytes(location: string, what: string, fetcher: typeof fetch): Promise<Uint8Array> {
+  if (isUrl(location)) {
+    let res: Response;
+    try {
+      res = await fetcher(location);
+    } catch (e) {
+      throw new Error(`${what}: fetching ${location} failed (${(e as Error).message})`);
+    }
+    if (!res.ok) {
+      await res.body?.cancel();
+      throw new Error(`${what}: ${location} answered HTTP ${res.status}`);
+    }
+    return new Uint8Array(await res.arrayBuffer());
+  }
+  try {
+    return await Deno.readFile(location);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new Error(`${what}: ${location} does not exist`);
+    throw new Error(`${what}: reading ${location} failed (${(e as Error).message})`);
+  }
+}
+
+async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+/** Reads and validates `model.json` of a folder or URL. */
+export async function readManifest(location: string, options: LoadOptions = {}): Promise<ModelManifest> {
+  const where = join(location, "model.json");
+  const bytes = await readBytes(where, "model.json", options.fetch ?? fetch);
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (e) {
+    throw new Error(`${where}: not valid JSON (${(e as Error).message})`);
+  }
+  return validateManifest(json, where);
+}
+
+/** Loads the manifest and the verified weights as a timm-named float32 state dict. */
+export async function loadWeights(
+  location: string,
+  options: LoadOptions = {},
+): Promise<{ manifest: ModelManifest; state: StateDict }> {
+  const manifest = await readManifest(location, options);
+  const fetcher = options.fetch ?? fetch;
+  const state: StateDict = new Map();
+  for (const group of manifest.weightsManifest) {
+    const shards = await mapLimit(group.paths, options.concurrency ?? 8, async (path) => {
+      const bytes = await readBytes(join(location, path), `shard ${path}`, fetcher);
+      const actual = await sha256Hex(bytes);
+      if (actual !== manifest.shards[path]) {
+        throw new Error(
+          `shard ${path}: sha256 ${actual} does not match the manifest's ${manifest.shards[path]} ` +
+            `(${bytes.length} bytes; the shard is corrupt or truncated)`,
+        );
+      }
+      return bytes;
+    });
+    const size = shards.reduce((a, s) => a + s.length, 0);
+    const all = new Uint8Array(size);
+    let at = 0;
+    for (const s of shards) {
+      all.set(s, at);
+      at += s.length;
+    }
+    let offset = 0;
+    for (const w of group.weights) {
+      const count = w.shape.reduce((a, b) => a * b, 1);
+      const width = w.quantization ? 2 : 4;
+      const end = offset + count * width;
+      if (end > size) {
+        throw new Error(
+          `${location}: weight "${w.name}" ends at byte ${end}, but the shards hold ${size} bytes`,
+        );
+      }
+      const raw = all.slice(offset, end).buffer;
+      state.set(w.name, {
+        shape: w.shape,
+        data: w.quantization ? f16ToF32(new Uint16Array(raw)) : new Float32Array(raw),
+      });
+      offset = end;
+    }
+    if (offset !== size) {
+      throw new Error(`${location}: the shards hold ${size} bytes, the weights listed use ${offset}`);
+    }
+  }
+  return { manifest, state };
+}
+
+/**
+ * Loads a converted model from a local folder or an http(s) URL (shards fetched in parallel, every shard's
+ * sha256 verified) and builds it on the current backend.
+ */
+export async function loadModel(
+  location: string,
+  options: LoadOptions & CreateOptions = {},
+): Promise<LoadedModel> {
+  const { manifest, state } = await loadWeights(location, options);
+  const model = await createViT(manifest.vit, state, options);
+  return { model, manifest, location };
+}

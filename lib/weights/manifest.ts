@@ -1,0 +1,128 @@
+/**
+ * `model.json`: the tfjs weights-manifest layout (`weightsManifest` groups of shard paths and
+ * `{name, shape, dtype, quantization?}` entries) extended with what a ViT needs to be used and verified:
+ * its timm config, preprocessing, class labels, where it came from, and the sha256 of every shard.
+ *
+ * @module
+ */
+import type { ViTConfig } from "../vit/config.ts";
+
+/** The format tag written into every manifest. */
+export const MANIFEST_FORMAT = "vit-deno/weights@1";
+
+/** One weight entry, as tfjs writes it. Stored float16 entries carry tfjs's quantization record. */
+export interface WeightEntry {
+  name: string;
+  shape: number[];
+  dtype: "float32";
+  quantization?: { dtype: "float16"; original_dtype: "float32" };
+}
+
+/** One tfjs weights group: its shard files and the weights stored back to back across them. */
+export interface WeightsGroup {
+  paths: string[];
+  weights: WeightEntry[];
+}
+
+/** How images are prepared for the model, in timm's terms (`timm.data.resolve_data_config`). */
+export interface Preprocessing {
+  img_size: number;
+  mean: [number, number, number];
+  std: [number, number, number];
+  interpolation: "bilinear" | "bicubic";
+  crop_pct: number;
+}
+
+/** Where the weights came from. */
+export interface SourceInfo {
+  /** File name or URL of the checkpoint converted, or a description (e.g. "trained by deno task train"). */
+  file: string;
+  /** sha256 of that file, when it was a file. */
+  sha256?: string;
+  /** The checkpoint's format. */
+  format?: string;
+  /** The timm architecture name, when known. */
+  arch?: string;
+  /** Set when the classifier head was replaced (fresh init) for fine-tuning. */
+  head_reinitialized?: { num_classes: number; seed: number };
+  /** Set when pos_embed was resampled to another resolution. */
+  pos_embed_resampled?: { from: number; to: number };
+}
+
+/** The whole `model.json`. */
+export interface ModelManifest {
+  format: typeof MANIFEST_FORMAT;
+  weightsManifest: WeightsGroup[];
+  vit: ViTConfig;
+  preprocessing: Preprocessing;
+  labels: string[];
+  source: SourceInfo;
+  /** sha256 (hex) of every shard, by path. */
+  shards: Record<string, string>;
+  /** Storage dtype of the weights. */
+  dtype: "float32" | "float16";
+  created: string;
+  /** Anything else worth keeping (e.g. training metrics of the run that produced the weights). */
+  extra?: Record<string, unknown>;
+}
+
+/** timm's defaults for ImageNet ViTs (`vit_*_patch16_224.augreg*`): mean = std = 0.5, bicubic, crop 0.9. */
+export function defaultPreprocessing(imgSize: number): Preprocessing {
+  return {
+    img_size: imgSize,
+    mean: [0.5, 0.5, 0.5],
+    std: [0.5, 0.5, 0.5],
+    interpolation: "bicubic",
+    crop_pct: 0.9,
+  };
+}
+
+function fail(source: string, field: string, expected: string, got: unknown): never {
+  throw new Error(
+    `${source}: field "${field}" must be ${expected}, got ${JSON.stringify(got)?.slice(0, 80)}`,
+  );
+}
+
+/** Validates a parsed `model.json`; every error names the field and what was expected. */
+export function validateManifest(json: unknown, source = "model.json"): ModelManifest {
+  if (typeof json !== "object" || json === null) fail(source, "(root)", "an object", json);
+  const m = json as Record<string, unknown>;
+  if (m.format !== MANIFEST_FORMAT) fail(source, "format", `"${MANIFEST_FORMAT}"`, m.format);
+  if (!Array.isArray(m.weightsManifest) || m.weightsManifest.length === 0) {
+    fail(source, "weightsManifest", "a non-empty array of {paths, weights}", m.weightsManifest);
+  }
+  for (const [i, g] of (m.weightsManifest as WeightsGroup[]).entries()) {
+    if (!Array.isArray(g.paths) || !g.paths.every((p) => typeof p === "string")) {
+      fail(source, `weightsManifest[${i}].paths`, "an array of shard paths", g.paths);
+    }
+    for (const p of g.paths) {
+      if (p.includes("..") || p.startsWith("/") || p.includes("\\")) {
+        fail(source, `weightsManifest[${i}].paths`, "relative paths inside the model folder", p);
+      }
+      if (typeof (m.shards as Record<string, unknown>)?.[p] !== "string") {
+        fail(source, `shards["${p}"]`, "the shard's sha256", (m.shards as Record<string, unknown>)?.[p]);
+      }
+    }
+    if (!Array.isArray(g.weights)) fail(source, `weightsManifest[${i}].weights`, "an array", g.weights);
+    for (const w of g.weights) {
+      if (typeof w.name !== "string" || !Array.isArray(w.shape) || w.dtype !== "float32") {
+        fail(source, `weightsManifest[${i}].weights`, "{name, shape, dtype: float32} entries", w);
+      }
+      if (w.quantization && w.quantization.dtype !== "float16") {
+        fail(source, `weights["${w.name}"].quantization.dtype`, '"float16"', w.quantization.dtype);
+      }
+    }
+  }
+  if (typeof m.vit !== "object" || m.vit === null) fail(source, "vit", "the ViT config object", m.vit);
+  const p = m.preprocessing as Preprocessing;
+  if (
+    typeof p !== "object" || p === null || !(p.img_size > 0) || p.mean?.length !== 3 || p.std?.length !== 3 ||
+    !["bilinear", "bicubic"].includes(p.interpolation) || !(p.crop_pct > 0 && p.crop_pct <= 1)
+  ) {
+    fail(source, "preprocessing", "{img_size, mean[3], std[3], interpolation, crop_pct in (0, 1]}", p);
+  }
+  if (!Array.isArray(m.labels) || !m.labels.every((l) => typeof l === "string")) {
+    fail(source, "labels", "an array of class names", m.labels);
+  }
+  return json as ModelManifest;
+}
