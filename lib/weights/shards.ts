@@ -64,7 +64,7 @@ export async function saveModel(outDir: string, options: SaveModelOptions): Prom
       await Deno.writeFile(`${tmp}/${paths[index]}`, bytes);
       index++;
       fill = 0;
-      buffer = new Uint8Array(Math.min(shardBytes, total - index * shardBytes));
+      buffer = new Uint8Array(Math.max(0, Math.min(shardBytes, total - index * shardBytes)));
     };
     for (const spec of specs) {
       const data = options.state.get(spec.name)!.data;
