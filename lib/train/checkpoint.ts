@@ -1,0 +1,115 @@
+/**
+ * Training checkpoints: `checkpoints/<name>/` holds the weights in the sharded format (float32, so a resume
+ * is exact), `optimizer.safetensors` (the optimizer's slots) and `trainer.json` (where in the schedule and
+ * data order the run stands). `checkpoints/latest.json` names the newest complete checkpoint and is written
+ * last, atomically: a run killed at any moment resumes from a checkpoint that was fully written.
+ *
+ * @module
+ */
+import { writeFileAtomic } from "../weights/atomic.ts";
+import { loadWeights } from "../weights/load.ts";
+import type { ModelManifest, Preprocessing, SourceInfo } from "../weights/manifest.ts";
+import { encodeSafetensors, parseSafetensors } from "../weights/safetensors.ts";
+import { saveModel } from "../weights/shards.ts";
+import type { ViTConfig } from "../vit/config.ts";
+import type { StateDict } from "../vit/params.ts";
+
+/** Where the run stands; enough to continue it exactly. */
+export interface TrainerState {
+  /** Epoch in progress (0-based). */
+  epoch: number;
+  /** Optimizer updates already done within that epoch. */
+  updateInEpoch: number;
+  /** Optimizer updates done in total. */
+  update: number;
+  /** Lines of `metrics.jsonl` written when the checkpoint was taken (later ones are dropped on resume). */
+  metricsLines: number;
+  /** Seconds of training so far (all processes). */
+  elapsed: number;
+  /** The options the run was started with (a resume must match them). */
+  config: Record<string, unknown>;
+}
+
+/** What {@linkcode saveCheckpoint} writes. */
+export interface Checkpoint {
+  vit: ViTConfig;
+  state: StateDict;
+  optimizer: { step: number; slots: Map<string, { shape: number[]; data: Float32Array }> };
+  trainer: TrainerState;
+  preprocessing: Preprocessing;
+  labels: string[];
+  source: SourceInfo;
+}
+
+/** A checkpoint read back. */
+export interface LoadedCheckpoint {
+  dir: string;
+  manifest: ModelManifest;
+  state: StateDict;
+  optimizer: { step: number; slots: Map<string, { shape: number[]; data: Float32Array | Int32Array }> };
+  trainer: TrainerState;
+}
+
+/** Writes checkpoint `name` under `runDir/checkpoints/`, then points `latest.json` at it; old ones beyond `keep` go. */
+export async function saveCheckpoint(
+  runDir: string,
+  name: string,
+  ck: Checkpoint,
+  keep = 2,
+): Promise<string> {
+  const root = `${runDir}/checkpoints`;
+  await Deno.mkdir(root, { recursive: true });
+  const dir = `${root}/${name}`;
+  await saveModel(dir, {
+    config: ck.vit,
+    state: ck.state,
+    preprocessing: ck.preprocessing,
+    labels: ck.labels,
+    source: ck.source,
+    dtype: "float32",
+    extra: { checkpoint: { epoch: ck.trainer.epoch, update: ck.trainer.update } },
+  });
+  const opt = encodeSafetensors(ck.optimizer.slots, "F32");
+  await writeFileAtomic(`${dir}/optimizer.safetensors`, opt);
+  await writeFileAtomic(
+    `${dir}/trainer.json`,
+    JSON.stringify({ ...ck.trainer, optimizerStep: ck.optimizer.step }, null, 1) + "\n",
+  );
+  await writeFileAtomic(`${root}/latest.json`, JSON.stringify({ checkpoint: name }) + "\n");
+  // Prune older checkpoints (names sort by update count), never the one just written.
+  const names: string[] = [];
+  for await (const e of Deno.readDir(root)) {
+    if (e.isDirectory && /^step-\d+$/.test(e.name) && e.name !== name) names.push(e.name);
+  }
+  names.sort();
+  for (const old of names.slice(0, Math.max(0, names.length - (keep - 1)))) {
+    await Deno.remove(`${root}/${old}`, { recursive: true }).catch(() => {});
+  }
+  return dir;
+}
+
+/** The newest complete checkpoint of a run, or undefined when there is none. */
+export async function loadLatestCheckpoint(runDir: string): Promise<LoadedCheckpoint | undefined> {
+  const root = `${runDir}/checkpoints`;
+  let latest: { checkpoint: string };
+  try {
+    latest = JSON.parse(await Deno.readTextFile(`${root}/latest.json`));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw new Error(`${root}/latest.json: unreadable (${(e as Error).message})`);
+  }
+  const dir = `${root}/${latest.checkpoint}`;
+  const { manifest, state } = await loadWeights(dir);
+  const slots = parseSafetensors(
+    await Deno.readFile(`${dir}/optimizer.safetensors`),
+    `${dir}/optimizer.safetensors`,
+  );
+  const trainer = JSON.parse(await Deno.readTextFile(`${dir}/trainer.json`));
+  return {
+    dir,
+    manifest,
+    state,
+    optimizer: { step: trainer.optimizerStep, slots },
+    trainer,
+  };
+}
