@@ -19,3 +19,9 @@ export { type HostTensor, paramSpecs, type StateDict } from "./lib/vit/params.ts
 export { type CreateOptions, createViT, type LossOptions, ViTModel } from "./lib/vit/model.ts";
 export { encodeSafetensors, parseSafetensors, readSafetensors } from "./lib/weights/safetensors.ts";
 export { formulaStateDict } from "./lib/weights/formula.ts";
+export {
+  type Checkpoint,
+  type CheckpointFormat,
+  parseCheckpoint,
+  readCheckpoint,
+} from "./lib/weights/checkpoint.ts";
