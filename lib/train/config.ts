@@ -38,6 +38,14 @@ export interface TrainConfig {
   epochs: number;
   /** Label smoothing. */
   smoothing: number;
+  /** Normalisation mean (timm's `--mean`); the initial checkpoint's, else 0.5, when absent. */
+  mean?: [number, number, number];
+  /** Normalisation std (timm's `--std`). */
+  std?: [number, number, number];
+  /** Resize interpolation (timm's `--interpolation`). */
+  interpolation?: "bilinear" | "bicubic";
+  /** Center-crop fraction at evaluation (timm's `--crop-pct`). */
+  crop_pct?: number;
   /** Max global gradient norm; 0 disables clipping. */
   clip_grad: number;
   seed: number;
@@ -132,6 +140,7 @@ const NUMBER_KEYS = [
   "checkpoint_every",
   "checkpoint_keep",
   "max_updates",
+  "crop_pct",
 ] as const;
 const INT_KEYS = new Set([
   "num_classes",
@@ -148,6 +157,7 @@ const INT_KEYS = new Set([
   "max_updates",
 ]);
 const STRING_KEYS = [
+  "interpolation",
   "initial_checkpoint",
   "data_dir",
   "train_split",
@@ -158,6 +168,10 @@ const STRING_KEYS = [
 const KNOWN = new Set<string>([
   ...Object.keys(DEFAULTS),
   "initial_checkpoint",
+  "mean",
+  "std",
+  "interpolation",
+  "crop_pct",
 ]);
 const ALIASES: Record<string, string> = { "smooth": "smoothing", "data": "data_dir", "clip": "clip_grad" };
 
@@ -206,6 +220,14 @@ export function mergeConfig(
         throw new Error(`${source}: "${key}" must be a string, got ${JSON.stringify(value)}`);
       }
       out[key] = value;
+    } else if (key === "mean" || key === "std") {
+      const v = typeof value === "string" ? value.split(/[ ,]+/).filter(Boolean).map(Number) : value;
+      if (
+        !Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === "number" && Number.isFinite(x))
+      ) {
+        throw new Error(`${source}: "${key}" must be three numbers, got ${JSON.stringify(value)}`);
+      }
+      out[key] = v;
     } else if (key === "resume") {
       out[key] = value === true || value === "true" || value === "";
     } else if (key === "freeze") {

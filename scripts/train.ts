@@ -1,0 +1,115 @@
+/**
+ * `deno task train --config configs/x.yml [--key value ...]`: trains or fine-tunes a ViT as the config
+ * says (timm `train.py` option names; command-line options override the file). `--resume` continues the
+ * run in `--output` from its last checkpoint; `--export <dir>` also writes the final model there as
+ * float16 shards (what `weights/` ships). `data_dir: synthetic:<n>` trains on generated images (tests).
+ *
+ * @module
+ */
+import { type BackendName, initBackend } from "../lib/backend/backend.ts";
+import { DEFAULTS, mergeConfig, parseArgs, readConfigFile, type TrainConfig } from "../lib/train/config.ts";
+import type { ImageSet } from "../lib/train/image_set.ts";
+import { syntheticImageSet } from "../lib/train/synthetic.ts";
+import { train } from "../lib/train/trainer.ts";
+import { loadWeights, readManifest } from "../lib/weights/load.ts";
+import type { Preprocessing } from "../lib/weights/manifest.ts";
+import { saveModel } from "../lib/weights/shards.ts";
+import { openImageFolder } from "../lib/train/folder_set.ts";
+
+const USAGE = `usage: deno task train --config <file.yml> [--<option> <value> ...] [--resume] [--export <dir>]
+options (timm train.py names): model, initial-checkpoint, num_classes, img_size, batch_size, grad_accum_steps,
+  opt (sgd|momentum|adamw), momentum, weight_decay, lr, min_lr, sched (cosine|step|constant), warmup_epochs,
+  warmup_lr, epochs, smoothing, clip_grad, seed, freeze (none|head-only|blocks:N), data_dir, train_subset,
+  eval_subset, hflip, crop_pad, mean, std, output, checkpoint_every, backend, max_updates`;
+
+async function preprocessingOf(c: TrainConfig): Promise<Preprocessing> {
+  const base: Preprocessing = c.initial_checkpoint
+    ? (await readManifest(c.initial_checkpoint)).preprocessing
+    : {
+      img_size: c.img_size,
+      mean: [0.5, 0.5, 0.5],
+      std: [0.5, 0.5, 0.5],
+      interpolation: "bicubic",
+      crop_pct: 1,
+    };
+  return {
+    img_size: c.img_size,
+    mean: c.mean ?? base.mean,
+    std: c.std ?? base.std,
+    interpolation: c.interpolation ?? base.interpolation,
+    crop_pct: c.crop_pct ?? base.crop_pct,
+  };
+}
+
+/** The train and validation sets and the class names a config names. */
+async function openData(
+  c: TrainConfig,
+  pre: Preprocessing,
+): Promise<{ train: ImageSet; val: ImageSet; labels: string[] }> {
+  const synthetic = /^synthetic:(\d+)$/.exec(c.data_dir);
+  if (synthetic) {
+    const n = Number(synthetic[1]);
+    return {
+      train: syntheticImageSet(n, c.img_size, c.num_classes, c.seed),
+      val: syntheticImageSet(
+        Math.max(c.num_classes, Math.floor(n / 4)),
+        c.img_size,
+        c.num_classes,
+        c.seed + 1,
+      ),
+      labels: Array.from({ length: c.num_classes }, (_, i) => `class_${i}`),
+    };
+  }
+  const train = await openImageFolder(`${c.data_dir}/${c.train_split}`, pre, { train: true });
+  const val = await openImageFolder(`${c.data_dir}/${c.val_split}`, pre, { train: false });
+  if (train.classes.length !== c.num_classes) {
+    throw new Error(
+      `${c.data_dir}/${c.train_split} has ${train.classes.length} classes, num_classes is ${c.num_classes}`,
+    );
+  }
+  return { train: train.set, val: val.set, labels: train.classes };
+}
+
+if (import.meta.main) {
+  const args = [...Deno.args];
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
+  try {
+    const { config: file, options } = parseArgs(args);
+    const exportDir = options["export"] as string | undefined;
+    delete options["export"];
+    const base = file ? await readConfigFile(file) : DEFAULTS;
+    const config = mergeConfig(base, options, "command line");
+    await initBackend((config.backend || undefined) as BackendName | undefined);
+    const pre = await preprocessingOf(config);
+    const data = await openData(config, pre);
+    const result = await train({
+      config,
+      train: data.train,
+      val: data.val,
+      labels: data.labels,
+      preprocessing: pre,
+    });
+    if (!result.finished) {
+      console.error(`stopped after ${result.state.update} updates (max_updates); continue with --resume`);
+    } else if (exportDir) {
+      const { manifest, state } = await loadWeights(result.finalDir!);
+      await saveModel(exportDir, {
+        config: manifest.vit,
+        state,
+        preprocessing: manifest.preprocessing,
+        labels: manifest.labels,
+        source: manifest.source,
+        dtype: "float16",
+        extra: manifest.extra,
+      });
+      console.error(`exported ${exportDir} (float16 shards)`);
+    }
+  } catch (e) {
+    console.error(`train: ${(e as Error).message}`);
+    if (Deno.env.get("VIT_DEBUG")) console.error(e);
+    Deno.exit(1);
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * Kill-and-resume: a training subprocess is SIGKILLed mid-epoch after its first checkpoint, resumed with
+ * `--resume`, and must end with exactly the weights (shard sha256s) of an uninterrupted run.
+ */
+import assert from "node:assert/strict";
+
+const ROOT = new URL("..", import.meta.url).pathname;
+
+const CONFIG = `
+model: { patch_size: 4, embed_dim: 32, depth: 2, num_heads: 2 }
+num_classes: 10
+img_size: 16
+batch_size: 16
+grad_accum_steps: 2
+opt: adamw
+lr: 0.003
+weight_decay: 0.05
+sched: cosine
+warmup_epochs: 0.5
+epochs: 3
+smoothing: 0.1
+clip_grad: 1.0
+seed: 7
+data_dir: "synthetic:640"
+eval_subset: 100
+hflip: 0.5
+crop_pad: 2
+checkpoint_every: 4
+backend: wasm
+`;
+
+function trainCmd(configPath: string, output: string, extra: string[] = []): Deno.Command {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}scripts/train.ts`, "--config", configPath, "--output", output, ...extra],
+    cwd: ROOT,
+    env: { VIT_QUIET: "1" },
+    stdout: "null",
+    stderr: "piped",
+  });
+}
+
+async function finalShards(output: string): Promise<Record<string, string>> {
+  return JSON.parse(await Deno.readTextFile(`${output}/final/model.json`)).shards;
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("training killed with SIGKILL mid-epoch resumes to the same weights as an uninterrupted run", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vit-resume-" });
+  try {
+    const configPath = `${dir}/micro.yml`;
+    await Deno.writeTextFile(configPath, CONFIG);
+
+    const straight = await trainCmd(configPath, `${dir}/a`).output();
+    assert.equal(straight.code, 0, new TextDecoder().decode(straight.stderr));
+
+    // Start again, kill as soon as a checkpoint exists and training has gone on past it.
+    const child = trainCmd(configPath, `${dir}/b`).spawn();
+    const latest = `${dir}/b/checkpoints/latest.json`;
+    const deadline = Date.now() + 120_000;
+    while (!(await exists(latest)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(await exists(latest), "the run never wrote a checkpoint");
+    await new Promise((r) => setTimeout(r, 150));
+    child.kill("SIGKILL");
+    const killed = await child.output();
+    assert.equal(killed.signal, "SIGKILL", "the run ended before it could be killed; make it longer");
+    assert.equal(await exists(`${dir}/b/final/model.json`), false);
+    const at = JSON.parse(await Deno.readTextFile(latest)).checkpoint;
+    const trainer = JSON.parse(await Deno.readTextFile(`${dir}/b/checkpoints/${at}/trainer.json`));
+    assert.ok(trainer.update < 60, `killed at update ${trainer.update}, expected before the end (60)`);
+
+    const resumed = await trainCmd(configPath, `${dir}/b`, ["--resume"]).output();
+    const log = new TextDecoder().decode(resumed.stderr);
+    assert.equal(resumed.code, 0, log);
+    assert.match(log, /resuming from/);
+
+    assert.deepEqual(await finalShards(`${dir}/b`), await finalShards(`${dir}/a`));
+    // The metrics of the resumed run describe one run: same number of eval lines as the straight one.
+    const evals = async (o: string) =>
+      (await Deno.readTextFile(`${o}/metrics.jsonl`)).split("\n").filter((l) => l.includes('"eval"'));
+    assert.deepEqual(
+      (await evals(`${dir}/b`)).map((l) => JSON.parse(l).top1),
+      (await evals(`${dir}/a`)).map((l) => JSON.parse(l).top1),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
