@@ -1,0 +1,139 @@
+/**
+ * The running service, independent of HTTP: configuration, metrics, the device queue, admission control,
+ * the model registry and the fine-tuning sessions, wired together. `start()` loads the models; until it has
+ * finished `/readyz` answers 503, so a load balancer sends traffic only to a replica that can serve it.
+ *
+ * @module
+ */
+import { type BackendInfo, describeBackend, initBackend } from "../backend/backend.ts";
+import { readManifest } from "../weights/load.ts";
+import { Admission } from "./admission.ts";
+import { DeviceQueue } from "./device_queue.ts";
+import { fineTune, type FineTuner } from "./finetune.ts";
+import { ServeMetrics } from "./metrics.ts";
+import type { ServeOptions } from "./options.ts";
+import { defaultModelId, ModelRegistry } from "./registry.ts";
+import { SessionManager } from "./sessions.ts";
+
+/** Where the service stands. */
+export type ServiceState = "starting" | "ready" | "failed";
+
+/** The service's parts. */
+export class Service {
+  readonly metrics = new ServeMetrics();
+  readonly queue: DeviceQueue;
+  readonly admission: Admission;
+  readonly registry: ModelRegistry;
+  readonly sessions: SessionManager;
+  readonly startedAt = new Date();
+  state: ServiceState = "starting";
+  startError: string | undefined;
+  backend: BackendInfo | undefined;
+  #starting: Promise<void> | undefined;
+
+  constructor(readonly options: ServeOptions, deps: { tuner?: FineTuner } = {}) {
+    this.queue = new DeviceQueue({
+      onJob: (kind, seconds) => this.metrics.deviceSeconds.inc({ kind }, seconds),
+    });
+    this.admission = new Admission(options.limits.maxQueue);
+    this.registry = new ModelRegistry(
+      this.queue,
+      this.admission,
+      { maxBatch: options.maxBatch, maxWaitMs: options.maxWaitMs },
+      `${options.stateDir}/models`,
+      this.metrics,
+    );
+    this.sessions = new SessionManager(
+      { dir: `${options.stateDir}/sessions`, maxActive: options.limits.maxSessions },
+      this.registry,
+      this.queue,
+      deps.tuner ?? fineTune,
+      this.metrics,
+    );
+    this.metrics.gauge("vit_queue_images", "Images admitted and not yet classified.", () => [[
+      {},
+      this.admission.pending,
+    ]]);
+    this.metrics.gauge("vit_queue_limit_images", "Limit on admitted images (503 beyond it).", () => [[
+      {},
+      this.admission.limit,
+    ]]);
+    this.metrics.gauge("vit_device_queue_jobs", "Device jobs waiting, by kind.", () => {
+      const d = this.queue.depth;
+      return [[{ kind: "infer" }, d.infer], [{ kind: "train" }, d.train]];
+    });
+    this.metrics.gauge(
+      "vit_finetune_sessions",
+      "Fine-tuning sessions by state.",
+      () => Object.entries(this.sessions.countByState()).map(([state, n]) => [{ state }, n]),
+    );
+    this.metrics.gauge("vit_models_loaded", "Models served.", () => [[{}, this.registry.list().length]]);
+    this.metrics.gauge("vit_ready", "1 when every model is loaded and the backend is ready.", () => [[
+      {},
+      this.state === "ready" ? 1 : 0,
+    ]]);
+  }
+
+  /** Loads the backend, the base models, persisted fine-tuned models and sessions (once). */
+  start(): Promise<void> {
+    this.#starting ??= this.#start().then(() => {
+      this.state = "ready";
+    }, (e) => {
+      this.state = "failed";
+      this.startError = (e as Error).message;
+      throw e;
+    });
+    return this.#starting;
+  }
+
+  async #start(): Promise<void> {
+    const o = this.options;
+    const seen = new Set<string>();
+    const plan: Array<{ id: string; location: string }> = [];
+    for (const spec of o.models) {
+      let manifest;
+      try {
+        manifest = await readManifest(spec.location);
+      } catch (e) {
+        const local = !/^https?:\/\//i.test(spec.location);
+        throw new Error(
+          `cannot serve model ${JSON.stringify(spec.location)}: ${(e as Error).message}` +
+            (local && spec.location.replace(/\/+$/, "") === "weights"
+              ? ". The shipped model lives in weights/ (model.json + shards); create it with `deno task train` " +
+                "or pass --model <folder|url>"
+              : ""),
+        );
+      }
+      const id = spec.id ?? defaultModelId(spec.location, manifest);
+      if (seen.has(id)) {
+        throw new Error(`two models would be served as "${id}"; name them with --model id=path`);
+      }
+      seen.add(id);
+      plan.push({ id, location: spec.location });
+    }
+    this.backend = await initBackend();
+    for (const p of plan) await this.registry.load(p.id, p.location, "base");
+    await Deno.mkdir(`${o.stateDir}/models`, { recursive: true });
+    const persisted = await this.registry.loadPersisted();
+    for (const f of persisted.failed) {
+      console.error(`serve: fine-tuned model "${f.id}" not loaded: ${f.error}`);
+    }
+    const { interrupted } = await this.sessions.init();
+    if (interrupted.length) {
+      console.error(
+        `serve: ${interrupted.length} session(s) were interrupted by a restart: ${interrupted.join(", ")}`,
+      );
+    }
+  }
+
+  /** A one-line description of the backend, once started. */
+  get backendName(): string | undefined {
+    return this.backend ? describeBackend(this.backend) : undefined;
+  }
+
+  /** Cancels sessions and frees the models. */
+  async close(): Promise<void> {
+    await this.sessions.shutdown();
+    this.registry.dispose();
+  }
+}

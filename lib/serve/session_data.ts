@@ -1,0 +1,206 @@
+/**
+ * Preparing a fine-tuning session's data before it is accepted: the dataset (a folder of class folders
+ * under the data root, or an uploaded tar/tar.gz extracted into `<state-dir>/uploads/`) is opened with
+ * `lib/data`'s image-folder reader, checked (classes, size), and wrapped as the `ImageSet` the training
+ * layer consumes, preprocessed with the base model's evaluation transform and cached within a budget.
+ * Problems with the data are answered 4xx here instead of failing the session later.
+ *
+ * @module
+ */
+import type { Dataset } from "../data/dataset.ts";
+import { openImageFolder } from "../data/image_folder.ts";
+import { preprocessEval } from "../data/preprocess.ts";
+import { extractTar, TarError } from "../data/tar.ts";
+import type { ImageSet } from "../train/image_set.ts";
+import type { Preprocessing } from "../weights/manifest.ts";
+import { resolveDataset } from "./datasets.ts";
+import { ApiError } from "./errors.ts";
+import type { FineTuneFields } from "./finetune_request.ts";
+import type { ServedModel } from "./registry.ts";
+import type { Service } from "./service.ts";
+import type { SessionDataset, SessionRequest } from "./sessions.ts";
+
+/** Preprocessed images kept per session, in bytes. */
+const CACHE_BYTES = 512 * 2 ** 20;
+
+/** A `lib/data` dataset as a training `ImageSet`, preprocessed for the model and cached. */
+export function datasetImageSet(ds: Dataset, pre: Preprocessing, cacheBytes = CACHE_BYTES): ImageSet {
+  const s = pre.img_size, per = 3 * s * s;
+  const cache = new Map<number, Float32Array>();
+  const cap = Math.floor(cacheBytes / (per * 4));
+  return {
+    size: ds.length,
+    labels: ds.labels,
+    shape: [3, s, s],
+    async images(indices: ArrayLike<number>): Promise<Float32Array> {
+      const out = new Float32Array(indices.length * per);
+      for (let j = 0; j < indices.length; j++) {
+        const i = indices[j];
+        let x = cache.get(i);
+        if (!x) {
+          const { image } = await ds.get(i);
+          x = preprocessEval(image, pre);
+          if (cache.size < cap) cache.set(i, x);
+        }
+        out.set(x, j * per);
+      }
+      return out;
+    },
+  };
+}
+
+async function isDir(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch {
+    return false;
+  }
+}
+
+/** Descends through single wrapper folders (`archive/mydata/<class>/…`) and into a `train/` split. */
+async function datasetRoot(dir: string): Promise<string> {
+  for (let depth = 0; depth < 4; depth++) {
+    if (await isDir(`${dir}/train`)) return `${dir}/train`;
+    const entries: Deno.DirEntry[] = [];
+    for await (const e of Deno.readDir(dir)) if (!e.name.startsWith(".")) entries.push(e);
+    if (entries.length !== 1 || !entries[0].isDirectory) return dir;
+    const inner = `${dir}/${entries[0].name}`;
+    let hasSubdir = false;
+    for await (const e of Deno.readDir(inner)) if (e.isDirectory && !e.name.startsWith(".")) hasSubdir = true;
+    if (!hasSubdir) return dir;
+    dir = inner;
+  }
+  return dir;
+}
+
+function bytesStream(bytes: Uint8Array): ReadableStream<Uint8Array> {
+  return new ReadableStream({
+    start(c) {
+      c.enqueue(bytes);
+      c.close();
+    },
+  });
+}
+
+/** Extracts an uploaded archive into `dest`; malformed or unsafe archives are 400, oversized ones 413. */
+async function extractUpload(archive: { name: string; bytes: Uint8Array }, dest: string, service: Service) {
+  const limits = service.options.limits;
+  try {
+    await extractTar(bytesStream(archive.bytes), dest, {
+      source: `upload "${archive.name}"`,
+      maxTotalBytes: 4 * limits.maxUploadBytes,
+      maxEntryBytes: limits.maxUploadBytes,
+      maxEntries: limits.maxDatasetImages + 10_000,
+    });
+  } catch (e) {
+    await Deno.remove(dest, { recursive: true }).catch(() => {});
+    if (e instanceof TarError) {
+      const status = e.code === "too_large" ? 413 : 400;
+      throw new ApiError(status, e.code === "unsafe_path" ? "unsafe_archive" : "invalid_archive", e.message);
+    }
+    throw new ApiError(
+      400,
+      "invalid_archive",
+      `upload "${archive.name}" is not a readable tar or tar.gz archive: ${(e as Error).message}`,
+    );
+  }
+}
+
+/** Validates the dataset and the request against it; returns what the session will run. */
+export async function prepareSession(
+  service: Service,
+  base: ServedModel,
+  f: FineTuneFields,
+): Promise<{ request: SessionRequest; dataset: SessionDataset }> {
+  const limits = service.options.limits;
+  const modelId = f.model_id ?? `${base.id.slice(0, 40)}-ft-${crypto.randomUUID().slice(0, 8)}`;
+  const reserved = service.sessions.list().some((s) =>
+    s.request.model_id === modelId && (s.state === "queued" || s.state === "running")
+  );
+  if (
+    service.registry.has(modelId) || reserved || await isDir(`${service.options.stateDir}/models/${modelId}`)
+  ) {
+    throw new ApiError(
+      409,
+      "model_exists",
+      `a model called "${modelId}" already exists; choose another model_id`,
+    );
+  }
+  let dir: string, cleanup: (() => Promise<void>) | undefined, datasetName: string;
+  if (f.archive) {
+    const dest = `${service.options.stateDir}/uploads/${crypto.randomUUID()}`;
+    await extractUpload(f.archive, dest, service);
+    cleanup = () => Deno.remove(dest, { recursive: true });
+    dir = dest;
+    datasetName = `upload:${f.archive.name}`;
+  } else {
+    dir = await resolveDataset(service.options.dataRoot, f.dataset);
+    datasetName = f.dataset!;
+  }
+  try {
+    const root = await datasetRoot(dir);
+    let ds;
+    try {
+      ds = await openImageFolder(root, { maxPixels: limits.maxPixels });
+    } catch (e) {
+      throw new ApiError(
+        400,
+        "invalid_dataset",
+        `dataset ${JSON.stringify(datasetName)}: ${(e as Error).message.replace(dir, "<dataset>")}`,
+      );
+    }
+    if (ds.classes.length < 2) {
+      throw new ApiError(
+        400,
+        "invalid_dataset",
+        `dataset ${
+          JSON.stringify(datasetName)
+        } has ${ds.classes.length} class folder; fine-tuning needs at least 2`,
+      );
+    }
+    if (ds.length > limits.maxDatasetImages) {
+      throw new ApiError(
+        413,
+        "dataset_too_large",
+        `dataset ${
+          JSON.stringify(datasetName)
+        } holds ${ds.length} images; the limit is ${limits.maxDatasetImages}`,
+      );
+    }
+    const bs = Math.min(f.batch_size, ds.length);
+    const steps = f.steps ?? f.epochs! * Math.max(1, Math.floor(ds.length / bs));
+    if (steps > limits.maxSteps) {
+      throw new ApiError(
+        400,
+        "invalid_field",
+        `${f.epochs} epochs are ${steps} steps; at most ${limits.maxSteps} per session`,
+      );
+    }
+    const depth = base.model.config.depth;
+    if (typeof f.freeze === "object" && f.freeze.blocks > depth) {
+      throw new ApiError(
+        400,
+        "invalid_field",
+        `"freeze": blocks:${f.freeze.blocks} but model "${base.id}" has ${depth} blocks`,
+      );
+    }
+    const request: SessionRequest = {
+      base_model: base.id,
+      dataset: datasetName,
+      steps,
+      ...(f.epochs !== undefined ? { epochs: f.epochs } : {}),
+      lr: f.lr,
+      freeze: f.freeze,
+      batch_size: bs,
+      seed: f.seed,
+      model_id: modelId,
+    };
+    return {
+      request,
+      dataset: { train: datasetImageSet(ds, base.manifest.preprocessing), labels: [...ds.classes], cleanup },
+    };
+  } catch (e) {
+    await cleanup?.().catch(() => {});
+    throw e;
+  }
+}

@@ -1,0 +1,393 @@
+/**
+ * Fine-tuning sessions: each runs a {@linkcode FineTuner} on a private copy of a base model's weights, one
+ * step at a time on the shared device queue, and on success saves the weights atomically under
+ * `<state-dir>/models/<id>/` and registers them as a new served model. Every session's record is persisted
+ * (atomically) in `<state-dir>/sessions/<id>.json` on each state change and at most once a second while
+ * running, so a server killed mid-session reports it as failed after a restart instead of losing it.
+ *
+ * @module
+ */
+import { writeFileAtomic } from "../weights/atomic.ts";
+import { loadWeights } from "../weights/load.ts";
+import { saveModel } from "../weights/shards.ts";
+import type { Freeze } from "../train/config.ts";
+import type { ImageSet } from "../train/image_set.ts";
+import type { DeviceQueue } from "./device_queue.ts";
+import { ApiError, notFound } from "./errors.ts";
+import type { FineTuneProgress, FineTuner } from "./finetune.ts";
+import type { ServeMetrics } from "./metrics.ts";
+import type { ModelRegistry } from "./registry.ts";
+
+/** Where a session stands. */
+export type SessionState = "queued" | "running" | "succeeded" | "failed" | "cancelled";
+
+/** What a session was asked to do (as accepted by `POST /v1/finetune`, after validation). */
+export interface SessionRequest {
+  base_model: string;
+  /** A dataset name under the data root, or `upload:<file name>` for an uploaded archive. */
+  dataset: string;
+  /** Optimizer steps (derived from `epochs` when that was given). */
+  steps: number;
+  epochs?: number;
+  lr: number;
+  freeze: Freeze;
+  batch_size: number;
+  seed: number;
+  /** Id of the model the session registers. */
+  model_id: string;
+}
+
+/** The persisted, client-visible record of a session. */
+export interface SessionRecord {
+  id: string;
+  state: SessionState;
+  request: SessionRequest;
+  created: string;
+  started?: string;
+  finished?: string;
+  progress: FineTuneProgress | { step: 0; steps: number };
+  /** Loss after each step (at most the last 500), for curves. */
+  losses: number[];
+  dataset_info?: { images: number; classes: string[] };
+  /** The registered model, once succeeded. */
+  model_id?: string;
+  error?: { code: string; message: string };
+  /** The process running it, to tell a live session from one whose server died. */
+  owner: { pid: number; start?: number };
+}
+
+/** A prepared dataset for a session. */
+export interface SessionDataset {
+  train: ImageSet;
+  labels: string[];
+  /** Called once the session ends, e.g. to delete an extracted upload. */
+  cleanup?: () => Promise<void>;
+}
+
+/** An event for `GET /v1/finetune/:id/events`. */
+export interface SessionEvent {
+  type: "state" | "progress";
+  record: SessionRecord;
+}
+
+type Listener = (e: SessionEvent) => void;
+
+/** When a process started (clock ticks since boot, from `/proc/<pid>/stat`), or undefined off Linux. */
+function processStart(pid: number | "self"): number | undefined {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // Fields after the parenthesised command name; starttime is field 22 overall.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[19]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** This process, as recorded in the sessions it owns. */
+const SELF = { pid: Deno.pid, start: processStart("self") };
+
+/**
+ * Whether the process that owned a session still runs. Workers of `deno serve --parallel` share one
+ * process, so a session of a sibling worker counts as alive; a reused pid is told apart by its start time.
+ */
+function ownerAlive(owner: SessionRecord["owner"] | undefined): boolean {
+  if (!owner) return false;
+  const start = processStart(owner.pid);
+  if (owner.pid === SELF.pid) return owner.start === SELF.start;
+  return start !== undefined && (owner.start === undefined || start === owner.start);
+}
+
+function isTerminal(s: SessionState): boolean {
+  return s === "succeeded" || s === "failed" || s === "cancelled";
+}
+
+/** Options of {@linkcode SessionManager}. */
+export interface SessionOptions {
+  /** `<state-dir>/sessions`. */
+  dir: string;
+  /** Sessions queued or running at once. */
+  maxActive: number;
+}
+
+/** Creates, runs, persists and reports fine-tuning sessions. */
+export class SessionManager {
+  readonly #records = new Map<string, SessionRecord>();
+  readonly #aborts = new Map<string, AbortController>();
+  readonly #listeners = new Map<string, Set<Listener>>();
+  readonly #lastWrite = new Map<string, number>();
+  readonly #running = new Set<Promise<void>>();
+  #shuttingDown = false;
+
+  constructor(
+    readonly options: SessionOptions,
+    readonly registry: ModelRegistry,
+    readonly queue: DeviceQueue,
+    readonly tuner: FineTuner,
+    readonly metrics?: ServeMetrics,
+  ) {}
+
+  /**
+   * Reads the persisted sessions. Those left queued or running by a process that no longer exists are
+   * marked failed (`interrupted`) and persisted so.
+   */
+  async init(): Promise<{ interrupted: string[] }> {
+    await Deno.mkdir(this.options.dir, { recursive: true });
+    const interrupted: string[] = [];
+    for (const e of Deno.readDirSync(this.options.dir)) {
+      if (!e.isFile || !e.name.endsWith(".json") || e.name.includes(".tmp-")) continue;
+      let rec: SessionRecord;
+      try {
+        rec = JSON.parse(await Deno.readTextFile(`${this.options.dir}/${e.name}`));
+      } catch (err) {
+        console.error(`sessions: skipping ${e.name}: ${(err as Error).message}`);
+        continue;
+      }
+      if (!isTerminal(rec.state) && !ownerAlive(rec.owner)) {
+        rec.state = "failed";
+        rec.finished = new Date().toISOString();
+        rec.error = {
+          code: "interrupted",
+          message: `the server running this session (pid ${rec.owner?.pid}) stopped at step ` +
+            `${rec.progress?.step ?? 0} of ${rec.request?.steps}; start a new session to retry`,
+        };
+        await this.#persist(rec, true);
+        interrupted.push(rec.id);
+      }
+      this.#records.set(rec.id, rec);
+    }
+    return { interrupted };
+  }
+
+  /** Every session, newest first. */
+  list(): SessionRecord[] {
+    return [...this.#records.values()].sort((a, b) => b.created.localeCompare(a.created));
+  }
+
+  /** Sessions queued or running. */
+  get active(): number {
+    return this.list().filter((r) => !isTerminal(r.state)).length;
+  }
+
+  /** Sessions by state, for metrics. */
+  countByState(): Record<SessionState, number> {
+    const out: Record<SessionState, number> = {
+      queued: 0,
+      running: 0,
+      succeeded: 0,
+      failed: 0,
+      cancelled: 0,
+    };
+    for (const r of this.#records.values()) out[r.state]++;
+    return out;
+  }
+
+  /**
+   * A session's record. One started by another process sharing the state dir is read from disk, so any
+   * worker of `deno serve --parallel` can report it.
+   */
+  async get(id: string): Promise<SessionRecord> {
+    const rec = this.#records.get(id);
+    if (rec) return rec;
+    if (/^[a-f0-9-]{8,64}$/.test(id)) {
+      try {
+        return JSON.parse(await Deno.readTextFile(`${this.options.dir}/${id}.json`));
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+    }
+    throw notFound("fine-tuning session", id, "session_not_found");
+  }
+
+  /** Whether this process runs (or ran) the session, i.e. can stream its events. */
+  isLocal(id: string): boolean {
+    return this.#records.has(id);
+  }
+
+  /** Throws 429 when no more sessions may start. */
+  checkCapacity(): void {
+    if (this.active >= this.options.maxActive) {
+      throw new ApiError(
+        429,
+        "too_many_sessions",
+        `${this.active} fine-tuning sessions are already queued or running (limit ${this.options.maxActive}); ` +
+          `wait for one to finish or cancel one`,
+        { "Retry-After": "30" },
+      );
+    }
+  }
+
+  /** Starts a session; returns its record in state `queued`. */
+  async start(request: SessionRequest, data: () => Promise<SessionDataset>): Promise<SessionRecord> {
+    this.checkCapacity();
+    const id = crypto.randomUUID();
+    const rec: SessionRecord = {
+      id,
+      state: "queued",
+      request,
+      created: new Date().toISOString(),
+      progress: { step: 0, steps: request.steps },
+      losses: [],
+      owner: { ...SELF },
+    };
+    this.#records.set(id, rec);
+    const abort = new AbortController();
+    this.#aborts.set(id, abort);
+    await this.#persist(rec, true);
+    const run = this.#run(rec, data, abort.signal).finally(() => {
+      this.#aborts.delete(id);
+      this.#running.delete(run);
+    });
+    this.#running.add(run);
+    return rec;
+  }
+
+  /** Cancels a queued or running session (its weights are discarded). */
+  async cancel(id: string): Promise<SessionRecord> {
+    const rec = await this.get(id);
+    if (isTerminal(rec.state)) {
+      throw new ApiError(409, "session_finished", `session "${id}" already ended (${rec.state})`);
+    }
+    const abort = this.#aborts.get(id);
+    if (!abort) {
+      throw new ApiError(409, "session_elsewhere", `session "${id}" runs in another server process`);
+    }
+    abort.abort();
+    return rec;
+  }
+
+  /** Subscribes to a session's events; returns the unsubscribe function. */
+  subscribe(id: string, listener: Listener): () => void {
+    let set = this.#listeners.get(id);
+    if (!set) this.#listeners.set(id, set = new Set());
+    set.add(listener);
+    return () => set!.delete(listener);
+  }
+
+  /** Waits for every running session to end (tests, shutdown). */
+  async settle(): Promise<void> {
+    while (this.#running.size) await Promise.allSettled([...this.#running]);
+  }
+
+  /** Stops every running session (recorded as failed: `interrupted`) and waits for them. */
+  async shutdown(): Promise<void> {
+    this.#shuttingDown = true;
+    for (const a of this.#aborts.values()) a.abort();
+    await this.settle();
+  }
+
+  #emit(rec: SessionRecord, type: SessionEvent["type"]): void {
+    for (const l of this.#listeners.get(rec.id) ?? []) {
+      try {
+        l({ type, record: rec });
+      } catch {
+        // A broken listener (closed stream) must not stop the session.
+      }
+    }
+  }
+
+  async #persist(rec: SessionRecord, force: boolean): Promise<void> {
+    const now = Date.now();
+    if (!force && now - (this.#lastWrite.get(rec.id) ?? 0) < 1000) return;
+    this.#lastWrite.set(rec.id, now);
+    await writeFileAtomic(`${this.options.dir}/${rec.id}.json`, JSON.stringify(rec, null, 1) + "\n");
+  }
+
+  async #setState(rec: SessionRecord, state: SessionState): Promise<void> {
+    rec.state = state;
+    if (state === "running") rec.started = new Date().toISOString();
+    if (isTerminal(state)) rec.finished = new Date().toISOString();
+    await this.#persist(rec, true);
+    this.#emit(rec, "state");
+  }
+
+  async #run(rec: SessionRecord, data: () => Promise<SessionDataset>, signal: AbortSignal): Promise<void> {
+    let dataset: SessionDataset | undefined;
+    let release: (() => void) | undefined;
+    try {
+      const base = await this.registry.get(rec.request.base_model);
+      dataset = await data();
+      rec.dataset_info = { images: dataset.train.size, classes: dataset.labels };
+      // A private copy of the base weights: the served base model is never modified.
+      const { manifest, state } = await loadWeights(base.location);
+      release = await this.queue.acquire("train");
+      if (signal.aborted) throw new DOMException("cancelled", "AbortError");
+      await this.#setState(rec, "running");
+      const result = await this.tuner({
+        config: manifest.vit,
+        state,
+        preprocessing: manifest.preprocessing,
+        train: dataset.train,
+        labels: dataset.labels,
+        steps: rec.request.steps,
+        lr: rec.request.lr,
+        freeze: rec.request.freeze,
+        batchSize: rec.request.batch_size,
+        seed: rec.request.seed,
+      }, async (p) => {
+        rec.progress = p;
+        rec.losses.push(p.loss);
+        if (rec.losses.length > 500) rec.losses.splice(0, rec.losses.length - 500);
+        this.metrics?.trainSteps.inc();
+        this.#emit(rec, "progress");
+        // Hand the device to waiting inference batches between steps.
+        release?.();
+        release = undefined;
+        await this.#persist(rec, false);
+        if (signal.aborted) throw new DOMException("cancelled", "AbortError");
+        release = await this.queue.acquire("train");
+      }, signal);
+      release?.();
+      release = undefined;
+      if (!this.registry.modelsDir) throw new Error("no state dir is configured to keep fine-tuned models");
+      const dir = `${this.registry.modelsDir}/${rec.request.model_id}`;
+      await saveModel(dir, {
+        config: result.config,
+        state: result.state,
+        preprocessing: manifest.preprocessing,
+        labels: dataset.labels,
+        source: {
+          ...manifest.source,
+          file: `fine-tuned from model "${base.id}" by session ${rec.id}`,
+          ...(result.headReinitialized
+            ? { head_reinitialized: { num_classes: dataset.labels.length, init: "zeros" as const } }
+            : {}),
+        },
+        extra: {
+          name: rec.request.model_id,
+          finetune: {
+            session: rec.id,
+            base_model: base.id,
+            dataset: rec.request.dataset,
+            steps: rec.request.steps,
+            lr: rec.request.lr,
+            freeze: rec.request.freeze,
+            batch_size: rec.request.batch_size,
+            final_loss: result.finalLoss,
+          },
+        },
+      });
+      await this.registry.load(rec.request.model_id, dir, "finetuned");
+      rec.model_id = rec.request.model_id;
+      await this.#setState(rec, "succeeded");
+    } catch (e) {
+      release?.();
+      if (this.#shuttingDown) {
+        rec.error = {
+          code: "interrupted",
+          message: "the server shut down during the session; no model was registered",
+        };
+        await this.#setState(rec, "failed");
+      } else if (signal.aborted || (e instanceof DOMException && e.name === "AbortError")) {
+        rec.error = { code: "cancelled", message: "the session was cancelled; no model was registered" };
+        await this.#setState(rec, "cancelled");
+      } else {
+        const err = e instanceof ApiError ? e : undefined;
+        rec.error = { code: err?.code ?? "finetune_failed", message: (e as Error).message };
+        await this.#setState(rec, "failed");
+      }
+    } finally {
+      await dataset?.cleanup?.().catch(() => {});
+    }
+  }
+}

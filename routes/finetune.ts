@@ -1,0 +1,133 @@
+/**
+ * Fine-tuning session routes (all but reading need the bearer token): start one (`POST /v1/finetune`, 202),
+ * list them, read one, stream its progress as server-sent events, cancel it.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import { streamSSE } from "hono/streaming";
+import { requireToken } from "../lib/serve/auth.ts";
+import { readJson, readMultipart } from "../lib/serve/body.ts";
+import { ApiError } from "../lib/serve/errors.ts";
+import { fieldsFromForm, parseFineTuneFields } from "../lib/serve/finetune_request.ts";
+import { prepareSession } from "../lib/serve/session_data.ts";
+import type { Service } from "../lib/serve/service.ts";
+import type { SessionEvent } from "../lib/serve/sessions.ts";
+
+function links(id: string) {
+  return { self: `/v1/finetune/${id}`, events: `/v1/finetune/${id}/events` };
+}
+
+/** The fine-tuning routes. */
+export function finetuneRoutes(service: Service): Hono {
+  const app = new Hono();
+  const limits = service.options.limits;
+
+  app.post("/v1/finetune", async (c) => {
+    requireToken(c.req.header("authorization"), service.options.token);
+    if (service.state !== "ready") {
+      throw new ApiError(503, "not_ready", "the server is still loading its models", { "Retry-After": "5" });
+    }
+    service.sessions.checkCapacity();
+    const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
+    let raw: Record<string, unknown>, archive;
+    if (type === "multipart/form-data") {
+      ({ fields: raw, archive } = await fieldsFromForm(
+        await readMultipart(c.req.raw, limits.maxUploadBytes),
+      ));
+    } else if (type === "application/json") {
+      const json = await readJson(c.req.raw, 1024 * 1024);
+      if (typeof json !== "object" || json === null || Array.isArray(json)) {
+        throw new ApiError(400, "invalid_request", "the JSON body must be an object of fine-tuning options");
+      }
+      raw = json as Record<string, unknown>;
+    } else {
+      throw new ApiError(
+        415,
+        "unsupported_media_type",
+        `content type ${JSON.stringify(type || "(none)")} is not accepted; send application/json ` +
+          `(dataset by name) or multipart/form-data (dataset archive as "archive")`,
+      );
+    }
+    const fields = parseFineTuneFields(raw, archive, limits.maxSteps);
+    const base = await service.registry.get(fields.base_model);
+    const { request, dataset } = await prepareSession(service, base, fields);
+    const rec = await service.sessions.start(request, () => Promise.resolve(dataset));
+    c.header("Location", `/v1/finetune/${rec.id}`);
+    return c.json({ ...rec, links: links(rec.id) }, 202);
+  });
+
+  app.get("/v1/finetune", (c) => c.json({ sessions: service.sessions.list() }));
+
+  app.get("/v1/finetune/:id", async (c) => {
+    const rec = await service.sessions.get(c.req.param("id"));
+    return c.json({ ...rec, links: links(rec.id) });
+  });
+
+  app.delete("/v1/finetune/:id", async (c) => {
+    requireToken(c.req.header("authorization"), service.options.token);
+    const rec = await service.sessions.cancel(c.req.param("id"));
+    return c.json({ ...rec, links: links(rec.id) }, 202);
+  });
+
+  app.get("/v1/finetune/:id/events", async (c) => {
+    const id = c.req.param("id");
+    const first = await service.sessions.get(id);
+    return streamSSE(c, async (stream) => {
+      const done = (s: string) => s === "succeeded" || s === "failed" || s === "cancelled";
+      let seq = 0;
+      const send = (type: string, data: unknown) =>
+        stream.writeSSE({ event: type, data: JSON.stringify(data), id: String(seq++) });
+      await send("state", first);
+      if (done(first.state)) return;
+      if (!service.sessions.isLocal(id)) {
+        // Another worker runs it: follow its persisted record.
+        let last = "";
+        while (!stream.aborted) {
+          const rec = await service.sessions.get(id);
+          const text = JSON.stringify(rec);
+          if (text !== last) await send("progress", rec);
+          last = text;
+          if (done(rec.state)) return send("state", rec);
+          await stream.sleep(1000);
+        }
+        return;
+      }
+      const queue: SessionEvent[] = [];
+      let wake: (() => void) | undefined;
+      const unsubscribe = service.sessions.subscribe(id, (e) => {
+        queue.push(e);
+        wake?.();
+      });
+      stream.onAbort(() => wake?.());
+      try {
+        while (!stream.aborted) {
+          if (queue.length === 0) {
+            await new Promise<void>((r) => {
+              // A comment line now and then keeps proxies from closing an idle stream.
+              const timer = setTimeout(r, 15000);
+              wake = () => {
+                clearTimeout(timer);
+                r();
+              };
+            });
+            wake = undefined;
+            if (queue.length === 0 && !stream.aborted) await stream.write(": keep-alive\n\n");
+            continue;
+          }
+          // Only the newest progress matters to a slow reader; state changes are all sent.
+          const batch = queue.splice(0);
+          const lastProgress = batch.findLast((e) => e.type === "progress");
+          for (const e of batch) {
+            if (e.type === "progress" && e !== lastProgress) continue;
+            await send(e.type, e.record);
+            if (e.type === "state" && done(e.record.state)) return;
+          }
+        }
+      } finally {
+        unsubscribe();
+      }
+    });
+  });
+  return app;
+}

@@ -1,0 +1,91 @@
+/**
+ * Model routes: list and describe the served models, register one from a folder or URL (bearer token), and
+ * classify images with one (`POST /v1/models/:id/classify`).
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import { requireToken } from "../lib/serve/auth.ts";
+import { readJson } from "../lib/serve/body.ts";
+import { classifyImages } from "../lib/serve/classify.ts";
+import { ApiError, badRequest } from "../lib/serve/errors.ts";
+import { parseClassifyRequest, parseTopK } from "../lib/serve/inputs.ts";
+import { checkModelId } from "../lib/serve/registry.ts";
+import type { Service } from "../lib/serve/service.ts";
+
+function notReady(service: Service): void {
+  if (service.state !== "ready") {
+    throw new ApiError(503, "not_ready", "the server is still loading its models", { "Retry-After": "5" });
+  }
+}
+
+/** The model routes. */
+export function modelRoutes(service: Service): Hono {
+  const app = new Hono();
+  app.get("/v1/models", (c) =>
+    c.json({
+      default: service.registry.defaultId ?? null,
+      models: service.registry.list().map((m) => service.registry.describe(m)),
+    }));
+  app.get("/v1/models/:id", async (c) => {
+    notReady(service);
+    const m = await service.registry.get(c.req.param("id"));
+    return c.json(service.registry.describe(m, true));
+  });
+  app.post("/v1/models", async (c) => {
+    requireToken(c.req.header("authorization"), service.options.token);
+    notReady(service);
+    const body = await readJson(c.req.raw, 64 * 1024) as Record<string, unknown>;
+    if (typeof body !== "object" || body === null || typeof body.location !== "string") {
+      throw badRequest(
+        'expected {"id": "...", "location": "<http(s) URL of a converted model>"}',
+        "invalid_request",
+      );
+    }
+    if (!/^https?:\/\//i.test(body.location)) {
+      throw badRequest(
+        "location must be an http(s) URL; local folders are served with --model at startup",
+        "invalid_location",
+      );
+    }
+    const id = checkModelId(String(body.id ?? ""), "id");
+    if (service.registry.has(id)) {
+      throw new ApiError(409, "model_exists", `a model called "${id}" is already served`);
+    }
+    let m;
+    try {
+      m = await service.registry.load(id, body.location, "base");
+    } catch (e) {
+      if (e instanceof ApiError) throw e;
+      throw new ApiError(
+        422,
+        "model_load_failed",
+        `loading ${body.location} failed: ${(e as Error).message}`,
+      );
+    }
+    return c.json(service.registry.describe(m, true), 201);
+  });
+  app.post("/v1/models/:id/classify", async (c) => {
+    notReady(service);
+    const t0 = performance.now();
+    const served = await service.registry.get(c.req.param("id"));
+    const input = await parseClassifyRequest(c.req.raw, service.options.limits.maxBodyBytes);
+    const max = service.options.limits.maxImagesPerRequest;
+    if (input.images.length > max) {
+      throw new ApiError(
+        413,
+        "too_many_images",
+        `the request holds ${input.images.length} images; at most ${max} per request`,
+      );
+    }
+    const k = parseTopK(input.topK, served.manifest.labels.length);
+    const results = await classifyImages(served, input.images, k, service.options.limits.maxPixels);
+    return c.json({
+      model: served.id,
+      top_k: k,
+      results,
+      timing_ms: { total: Math.round((performance.now() - t0) * 100) / 100 },
+    });
+  });
+  return app;
+}
