@@ -121,3 +121,99 @@ export async function writeImageFolder(dir: string, classes: string[], perClass:
     }
   }
 }
+
+const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+
+function crc32(bytes: Uint8Array): number {
+  let c = 0xffffffff;
+  for (const b of bytes) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+function pngChunk(type: string, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(12 + data.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, data.length);
+  out.set(new TextEncoder().encode(type), 4);
+  out.set(data, 8);
+  view.setUint32(8 + data.length, crc32(out.subarray(4, 8 + data.length)));
+  return out;
+}
+
+/**
+ * A valid grayscale PNG of `width`×`height` black pixels whose IDAT is the real zlib stream (a 20000×20000
+ * one is 400 MB of pixels in ~390 KB): a decompression bomb.
+ */
+export async function pngBomb(width = 20000, height = 20000): Promise<Uint8Array<ArrayBuffer>> {
+  const ihdr = new Uint8Array(13);
+  const v = new DataView(ihdr.buffer);
+  v.setUint32(0, width);
+  v.setUint32(4, height);
+  ihdr.set([8, 0, 0, 0, 0], 8);
+  const rowBytes = 1 + width;
+  const rowsPerChunk = Math.max(1, Math.floor(4_000_000 / rowBytes));
+  const zeros = new Uint8Array(rowBytes * rowsPerChunk);
+  let rows = height;
+  const stream = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (rows <= 0) return c.close();
+      const n = Math.min(rows, rowsPerChunk);
+      c.enqueue(zeros.subarray(0, n * rowBytes));
+      rows -= n;
+    },
+  }).pipeThrough(new CompressionStream("deflate") as unknown as TransformStream<Uint8Array, Uint8Array>);
+  const idat = new Uint8Array(await new Response(stream).arrayBuffer());
+  const parts = [
+    new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    pngChunk("IHDR", ihdr),
+    pngChunk("IDAT", idat),
+    pngChunk("IEND", new Uint8Array(0)),
+  ];
+  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** A ustar archive of `files` (path → bytes), optionally gzipped; paths are written as given (unsafe ones too). */
+export async function tarArchive(
+  files: Record<string, Uint8Array>,
+  gzip = false,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const blocks: Uint8Array[] = [];
+  const enc = new TextEncoder();
+  for (const [path, data] of Object.entries(files)) {
+    const h = new Uint8Array(512);
+    h.set(enc.encode(path).subarray(0, 100), 0);
+    h.set(enc.encode("0000644\0"), 100);
+    h.set(enc.encode("0000000\0"), 108);
+    h.set(enc.encode("0000000\0"), 116);
+    h.set(enc.encode(data.length.toString(8).padStart(11, "0") + "\0"), 124);
+    h.set(enc.encode("00000000000\0"), 136);
+    h.set(enc.encode("        "), 148);
+    h[156] = "0".charCodeAt(0);
+    h.set(enc.encode("ustar\0"), 257);
+    h.set(enc.encode("00"), 263);
+    const sum = h.reduce((a, b) => a + b, 0);
+    h.set(enc.encode(sum.toString(8).padStart(6, "0") + "\0 "), 148);
+    blocks.push(h, data, new Uint8Array((512 - (data.length % 512)) % 512));
+  }
+  blocks.push(new Uint8Array(1024));
+  const total = blocks.reduce((a, b) => a + b.length, 0);
+  const tar = new Uint8Array(total);
+  let at = 0;
+  for (const b of blocks) {
+    tar.set(b, at);
+    at += b.length;
+  }
+  if (!gzip) return tar;
+  const gz = new Blob([tar]).stream().pipeThrough(new CompressionStream("gzip"));
+  return new Uint8Array(await new Response(gz).arrayBuffer());
+}
