@@ -1,0 +1,187 @@
+/**
+ * Fine-tuning sessions through the routes: a named dataset and an uploaded archive each produce a new
+ * served model (saved atomically under the state dir) while the base model stays unchanged; progress is
+ * streamed as server-sent events; cancellation and the concurrent-session limit work.
+ */
+import assert from "node:assert/strict";
+import { startTestService, tarArchive, testImage, writeImageFolder } from "./_serve.ts";
+import type { Hono } from "hono";
+
+Deno.env.set("VIT_QUIET", "1");
+
+async function readEvents(
+  app: Hono,
+  id: string,
+): Promise<Array<{ event: string; data: Record<string, unknown> }>> {
+  const res = await app.request(`/v1/finetune/${id}/events`);
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get("content-type")!, /text\/event-stream/);
+  const text = await res.text();
+  const events = [];
+  for (const block of text.split("\n\n")) {
+    const event = /^event: (.+)$/m.exec(block)?.[1];
+    const data = /^data: (.+)$/m.exec(block)?.[1];
+    if (event && data) events.push({ event, data: JSON.parse(data) });
+  }
+  return events;
+}
+
+async function waitFor(app: Hono, id: string, states: string[], timeoutMs = 60_000) {
+  const t0 = Date.now();
+  for (;;) {
+    const rec = await (await app.request(`/v1/finetune/${id}`)).json();
+    if (states.includes(rec.state)) return rec;
+    if (Date.now() - t0 > timeoutMs) {
+      throw new Error(`session ${id} still ${rec.state} after ${timeoutMs} ms`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+Deno.test("serve: fine-tuning sessions", { sanitizeOps: false, sanitizeResources: false }, async (t) => {
+  const s = await startTestService({ limits: { maxSessions: 1 } as never });
+  const { app, token } = s;
+  const auth = { authorization: `Bearer ${token}` };
+  const png = await testImage("png");
+  const classify = async (model: string) => {
+    const res = await app.request(`/v1/models/${model}/classify?top_k=10`, {
+      method: "POST",
+      headers: { "content-type": "image/png" },
+      body: png,
+    });
+    const out = await res.json();
+    assert.equal(res.status, 200, JSON.stringify(out));
+    return out.results[0].predictions as Array<{ label: string; probability: number }>;
+  };
+  const baseBefore = await classify("micro");
+  const baseManifest = await Deno.readTextFile(`${s.modelDir}/model.json`);
+  await writeImageFolder(`${s.dataRoot}/shapes`, ["circle", "square"], 6);
+
+  await t.step("named dataset: 202, SSE progress, new model registered, base unchanged", async () => {
+    const res = await app.request("/v1/finetune", {
+      method: "POST",
+      headers: { "content-type": "application/json", ...auth },
+      body: JSON.stringify({
+        base_model: "micro",
+        dataset: "shapes",
+        steps: 5,
+        batch_size: 4,
+        lr: 0.05,
+        model_id: "shapes-ft",
+      }),
+    });
+    const rec = await res.json();
+    assert.equal(res.status, 202, JSON.stringify(rec));
+    assert.equal(res.headers.get("location"), `/v1/finetune/${rec.id}`);
+    assert.equal(rec.state, "queued");
+    assert.equal(rec.request.steps, 5);
+    assert.equal(rec.request.model_id, "shapes-ft");
+    const events = await readEvents(app, rec.id);
+    assert.equal(events[0].event, "state");
+    const last = events.at(-1)!;
+    assert.equal(last.event, "state");
+    assert.equal(last.data.state, "succeeded", JSON.stringify(last.data));
+    const progress = events.filter((e) => e.event === "progress");
+    assert.ok(progress.length >= 1, "at least one progress event");
+    const done = await (await app.request(`/v1/finetune/${rec.id}`)).json();
+    assert.equal(done.state, "succeeded");
+    assert.equal(done.progress.step, 5);
+    assert.equal(done.losses.length, 5);
+    assert.ok(done.losses.every(Number.isFinite));
+    assert.equal(done.model_id, "shapes-ft");
+    assert.deepEqual(done.dataset_info, { images: 12, classes: ["circle", "square"] });
+    // The new model is served, with the dataset's classes.
+    const m = await (await app.request("/v1/models/shapes-ft")).json();
+    assert.equal(m.kind, "finetuned");
+    assert.deepEqual(m.labels, ["circle", "square"]);
+    assert.equal(m.num_classes, 2);
+    assert.equal(m.source.head_reinitialized.num_classes, 2);
+    const preds = await classify("shapes-ft");
+    assert.deepEqual(preds.map((p) => p.label).sort(), ["circle", "square"]);
+    await Deno.stat(`${s.stateDir}/models/shapes-ft/model.json`);
+    // The base model is untouched, in memory and on disk.
+    assert.deepEqual(await classify("micro"), baseBefore);
+    assert.equal(await Deno.readTextFile(`${s.modelDir}/model.json`), baseManifest);
+    const metrics = await (await app.request("/metrics")).text();
+    assert.match(metrics, /vit_finetune_sessions\{state="succeeded"\} 1/);
+    assert.match(metrics, /vit_finetune_steps_total 5/);
+  });
+
+  await t.step("uploaded tar.gz archive of class folders (wrapped in a folder)", async () => {
+    const files: Record<string, Uint8Array> = {};
+    for (const [k, c] of ["cat", "dog", "eel"].entries()) {
+      for (let i = 0; i < 3; i++) files[`pets/${c}/${i}.png`] = await testImage("png", 24, 24, k * 5 + i);
+    }
+    const form = new FormData();
+    form.append("base_model", "micro");
+    form.append("epochs", "2");
+    form.append("batch_size", "3");
+    form.append("freeze", "blocks:1");
+    form.append("archive", new File([await tarArchive(files, true)], "pets.tar.gz"));
+    const res = await app.request("/v1/finetune", { method: "POST", headers: auth, body: form });
+    const rec = await res.json();
+    assert.equal(res.status, 202, JSON.stringify(rec));
+    assert.equal(rec.request.steps, 6); // 2 epochs × 9 images / batch 3
+    assert.equal(rec.request.dataset, "upload:pets.tar.gz");
+    assert.match(rec.request.model_id, /^micro-ft-/);
+    const done = await waitFor(app, rec.id, ["succeeded", "failed"]);
+    assert.equal(done.state, "succeeded", JSON.stringify(done.error));
+    const m = await (await app.request(`/v1/models/${done.model_id}`)).json();
+    assert.deepEqual(m.labels, ["cat", "dog", "eel"]);
+    // The extracted upload is removed once the session ends.
+    const left = [...Deno.readDirSync(`${s.stateDir}/uploads`)];
+    assert.deepEqual(left, []);
+  });
+
+  await t.step("session limit (429), duplicate model id (409), cancel (DELETE)", async () => {
+    let res = await app.request("/v1/finetune", {
+      method: "POST",
+      headers: { "content-type": "application/json", ...auth },
+      body: JSON.stringify({ base_model: "micro", dataset: "shapes", model_id: "shapes-ft" }),
+    });
+    assert.equal(res.status, 409);
+    assert.equal((await res.json()).error.code, "model_exists");
+    res = await app.request("/v1/finetune", {
+      method: "POST",
+      headers: { "content-type": "application/json", ...auth },
+      body: JSON.stringify({ base_model: "micro", dataset: "shapes", steps: 100000, batch_size: 2 }),
+    });
+    const rec = await res.json();
+    assert.equal(res.status, 202);
+    await waitFor(app, rec.id, ["running"]);
+    res = await app.request("/v1/finetune", {
+      method: "POST",
+      headers: { "content-type": "application/json", ...auth },
+      body: JSON.stringify({ base_model: "micro", dataset: "shapes", steps: 1 }),
+    });
+    assert.equal(res.status, 429);
+    assert.equal((await res.json()).error.code, "too_many_sessions");
+    assert.ok(res.headers.get("retry-after"));
+    // Classification keeps working while the session trains.
+    assert.equal((await classify("micro")).length, 10);
+    res = await app.request(`/v1/finetune/${rec.id}`, { method: "DELETE" });
+    assert.equal(res.status, 401);
+    res = await app.request(`/v1/finetune/${rec.id}`, { method: "DELETE", headers: auth });
+    assert.equal(res.status, 202);
+    const done = await waitFor(app, rec.id, ["cancelled", "failed", "succeeded"]);
+    assert.equal(done.state, "cancelled");
+    assert.equal(done.error.code, "cancelled");
+    assert.ok(!done.model_id);
+    assert.ok(
+      !(await (await app.request("/v1/models")).json()).models.some((m: { id: string }) =>
+        m.id === done.request.model_id
+      ),
+    );
+    res = await app.request(`/v1/finetune/${rec.id}`, { method: "DELETE", headers: auth });
+    assert.equal(res.status, 409);
+    // The persisted record says the same.
+    const disk = JSON.parse(await Deno.readTextFile(`${s.stateDir}/sessions/${rec.id}.json`));
+    assert.equal(disk.state, "cancelled");
+  });
+
+  await t.step("sessions list", async () => {
+    const list = await (await app.request("/v1/finetune")).json();
+    assert.equal(list.sessions.length, 3);
+  });
+  await s.close();
+});
