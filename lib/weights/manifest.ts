@@ -44,7 +44,7 @@ export interface SourceInfo {
   /** The timm architecture name, when known. */
   arch?: string;
   /** Set when the classifier head was replaced (fresh init) for fine-tuning. */
-  head_reinitialized?: { num_classes: number; seed: number };
+  head_reinitialized?: { num_classes: number; init: "zeros" };
   /** Set when pos_embed was resampled to another resolution. */
   pos_embed_resampled?: { from: number; to: number };
 }

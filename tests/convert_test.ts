@@ -1,0 +1,217 @@
+/**
+ * Conversion to sharded weights and loading back: every fixture format reproduces timm's logits, full-size
+ * ViT-B/16 converts from .safetensors and .pth in fp32 and fp16, and corrupt shards are named.
+ */
+import assert from "node:assert/strict";
+import { initBackend } from "../lib/backend/backend.ts";
+import { archConfig } from "../lib/vit/archs.ts";
+import { convertCheckpoint } from "../lib/weights/convert.ts";
+import { formulaStateDict } from "../lib/weights/formula.ts";
+import { loadModel, loadWeights } from "../lib/weights/load.ts";
+import { encodeSafetensors } from "../lib/weights/safetensors.ts";
+import { resamplePosEmbed } from "../lib/weights/resample.ts";
+import { assertClose, fastTempDir, FIXTURES, golden, haveFixtures, relError, TOL } from "./_fixtures.ts";
+import { encodePth } from "./_pth_writer.ts";
+
+const MICRO = `${FIXTURES}/micro`;
+
+async function logitsOf(dir: string, input: { data: Float32Array | Int32Array; shape: number[] }) {
+  const { model } = await loadModel(dir);
+  try {
+    return await model.logits(input.data as Float32Array, input.shape);
+  } finally {
+    model.dispose();
+  }
+}
+
+Deno.test({
+  name: "every micro checkpoint format converts, loads and reproduces timm's logits",
+  ignore: !haveFixtures,
+  async fn() {
+    await initBackend("wasm");
+    const tmp = await Deno.makeTempDir();
+    try {
+      const g = await golden("micro/golden.safetensors");
+      const results: Float32Array[] = [];
+      for (const file of ["micro.safetensors", "micro.pth", "micro.npz"]) {
+        const out = `${tmp}/${file}`;
+        const m = await convertCheckpoint(`${MICRO}/${file}`, out, { config: { num_heads: 4 } });
+        assert.equal(m.vit.num_heads, 4);
+        assert.equal(m.vit.img_size, 32);
+        assert.equal(m.vit.depth, 2);
+        const logits = await logitsOf(out, g.get("input")!);
+        assertClose(logits, g.get("logits")!.data, TOL.logits, `${file} logits`);
+        results.push(logits);
+      }
+      for (const r of results.slice(1)) {
+        assert.ok(relError(r, results[0]) < 1e-6, "formats give identical logits");
+      }
+
+      const t = await golden("micro/golden_train_checkpoint.safetensors");
+      const out = `${tmp}/train_ckpt`;
+      const m = await convertCheckpoint(`${MICRO}/micro_train_checkpoint.pth.tar`, out, {
+        config: { num_heads: 4 },
+      });
+      assert.equal(m.source.format, "pth");
+      assertClose(
+        await logitsOf(out, t.get("input")!),
+        t.get("logits")!.data,
+        TOL.logits,
+        "train.py checkpoint logits",
+      );
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "tiny F16 safetensors converts (arch from the file name) and reproduces timm's logits",
+  ignore: !haveFixtures,
+  async fn() {
+    await initBackend("wasm");
+    const tmp = await Deno.makeTempDir();
+    try {
+      const m = await convertCheckpoint(`${FIXTURES}/tiny/vit_tiny_patch16_224.f16.safetensors`, tmp, {
+        dtype: "float16",
+      });
+      assert.equal(m.source.arch, "vit_tiny_patch16_224");
+      assert.equal(m.vit.num_heads, 3);
+      const g = await golden("tiny/golden.safetensors");
+      // F16 → F16 shards is lossless, so the fp32 tolerance applies.
+      assertClose(await logitsOf(tmp, g.get("input")!), g.get("logits")!.data, TOL.logits, "tiny logits");
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "full-size ViT-B/16 from .safetensors and .pth, fp32 and fp16, reproduces timm's logits",
+  ignore: !haveFixtures,
+  async fn() {
+    await initBackend("wasm");
+    const tmp = await fastTempDir();
+    try {
+      const config = archConfig("vit_base_patch16_224")!;
+      const state = formulaStateDict(config);
+      await Deno.writeFile(`${tmp}/vit_base_patch16_224.safetensors`, encodeSafetensors(state));
+      await Deno.writeFile(`${tmp}/vit_base_patch16_224.pth`, encodePth(state));
+      state.clear();
+      const g = await golden("base/golden.safetensors");
+      for (const file of ["vit_base_patch16_224.safetensors", "vit_base_patch16_224.pth"]) {
+        for (const dtype of ["float32", "float16"] as const) {
+          const out = `${tmp}/out-${file}-${dtype}`;
+          const m = await convertCheckpoint(`${tmp}/${file}`, out, { dtype });
+          assert.equal(m.source.arch, "vit_base_patch16_224");
+          const tol = dtype === "float32" ? TOL.logits : 1e-2;
+          assertClose(await logitsOf(out, g.get("input")!), g.get("logits")!.data, tol, `${file} ${dtype}`);
+          await Deno.remove(out, { recursive: true });
+        }
+      }
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "loading over HTTP verifies shards: a corrupt or missing shard fails naming it",
+  ignore: !haveFixtures,
+  async fn() {
+    await initBackend("wasm");
+    const tmp = await Deno.makeTempDir();
+    const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+      const path = new URL(req.url).pathname;
+      try {
+        return new Response(await Deno.readFile(`${tmp}${path}`));
+      } catch {
+        return new Response("not found", { status: 404 });
+      }
+    });
+    try {
+      const dir = `${tmp}/m`;
+      await convertCheckpoint(`${MICRO}/micro.safetensors`, dir, { config: { num_heads: 4 }, shardMB: 0.1 });
+      const manifest = JSON.parse(await Deno.readTextFile(`${dir}/model.json`));
+      const shards: string[] = manifest.weightsManifest[0].paths;
+      assert.ok(shards.length >= 4, `small shards give several files (${shards.length})`);
+      const url = `http://127.0.0.1:${server.addr.port}/m/`;
+      const g = await golden("micro/golden.safetensors");
+      const { model } = await loadModel(url);
+      try {
+        const input = g.get("input")!;
+        assertClose(
+          await model.logits(input.data as Float32Array, input.shape),
+          g.get("logits")!.data,
+          TOL.logits,
+          "HTTP",
+        );
+      } finally {
+        model.dispose();
+      }
+      const victim = shards[2];
+      const bytes = await Deno.readFile(`${dir}/${victim}`);
+      bytes[100] ^= 0xff;
+      await Deno.writeFile(`${dir}/${victim}`, bytes);
+      await assert.rejects(
+        () => loadWeights(url),
+        new RegExp(`shard ${victim}: sha256 .* corrupt or truncated`),
+      );
+      await Deno.writeFile(`${dir}/${victim}`, bytes.subarray(0, 1000));
+      await assert.rejects(() => loadWeights(dir), new RegExp(`shard ${victim}: sha256`));
+      await Deno.remove(`${dir}/${victim}`);
+      await assert.rejects(() => loadWeights(url), new RegExp(`shard ${victim}: .* HTTP 404`));
+      await assert.rejects(() => loadWeights(dir), new RegExp(`shard ${victim}: .* does not exist`));
+    } finally {
+      await server.shutdown();
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "--num-classes replaces the head, --img-size resamples pos_embed, bad input is named",
+  ignore: !haveFixtures,
+  async fn() {
+    await initBackend("wasm");
+    const tmp = await Deno.makeTempDir();
+    try {
+      const m = await convertCheckpoint(`${MICRO}/micro.safetensors`, `${tmp}/a`, {
+        config: { num_heads: 4 },
+        numClasses: 3,
+        imgSize: 48,
+        labels: ["cat", "dog", "bird"],
+      });
+      assert.deepEqual(m.source.head_reinitialized, { num_classes: 3, init: "zeros" });
+      assert.deepEqual(m.source.pos_embed_resampled, { from: 32, to: 48 });
+      assert.equal(m.vit.img_size, 48);
+      const { state } = await loadWeights(`${tmp}/a`);
+      assert.deepEqual(state.get("pos_embed")!.shape, [1, 1 + 12 * 12, 64]);
+      assert.ok(state.get("head.weight")!.data.every((v) => v === 0));
+      await assert.rejects(
+        () => convertCheckpoint(`${MICRO}/micro.safetensors`, `${tmp}/b`),
+        /num_heads cannot be read off/,
+      );
+      await assert.rejects(() => convertCheckpoint(`${tmp}/nope.safetensors`, `${tmp}/c`), /no such file/);
+      await assert.rejects(
+        () => Deno.stat(`${tmp}/b`),
+        Deno.errors.NotFound,
+        "a failed conversion leaves nothing",
+      );
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
+
+Deno.test("pos_embed resampling keeps the class token and a constant grid", () => {
+  const D = 2, g = 4;
+  const data = new Float32Array((1 + g * g) * D).fill(0.25);
+  data[0] = 7;
+  data[1] = -7;
+  const out = resamplePosEmbed({ shape: [1, 1 + g * g, D], data }, 6);
+  assert.deepEqual(out.shape, [1, 37, 2]);
+  assert.equal(out.data[0], 7);
+  assert.equal(out.data[1], -7);
+  for (let i = 2; i < out.data.length; i++) assert.ok(Math.abs(out.data[i] - 0.25) < 1e-6);
+});
