@@ -60,8 +60,8 @@ async function openData(
       labels: Array.from({ length: c.num_classes }, (_, i) => `class_${i}`),
     };
   }
-  const train = await openImageFolder(`${c.data_dir}/${c.train_split}`, pre, { train: true });
-  const val = await openImageFolder(`${c.data_dir}/${c.val_split}`, pre, { train: false });
+  const train = await openImageFolder(`${c.data_dir}/${c.train_split}`, pre);
+  const val = await openImageFolder(`${c.data_dir}/${c.val_split}`, pre);
   if (train.classes.length !== c.num_classes) {
     throw new Error(
       `${c.data_dir}/${c.train_split} has ${train.classes.length} classes, num_classes is ${c.num_classes}`,

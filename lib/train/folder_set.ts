@@ -48,14 +48,20 @@ function normalize(src: Uint8Array, size: number, pre: Preprocessing, out: Float
 export async function openImageFolder(
   dir: string,
   pre: Preprocessing,
-  options: { train?: boolean; concurrency?: number; onProgress?: (done: number, total: number) => void } = {},
+  options: {
+    /** Keep only the first `perClass` files (by name) of each class; all by default. */
+    perClass?: number;
+    concurrency?: number;
+    onProgress?: (done: number, total: number) => void;
+  } = {},
 ): Promise<FolderSet> {
   const classes = await listDir(dir, "dir");
   if (classes.length === 0) throw new Error(`${dir}: no class folders`);
   const files: string[] = [];
   const labelList: number[] = [];
   for (const [k, name] of classes.entries()) {
-    for (const f of await listDir(`${dir}/${name}`, "file")) {
+    const names = await listDir(`${dir}/${name}`, "file");
+    for (const f of options.perClass ? names.slice(0, options.perClass) : names) {
       files.push(`${dir}/${name}/${f}`);
       labelList.push(k);
     }

@@ -57,7 +57,7 @@ export class Optimizer {
     for (const [name, v] of this.#params) {
       this.#slots.set(
         name,
-        Array.from({ length: count }, () => tf.variable(tf.zerosLike(v), false)),
+        Array.from({ length: count }, () => tf.tidy(() => tf.variable(tf.zerosLike(v), false))),
       );
     }
   }

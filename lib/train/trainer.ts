@@ -61,8 +61,13 @@ const RESUMABLE = new Set([
   "output",
   "checkpoint_every",
   "checkpoint_keep",
-  "epochs_",
 ]);
+
+/**
+ * Options a resume may change knowingly: the length of the run (the schedule is then re-planned from the
+ * current update on, so the result is no longer bit-identical to any uninterrupted run; a warning says so).
+ */
+const RESCHEDULABLE = new Set(["epochs"]);
 
 function comparable(c: TrainConfig): Record<string, unknown> {
   return Object.fromEntries(Object.entries(c).filter(([k]) => !RESUMABLE.has(k)));
@@ -150,9 +155,17 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
     if (want !== had) {
       const a = comparable(config), b = ck.trainer.config;
       const diff = Object.keys({ ...a, ...b }).filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
-      throw new Error(
-        `resume: ${ck.dir} was trained with different options (${diff.join(", ")}); use a new --output`,
+      const fixed = diff.filter((k) => !RESCHEDULABLE.has(k));
+      if (fixed.length) {
+        throw new Error(
+          `resume: ${ck.dir} was trained with different options (${fixed.join(", ")}); use a new --output`,
+        );
+      }
+      bar.log(
+        `resume: ${diff.map((k) => `${k} ${JSON.stringify(b[k])} → ${JSON.stringify(a[k])}`).join(", ")}; ` +
+          `the schedule is re-planned from here (not bit-identical to an uninterrupted run)`,
       );
+      ck.trainer.config = a;
     }
     trainer = ck.trainer;
     state = ck.state;

@@ -1,0 +1,202 @@
+/** Optimizers against PyTorch's update rules, the lr schedules, config parsing, subsets and augmentation. */
+import assert from "node:assert/strict";
+import * as tf from "@tensorflow/tfjs";
+import { initBackend } from "../lib/backend/backend.ts";
+import { augmentBatch } from "../lib/train/augment.ts";
+import { DEFAULTS, mergeConfig, modelConfig, parseArgs, readConfigFile } from "../lib/train/config.ts";
+import { balancedSubset, firstPerClass } from "../lib/train/image_set.ts";
+import { initStateDict } from "../lib/train/init.ts";
+import { clipGradNorm, decays, Optimizer, type OptimizerName } from "../lib/train/optimizer.ts";
+import { learningRate } from "../lib/train/scheduler.ts";
+
+await initBackend("cpu");
+
+/** PyTorch's SGD (nesterov or not) and AdamW on plain arrays, step by step. */
+function reference(opt: OptimizerName, p: number[], grads: number[][], lrs: number[], wd: number, mom = 0.9) {
+  p = [...p];
+  let buf: number[] | undefined, m = p.map(() => 0), v = p.map(() => 0);
+  grads.forEach((g0, s) => {
+    const lr = lrs[s], t = s + 1;
+    if (opt === "adamw") {
+      p = p.map((x) => x * (1 - lr * wd));
+      m = m.map((x, i) => 0.9 * x + 0.1 * g0[i]);
+      v = v.map((x, i) => 0.999 * x + 0.001 * g0[i] * g0[i]);
+      p = p.map((x, i) =>
+        x - (lr / (1 - 0.9 ** t)) * m[i] / (Math.sqrt(v[i]) / Math.sqrt(1 - 0.999 ** t) + 1e-8)
+      );
+    } else {
+      const g = g0.map((x, i) => x + wd * p[i]);
+      buf = buf ? buf.map((b, i) => mom * b + g[i]) : [...g];
+      const d = opt === "sgd" ? g.map((x, i) => x + mom * buf![i]) : buf;
+      p = p.map((x, i) => x - lr * d[i]);
+    }
+  });
+  return p;
+}
+
+for (const opt of ["sgd", "momentum", "adamw"] as const) {
+  Deno.test(`${opt} matches PyTorch's update rule, with weight decay only where timm applies it`, async () => {
+    const start = [0.5, -1.25, 2, 0.125];
+    const grads = [[0.1, -0.2, 0.3, 0.05], [-0.4, 0.1, 0.2, 0.3], [0.25, 0.25, -0.5, 0.1]];
+    const lrs = [0.1, 0.05, 0.02];
+    const w = tf.variable(tf.tensor2d(start, [2, 2]));
+    const b = tf.variable(tf.tensor1d(start));
+    const before = tf.memory().numTensors;
+    const o = new Optimizer(
+      new Map<string, tf.Variable>([["blocks.0.mlp.fc1.weight", w], ["blocks.0.mlp.fc1.bias", b]]),
+      new Map([["blocks.0.mlp.fc1.weight", [2, 2]], ["blocks.0.mlp.fc1.bias", [4]]]),
+      { opt, momentum: 0.9, weightDecay: 0.1 },
+    );
+    for (const [s, g] of grads.entries()) {
+      const gw = tf.tensor2d(g, [2, 2]), gb = tf.tensor1d(g);
+      o.apply(
+        new Map<string, tf.Tensor>([["blocks.0.mlp.fc1.weight", gw], ["blocks.0.mlp.fc1.bias", gb]]),
+        lrs[s],
+      );
+      gw.dispose();
+      gb.dispose();
+    }
+    const gotW = Array.from(await w.data()), gotB = Array.from(await b.data());
+    const wantW = reference(opt, start, grads, lrs, 0.1), wantB = reference(opt, start, grads, lrs, 0);
+    for (let i = 0; i < 4; i++) {
+      assert.ok(Math.abs(gotW[i] - wantW[i]) < 1e-5, `weight[${i}] ${gotW[i]} vs ${wantW[i]}`);
+      assert.ok(Math.abs(gotB[i] - wantB[i]) < 1e-5, `bias[${i}] ${gotB[i]} vs ${wantB[i]}`);
+    }
+    const saved = await o.state();
+    assert.equal(saved.step, 3);
+    o.dispose();
+    assert.equal(tf.memory().numTensors, before - 0, "the optimizer left tensors behind");
+    w.dispose();
+    b.dispose();
+  });
+}
+
+Deno.test("weight decay follows timm: none on biases, norms, pos_embed and cls_token", () => {
+  assert.equal(decays("blocks.0.attn.qkv.weight", [384, 128]), true);
+  assert.equal(decays("patch_embed.proj.weight", [128, 3, 8, 8]), true);
+  assert.equal(decays("blocks.0.attn.qkv.bias", [384]), false);
+  assert.equal(decays("norm.weight", [128]), false);
+  assert.equal(decays("pos_embed", [1, 17, 128]), false);
+  assert.equal(decays("cls_token", [1, 1, 128]), false);
+});
+
+Deno.test("clip_grad scales the global norm down to the limit and leaves small gradients alone", async () => {
+  const grads = new Map<string, tf.Tensor>([["a", tf.tensor1d([3, 0])], ["b", tf.tensor1d([0, 4])]]);
+  const norm = await clipGradNorm(grads, 1);
+  assert.ok(Math.abs(norm - 5) < 1e-6);
+  assert.deepEqual(Array.from(await grads.get("a")!.data()).map((x) => +x.toFixed(5)), [0.6, 0]);
+  const again = await clipGradNorm(grads, 10);
+  assert.ok(Math.abs(again - 1) < 1e-5, `norm after clipping ${again}`);
+  assert.deepEqual(Array.from(await grads.get("b")!.data()).map((x) => +x.toFixed(5)), [0, 0.8]);
+  for (const g of grads.values()) g.dispose();
+});
+
+Deno.test("lr schedules: linear warmup, then cosine / step / constant", () => {
+  const o = {
+    sched: "cosine" as const,
+    lr: 0.1,
+    totalUpdates: 110,
+    warmupUpdates: 10,
+    warmupLr: 0,
+    minLr: 0,
+    decayUpdates: 50,
+    decayRate: 0.1,
+  };
+  assert.equal(learningRate(o, 0), 0);
+  assert.ok(Math.abs(learningRate(o, 5) - 0.05) < 1e-12);
+  assert.ok(Math.abs(learningRate(o, 10) - 0.1) < 1e-12);
+  assert.ok(Math.abs(learningRate(o, 60) - 0.05) < 1e-12);
+  assert.ok(learningRate(o, 110) < 1e-12);
+  assert.ok(Math.abs(learningRate({ ...o, sched: "step" }, 65) - 0.01) < 1e-12);
+  assert.equal(learningRate({ ...o, sched: "constant" }, 100), 0.1);
+});
+
+Deno.test("config: YAML with timm names, CLI overrides, clear errors", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/c.yml`,
+      "model: vit_base_patch16_224\nbatch-size: 32\ngrad_accum_steps: 16\nopt: sgd\nlr: 0.03\nfreeze: head-only\n",
+    );
+    const c = await readConfigFile(`${dir}/c.yml`);
+    assert.equal(c.batch_size, 32);
+    assert.equal(c.grad_accum_steps, 16);
+    assert.equal(c.freeze, "head-only");
+    const { config, options } = parseArgs([
+      "--config",
+      `${dir}/c.yml`,
+      "--lr=0.01",
+      "--freeze",
+      "blocks:4",
+      "--resume",
+    ]);
+    assert.equal(config, `${dir}/c.yml`);
+    const merged = mergeConfig(c, options, "command line");
+    assert.equal(merged.lr, 0.01);
+    assert.deepEqual(merged.freeze, { blocks: 4 });
+    assert.equal(merged.resume, true);
+    assert.equal(modelConfig(merged).embed_dim, 768);
+    assert.throws(() => mergeConfig(DEFAULTS, { lr: "fast" }, "cli"), /cli: "lr" must be a number/);
+    assert.throws(
+      () => mergeConfig(DEFAULTS, { opt: "lamb" }, "cli"),
+      /"opt" must be sgd, momentum or adamw/,
+    );
+    assert.throws(() => mergeConfig(DEFAULTS, { batch_sise: 3 }, "cli"), /unknown option "batch_sise"/);
+    assert.throws(
+      () => modelConfig(mergeConfig(DEFAULTS, { model: "resnet50" }, "cli")),
+      /unknown timm arch/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("subsets are class-balanced and deterministic", () => {
+  const labels = Int32Array.from({ length: 1000 }, (_, i) => Math.floor(i / 100));
+  const first = firstPerClass(labels, 10);
+  assert.equal(first.length, 100);
+  assert.deepEqual(Array.from(first.slice(0, 3)), [0, 1, 2]);
+  const a = balancedSubset(labels, 50, 3), b = balancedSubset(labels, 50, 3);
+  assert.deepEqual(a, b);
+  const counts = new Map<number, number>();
+  for (const i of a) counts.set(labels[i], (counts.get(labels[i]) ?? 0) + 1);
+  assert.deepEqual([...counts.values()], Array(10).fill(5));
+});
+
+Deno.test("augmentation is a pure function of (seed, epoch, sample) and keeps values", () => {
+  const n = 4, C = 3, H = 8, W = 8;
+  const x = Float32Array.from({ length: n * C * H * W }, (_, i) => i % 97);
+  const a = x.slice(), b = x.slice();
+  const o = { cropPad: 2, hflip: 0.5, fill: [-1, -2, -3] };
+  augmentBatch(a, [n, C, H, W], [5, 6, 7, 8], 1, 0, o);
+  augmentBatch(b, [n, C, H, W], [5, 6, 7, 8], 1, 0, o);
+  assert.deepEqual(a, b);
+  const c = x.slice();
+  augmentBatch(c, [n, C, H, W], [5, 6, 7, 8], 1, 1, o);
+  assert.notDeepEqual(a, c);
+  // A flip without crop keeps every value of the image.
+  const f = x.slice(0, C * H * W);
+  augmentBatch(f, [1, C, H, W], [0], 0, 0, { cropPad: 0, hflip: 1, fill: [0, 0, 0] });
+  assert.equal(f[0], x[W - 1]);
+});
+
+Deno.test("init follows timm: unit norms, zero biases, small truncated-normal weights", () => {
+  const s = initStateDict({
+    img_size: 32,
+    patch_size: 8,
+    embed_dim: 32,
+    depth: 1,
+    num_heads: 2,
+    num_classes: 10,
+  }, 1);
+  assert.ok(s.get("blocks.0.norm1.weight")!.data.every((v) => v === 1));
+  assert.ok(s.get("blocks.0.mlp.fc1.bias")!.data.every((v) => v === 0));
+  const w = s.get("blocks.0.attn.qkv.weight")!.data;
+  assert.ok(w.every((v) => Math.abs(v) <= 0.04));
+  const std = Math.sqrt(w.reduce((a, v) => a + v * v, 0) / w.length);
+  assert.ok(std > 0.015 && std < 0.02, `std ${std}`);
+  assert.deepEqual(
+    initStateDict({ img_size: 32, patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2, num_classes: 10 }, 1),
+    s,
+  );
+});
