@@ -25,3 +25,19 @@ export {
   parseCheckpoint,
   readCheckpoint,
 } from "./lib/weights/checkpoint.ts";
+export { convertCheckpoint, type ConvertOptions } from "./lib/weights/convert.ts";
+export { inferConfig } from "./lib/weights/infer_config.ts";
+export {
+  type LoadedModel,
+  loadModel,
+  type LoadOptions,
+  loadWeights,
+  readManifest,
+} from "./lib/weights/load.ts";
+export {
+  defaultPreprocessing,
+  type ModelManifest,
+  type Preprocessing,
+  type SourceInfo,
+} from "./lib/weights/manifest.ts";
+export { saveModel, type SaveModelOptions } from "./lib/weights/shards.ts";
