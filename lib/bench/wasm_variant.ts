@@ -1,0 +1,54 @@
+/**
+ * One tfjs-wasm build, measured in its own process (the build is fixed when the backend first starts):
+ * `deno run -A lib/bench/wasm_variant.ts <simd|nosimd|threads> [runs]` prints one JSON line with the
+ * thread count, a ViT-B/16-sized matmul's GFLOP/s and ViT-Ti/16's batch-1 latency. The bench uses it to
+ * decide the CPU fallback with numbers.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+import { getThreadsCount, setThreadsCount } from "@tensorflow/tfjs-backend-wasm";
+import { archConfig } from "../vit/archs.ts";
+import { createViT } from "../vit/model.ts";
+import { formulaStateDict } from "../weights/formula.ts";
+import { measure } from "./stats.ts";
+
+async function main(): Promise<void> {
+  const [variant, runsArg] = Deno.args;
+  const runs = Number(runsArg ?? "3");
+  if (variant === "nosimd") tf.env().set("WASM_HAS_SIMD_SUPPORT", false);
+  else if (variant === "threads") {
+    // tfjs turns threads off whenever it thinks it runs in Node (Deno included); force them on.
+    tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", true);
+    setThreadsCount(navigator.hardwareConcurrency);
+  } else if (variant !== "simd") throw new Error(`variant must be simd, nosimd or threads, got "${variant}"`);
+  if (!(await tf.setBackend("wasm"))) throw new Error(`tfjs-wasm (${variant}) failed to initialise`);
+  await tf.ready();
+  const a = tf.randomNormal([197, 768]), b = tf.randomNormal([768, 3072]);
+  const mm = await measure(
+    async () => {
+      const c = tf.matMul(a, b);
+      await c.data();
+      c.dispose();
+    },
+    1,
+    Math.max(3, runs),
+  );
+  const config = archConfig("vit_tiny_patch16_224")!;
+  const vit = await createViT(config, formulaStateDict(config), { trainable: false });
+  const input = new Float32Array(3 * 224 * 224).map((_, i) => Math.sin(i * 0.001));
+  const t = await measure(() => vit.logits(input, [1, 3, 224, 224]), 1, runs);
+  console.log(JSON.stringify({
+    variant,
+    threads: getThreadsCount(),
+    gflops: (2 * 197 * 768 * 3072) / mm.medianMs / 1e6,
+    tinyMs: t.medianMs,
+    tinyRuns: t.runs,
+  }));
+}
+
+if (import.meta.main) {
+  Deno.env.set("VIT_QUIET", "1");
+  await main();
+  Deno.exit(0);
+}
