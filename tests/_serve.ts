@@ -217,3 +217,78 @@ export async function tarArchive(
   const gz = new Blob([tar]).stream().pipeThrough(new CompressionStream("gzip"));
   return new Uint8Array(await new Response(gz).arrayBuffer());
 }
+
+/** A free loopback port (bound, then released). */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** A server running in a child process. */
+export interface ChildServer {
+  url: string;
+  child: Deno.ChildProcess;
+  /** Everything the server wrote to stderr so far. */
+  log(): string;
+  /** SIGKILL (a crash) or SIGTERM, then waits for the exit. */
+  kill(signal?: Deno.Signal): Promise<Deno.CommandStatus>;
+}
+
+/**
+ * Starts `deno run -A scripts/serve.ts <args>` (or `command` given in full) on a free loopback port and
+ * waits until `/readyz` answers 200.
+ */
+export async function spawnServer(
+  args: string[],
+  env: Record<string, string> = {},
+  options: { command?: (port: number) => string[]; timeoutMs?: number } = {},
+): Promise<ChildServer> {
+  const port = freePort();
+  const root = new URL("..", import.meta.url).pathname;
+  const argv = options.command?.(port) ??
+    ["run", "-A", `${root}scripts/serve.ts`, "--host", "127.0.0.1", "--port", String(port), ...args];
+  const child = new Deno.Command(Deno.execPath(), {
+    args: argv,
+    cwd: root,
+    env: { VIT_BACKEND: "wasm", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let log = "";
+  const pump = async (s: ReadableStream<Uint8Array>) => {
+    for await (const chunk of s.pipeThrough(new TextDecoderStream())) log += chunk;
+  };
+  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + (options.timeoutMs ?? 120_000);
+  let exited = false;
+  child.status.then(() => exited = true);
+  for (;;) {
+    if (exited) throw new Error(`the server exited before it was ready:\n${log}`);
+    try {
+      const res = await fetch(`${url}/readyz`);
+      await res.body?.cancel();
+      if (res.status === 200) break;
+    } catch { /* not listening yet */ }
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      throw new Error(`the server was not ready within the timeout:\n${log}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return {
+    url,
+    child,
+    log: () => log,
+    async kill(signal: Deno.Signal = "SIGKILL") {
+      try {
+        child.kill(signal);
+      } catch { /* already gone */ }
+      const status = await child.status;
+      await pumps;
+      return status;
+    },
+  };
+}

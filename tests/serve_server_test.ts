@@ -1,0 +1,204 @@
+/**
+ * Tests against real servers on loopback (child processes): classification and a fine-tuning session over
+ * HTTP, the `deno serve --parallel` entry point, and the crash test: a server killed during a session comes
+ * back with its registered models intact and the interrupted session reported as failed.
+ */
+import assert from "node:assert/strict";
+import { spawnServer, testImage, writeImageFolder, writeMicroModel } from "./_serve.ts";
+
+Deno.env.set("VIT_QUIET", "1");
+const TOKEN = "loopback-token";
+
+async function json(res: Response) {
+  const text = await res.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new Error(`HTTP ${res.status}: not JSON: ${text.slice(0, 200)}`);
+  }
+}
+
+async function waitState(url: string, id: string, states: string[], timeoutMs = 120_000) {
+  const t0 = Date.now();
+  for (;;) {
+    const rec = await json(await fetch(`${url}/v1/finetune/${id}`));
+    if (states.includes(rec.state)) return rec;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`session still ${rec.state}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+Deno.test("serve: real server on loopback, then killed mid-session and restarted", async () => {
+  const root = await Deno.makeTempDir({ prefix: "vit-serve-loop-" });
+  await writeMicroModel(`${root}/micro`);
+  await writeImageFolder(`${root}/data/shapes`, ["circle", "square"], 4);
+  const args = [
+    "--model",
+    `base=${root}/micro`,
+    "--state-dir",
+    `${root}/state`,
+    "--data-root",
+    `${root}/data`,
+  ];
+  const env = { VIT_API_TOKEN: TOKEN };
+  const png = await testImage("png");
+  const auth = { authorization: `Bearer ${TOKEN}` };
+
+  let server = await spawnServer(args, env);
+  let killedSession: string;
+  try {
+    // Classification over real HTTP (multipart), and the page and metrics.
+    const form = new FormData();
+    form.append("image", new File([png], "x.png", { type: "image/png" }));
+    let res = await fetch(`${server.url}/v1/models/base/classify`, { method: "POST", body: form });
+    const out = await json(res);
+    assert.equal(res.status, 200, JSON.stringify(out));
+    assert.equal(out.results[0].predictions.length, 5);
+    res = await fetch(`${server.url}/`);
+    assert.match(await res.text(), /<title>vit-deno<\/title>/);
+
+    // A session that finishes and registers a model.
+    res = await fetch(`${server.url}/v1/finetune`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...auth },
+      body: JSON.stringify({
+        base_model: "base",
+        dataset: "shapes",
+        steps: 3,
+        batch_size: 4,
+        model_id: "kept",
+      }),
+    });
+    const first = await json(res);
+    assert.equal(res.status, 202, JSON.stringify(first));
+    // Its event stream, over the network.
+    res = await fetch(`${server.url}/v1/finetune/${first.id}/events`);
+    const sse = await res.text();
+    assert.match(sse, /event: state\ndata: .*"state":"succeeded"/);
+    const before = await json(
+      await fetch(`${server.url}/v1/models/kept/classify`, {
+        method: "POST",
+        headers: { "content-type": "image/png" },
+        body: png,
+      }),
+    );
+    assert.deepEqual(before.results[0].predictions.map((p: { label: string }) => p.label).sort(), [
+      "circle",
+      "square",
+    ]);
+
+    // A long session, killed while it runs.
+    res = await fetch(`${server.url}/v1/finetune`, {
+      method: "POST",
+      headers: { "content-type": "application/json", ...auth },
+      body: JSON.stringify({
+        base_model: "base",
+        dataset: "shapes",
+        steps: 100000,
+        batch_size: 2,
+        model_id: "lost",
+      }),
+    });
+    const long = await json(res);
+    assert.equal(res.status, 202);
+    killedSession = long.id;
+    const running = await waitState(server.url, long.id, ["running"]);
+    assert.equal(running.state, "running");
+    // Let it persist some progress.
+    await new Promise((r) => setTimeout(r, 1500));
+    const status = await server.kill("SIGKILL");
+    assert.equal(status.success, false);
+
+    // Restart on the same state dir.
+    server = await spawnServer(args, env);
+    const rec = await json(await fetch(`${server.url}/v1/finetune/${killedSession}`));
+    assert.equal(rec.state, "failed", JSON.stringify(rec));
+    assert.equal(rec.error.code, "interrupted");
+    assert.match(rec.error.message, /stopped at step \d+/);
+    assert.ok(rec.finished);
+    assert.match(server.log(), /interrupted by a restart/);
+    // The registered model is intact and answers exactly as before; nothing half-written was registered.
+    const models = await json(await fetch(`${server.url}/v1/models`));
+    assert.deepEqual(models.models.map((m: { id: string }) => m.id).sort(), ["base", "kept"]);
+    const after = await json(
+      await fetch(`${server.url}/v1/models/kept/classify`, {
+        method: "POST",
+        headers: { "content-type": "image/png" },
+        body: png,
+      }),
+    );
+    assert.deepEqual(after.results[0].predictions, before.results[0].predictions);
+    const sessions = await json(await fetch(`${server.url}/v1/finetune`));
+    assert.equal(sessions.sessions.find((s: { id: string }) => s.id === first.id).state, "succeeded");
+  } finally {
+    await server.kill("SIGTERM");
+  }
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("serve: SIGTERM shuts down and records the running session as interrupted", async () => {
+  const root = await Deno.makeTempDir({ prefix: "vit-serve-term-" });
+  await writeMicroModel(`${root}/micro`);
+  await writeImageFolder(`${root}/data/shapes`, ["a", "b"], 2);
+  const args = ["--model", `${root}/micro`, "--state-dir", `${root}/state`, "--data-root", `${root}/data`];
+  const server = await spawnServer(args, { VIT_API_TOKEN: TOKEN });
+  const res = await fetch(`${server.url}/v1/finetune`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${TOKEN}` },
+    body: JSON.stringify({ base_model: "micro", dataset: "shapes", steps: 100000, batch_size: 2 }),
+  });
+  const rec = await json(res);
+  assert.equal(res.status, 202, JSON.stringify(rec));
+  await waitState(server.url, rec.id, ["running"]);
+  const status = await server.kill("SIGTERM");
+  assert.equal(status.code, 0, server.log());
+  const disk = JSON.parse(await Deno.readTextFile(`${root}/state/sessions/${rec.id}.json`));
+  assert.equal(disk.state, "failed");
+  assert.equal(disk.error.code, "interrupted");
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("serve: `deno serve --parallel` entry point (routes/main.ts)", async () => {
+  const root = await Deno.makeTempDir({ prefix: "vit-serve-par-" });
+  await writeMicroModel(`${root}/micro`);
+  const server = await spawnServer([], {}, {
+    command: (port) => [
+      "serve",
+      "--parallel",
+      "-A",
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "routes/main.ts",
+      "--model",
+      `${root}/micro`,
+      "--state-dir",
+      `${root}/state`,
+    ],
+  });
+  try {
+    const png = await testImage("png");
+    const results = await Promise.all(
+      Array.from({ length: 6 }, () =>
+        fetch(`${server.url}/v1/models/micro/classify`, {
+          method: "POST",
+          headers: { "content-type": "image/png" },
+          body: png,
+        }).then(json)),
+    );
+    for (const r of results) assert.equal(r.results[0].predictions.length, 5);
+  } finally {
+    await server.kill("SIGTERM");
+  }
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("serve: a missing model folder is a clear startup error", async () => {
+  const root = await Deno.makeTempDir({ prefix: "vit-serve-miss-" });
+  await assert.rejects(
+    spawnServer(["--model", `${root}/nothing`, "--state-dir", `${root}/state`]),
+    /cannot serve model .*nothing.*model\.json.*does not exist/s,
+  );
+  await Deno.remove(root, { recursive: true });
+});
