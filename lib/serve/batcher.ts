@@ -61,7 +61,9 @@ export class Batcher {
 
   #schedule(): void {
     if (this.#scheduled || this.#pending.length === 0) return;
-    if (this.#pending.length >= this.options.maxBatch || this.options.maxWaitMs <= 0) {
+    // While the device is busy the job waits in the queue anyway and takes whatever has arrived when it
+    // starts, so waiting for more images first would only add latency.
+    if (this.#pending.length >= this.options.maxBatch || this.options.maxWaitMs <= 0 || this.queue.busy) {
       this.#submit();
     } else if (this.#timer === undefined) {
       this.#timer = setTimeout(() => this.#submit(), this.options.maxWaitMs);

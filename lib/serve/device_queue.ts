@@ -38,6 +38,11 @@ export class DeviceQueue {
     return { infer: this.#waiting.infer.length, train: this.#waiting.train.length };
   }
 
+  /** Whether a job holds the device. */
+  get busy(): boolean {
+    return this.#busy;
+  }
+
   /** Runs `fn` when the device is free and it is this job's turn. */
   async run<T>(kind: JobKind, fn: () => Promise<T>): Promise<T> {
     const release = await this.acquire(kind);

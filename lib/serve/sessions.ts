@@ -330,10 +330,12 @@ export class SessionManager {
         if (rec.losses.length > 500) rec.losses.splice(0, rec.losses.length - 500);
         this.metrics?.trainSteps.inc();
         this.#emit(rec, "progress");
-        // Hand the device to waiting inference batches between steps.
+        // Hand the device to waiting inference batches between steps, and give the event loop a turn:
+        // on wasm a step never leaves the microtask queue, so without it no request would even be read.
         release?.();
         release = undefined;
         await this.#persist(rec, false);
+        await new Promise((r) => setTimeout(r, 0));
         if (signal.aborted) throw new DOMException("cancelled", "AbortError");
         release = await this.queue.acquire("train");
       }, signal);
