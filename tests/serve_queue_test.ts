@@ -20,9 +20,9 @@ Deno.test("device queue: inference before training, but training is not starved"
   const order: string[] = [];
   const release = await q.acquire("train");
   const jobs = [
-    q.run("train", async () => void order.push("T1")),
-    ...Array.from({ length: 5 }, (_, i) => q.run("infer", async () => void order.push(`I${i}`))),
-    q.run("train", async () => void order.push("T2")),
+    q.run("train", () => Promise.resolve(void order.push("T1"))),
+    ...Array.from({ length: 5 }, (_, i) => q.run("infer", () => Promise.resolve(void order.push(`I${i}`)))),
+    q.run("train", () => Promise.resolve(void order.push("T2"))),
   ];
   await tick();
   assert.deepEqual(q.depth, { infer: 5, train: 2 });
