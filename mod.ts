@@ -41,3 +41,23 @@ export {
   type SourceInfo,
 } from "./lib/weights/manifest.ts";
 export { saveModel, type SaveModelOptions } from "./lib/weights/shards.ts";
+export { decodeImage, type DecodeOptions, ImageDecodeError, probeImage } from "./lib/data/decode.ts";
+export type { RgbImage } from "./lib/data/image.ts";
+export {
+  type PreprocessConfig,
+  preprocessEval,
+  preprocessEvalBatch,
+  preprocessTrain,
+  type TrainAugment,
+} from "./lib/data/preprocess.ts";
+export {
+  CachedDataset,
+  classBalancedSubset,
+  type Dataset,
+  type Sample,
+  subsetDataset,
+} from "./lib/data/dataset.ts";
+export { type Batch, Batcher, type BatcherOptions } from "./lib/data/batcher.ts";
+export { CIFAR10_CLASSES, CifarBinaryDataset } from "./lib/data/cifar_binary.ts";
+export { openFlatFolder, openImageFolder } from "./lib/data/image_folder.ts";
+export { openCifar10 } from "./lib/data/cifar10.ts";

@@ -1,0 +1,131 @@
+/**
+ * The common dataset interface (labelled RGB images, decoded on demand), subsets and an in-memory cache of
+ * decoded images.
+ *
+ * Every reader (CIFAR binary batches, class folders, flat folders) knows all labels without decoding, so
+ * class-balanced subsets and label statistics are free; pixels are produced by `get(i)`.
+ *
+ * @module
+ */
+import type { RgbImage } from "./image.ts";
+
+/** One labelled image. */
+export interface Sample {
+  image: RgbImage;
+  /** Index into the dataset's `classes`. */
+  label: number;
+}
+
+/** A labelled image collection. */
+export interface Dataset {
+  /** Number of samples. */
+  readonly length: number;
+  /** Class names; label `k` is `classes[k]`. */
+  readonly classes: readonly string[];
+  /** Every sample's label, in sample order (known without decoding). */
+  readonly labels: Int32Array;
+  /** Sample `i` (0 ≤ i < length), decoded. Rejects with an error naming the file or record on bad data. */
+  get(i: number): Promise<Sample>;
+  /** Where sample `i` comes from (a file path, "batch.bin#record 7"), for messages. */
+  describe(i: number): string;
+}
+
+/** Throws a RangeError unless `i` is a valid sample index of a dataset of `length`. */
+export function checkIndex(i: number, length: number, what: string): void {
+  if (!Number.isInteger(i) || i < 0 || i >= length) {
+    throw new RangeError(`${what}: sample ${i} is outside 0..${length - 1}`);
+  }
+}
+
+/**
+ * A fixed class-balanced subset: the first `total / k` samples of each of the `k` classes in sample order
+ * (the first `total % k` classes take one more), returned as ascending sample indices. The accuracy check
+ * uses `classBalancedSubset(testLabels, 1000)`: the first 100 images of each CIFAR-10 class.
+ * Throws when a class has too few samples.
+ */
+export function classBalancedSubset(labels: Int32Array, total: number, numClasses?: number): Int32Array {
+  let k = numClasses ?? 0;
+  if (numClasses === undefined) { for (const l of labels) k = Math.max(k, l + 1); }
+  if (!Number.isInteger(total) || total < 0) throw new Error(`subset size ${total} must be a count`);
+  if (k === 0) {
+    if (total > 0) throw new Error(`cannot take ${total} samples from an empty dataset`);
+    return new Int32Array(0);
+  }
+  const quota = Array.from({ length: k }, (_, c) => Math.floor(total / k) + (c < total % k ? 1 : 0));
+  const out: number[] = [];
+  for (let i = 0; i < labels.length && out.length < total; i++) {
+    const c = labels[i];
+    if (c < k && quota[c] > 0) {
+      quota[c]--;
+      out.push(i);
+    }
+  }
+  const short = quota.findIndex((q) => q > 0);
+  if (short >= 0) {
+    throw new Error(`class-balanced subset of ${total}: class ${short} has too few samples`);
+  }
+  return Int32Array.from(out);
+}
+
+/** The samples `indices` of `ds`, as a dataset of their own (same classes). */
+export function subsetDataset(ds: Dataset, indices: ArrayLike<number>): Dataset {
+  const idx = Int32Array.from(indices as ArrayLike<number>);
+  for (const i of idx) checkIndex(i, ds.length, "subset");
+  const labels = new Int32Array(idx.length);
+  for (let j = 0; j < idx.length; j++) labels[j] = ds.labels[idx[j]];
+  return {
+    length: idx.length,
+    classes: ds.classes,
+    labels,
+    get: async (i) => {
+      checkIndex(i, idx.length, "subset");
+      return await ds.get(idx[i]);
+    },
+    describe: (i) => ds.describe(idx[i]),
+  };
+}
+
+/**
+ * Keeps decoded images in memory (up to `maxBytes` of pixels, default 512 MiB; later images are decoded
+ * each time), so small images (CIFAR's 32×32: 150 MB for 50,000) are decoded once per run. Only raw 8-bit
+ * images are cached, never preprocessed tensors. A cached sample is shared between callers: don't mutate it.
+ */
+export class CachedDataset implements Dataset {
+  readonly length: number;
+  readonly classes: readonly string[];
+  readonly labels: Int32Array;
+  #inner: Dataset;
+  #cache = new Map<number, Promise<Sample>>();
+  #bytes = 0;
+  #maxBytes: number;
+
+  constructor(inner: Dataset, maxBytes = 512 * 2 ** 20) {
+    this.#inner = inner;
+    this.length = inner.length;
+    this.classes = inner.classes;
+    this.labels = inner.labels;
+    this.#maxBytes = maxBytes;
+  }
+
+  /** Bytes of pixels held. */
+  get cachedBytes(): number {
+    return this.#bytes;
+  }
+
+  get(i: number): Promise<Sample> {
+    const hit = this.#cache.get(i);
+    if (hit) return hit;
+    const p = this.#inner.get(i);
+    if (this.#bytes < this.#maxBytes) {
+      this.#cache.set(i, p);
+      p.then((s) => {
+        this.#bytes += s.image.data.length;
+      }, () => this.#cache.delete(i));
+    }
+    return p;
+  }
+
+  describe(i: number): string {
+    return this.#inner.describe(i);
+  }
+}

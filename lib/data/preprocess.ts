@@ -1,0 +1,238 @@
+/**
+ * Image → model input, as timm prepares it; the one implementation shared by training, evaluation and
+ * serving. Output is float32 CHW per image, NCHW for a batch (the model takes `[n, 3, H, W]`).
+ *
+ * Evaluation (timm `transforms_imagenet_eval`, crop_mode "center"): resize the shorter side to
+ * `floor(img_size / crop_pct)` (the longer side to `trunc(size · long / short)`, as torchvision), take the
+ * centred `img_size` square (offsets rounded half-to-even, as torchvision's `round`), then
+ * `(x/255 − mean) / std`. With crop_pct = 1 a square image is simply resized to img_size. Resizing follows
+ * `F.interpolate` (see resize.ts); `antialias: true` gives PIL-like shrinking for large photos.
+ *
+ * Training: optional CIFAR-style random crop with zero padding (on the source pixels), then either
+ * RandomResizedCrop (torchvision's sampling, timm's defaults scale (0.08, 1), ratio (3/4, 4/3)) or the
+ * evaluation geometry, and an optional horizontal flip — all drawn from the caller's seeded `Rng`.
+ *
+ * @module
+ */
+import type { Preprocessing } from "../weights/manifest.ts";
+import { checkRgbImage, type RgbImage } from "./image.ts";
+import { type Box, resampleInto } from "./resize.ts";
+import type { Rng } from "./rng.ts";
+
+export type { Preprocessing } from "../weights/manifest.ts";
+
+/** Preprocessing plus how to shrink: `antialias` (default false, as the fixtures and `F.interpolate`). */
+export type PreprocessConfig = Preprocessing & { antialias?: boolean };
+
+/** Training augmentation. Omitted fields are off. */
+export interface TrainAugment {
+  /** RandomResizedCrop to img_size; `true` means timm's defaults (scale (0.08, 1), ratio (3/4, 4/3)). */
+  random_resized_crop?: boolean | { scale: [number, number]; ratio: [number, number] };
+  /** Pixels of zero padding for a random crop of the source's own size (CIFAR: 4). */
+  crop_padding?: number;
+  /** Probability of a horizontal flip (timm: 0.5). */
+  hflip?: number;
+}
+
+/** timm's RandomResizedCrop defaults. */
+export const RRC_DEFAULTS = {
+  scale: [0.08, 1] as [number, number],
+  ratio: [3 / 4, 4 / 3] as [number, number],
+};
+
+/** Python's `round` (half to even), which torchvision's center crop uses. */
+function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/** Throws unless `p` is a usable preprocessing config, naming the bad field. */
+export function checkPreprocessing(p: PreprocessConfig): void {
+  const bad = (field: string, want: string, got: unknown) => {
+    throw new Error(`preprocessing.${field}: expected ${want}, got ${JSON.stringify(got)}`);
+  };
+  if (!Number.isInteger(p.img_size) || p.img_size < 1) bad("img_size", "a positive integer", p.img_size);
+  if (!(p.crop_pct > 0 && p.crop_pct <= 1)) bad("crop_pct", "a number in (0, 1]", p.crop_pct);
+  if (p.interpolation !== "bilinear" && p.interpolation !== "bicubic") {
+    bad("interpolation", '"bilinear" or "bicubic"', p.interpolation);
+  }
+  for (const f of ["mean", "std"] as const) {
+    const v = p[f];
+    if (
+      !Array.isArray(v) || v.length !== 3 || v.some((x) => !Number.isFinite(x) || (f === "std" && x <= 0))
+    ) {
+      bad(f, f === "std" ? "three positive numbers" : "three numbers", v);
+    }
+  }
+}
+
+/** Evaluation geometry for a `width`×`height` image: the resize size and the crop box in it. */
+export function evalGeometry(
+  width: number,
+  height: number,
+  p: Pick<Preprocessing, "img_size" | "crop_pct">,
+): { resizeWidth: number; resizeHeight: number; crop: Box } {
+  const size = p.img_size;
+  const scaleSize = Math.floor(size / p.crop_pct);
+  let resizeWidth: number, resizeHeight: number;
+  if (width <= height) {
+    resizeWidth = scaleSize;
+    resizeHeight = Math.trunc((scaleSize * height) / width);
+  } else {
+    resizeHeight = scaleSize;
+    resizeWidth = Math.trunc((scaleSize * width) / height);
+  }
+  const crop = {
+    x: roundHalfEven((resizeWidth - size) / 2),
+    y: roundHalfEven((resizeHeight - size) / 2),
+    w: size,
+    h: size,
+  };
+  return { resizeWidth, resizeHeight, crop };
+}
+
+/**
+ * torchvision's RandomResizedCrop box for a `width`×`height` image: up to 10 draws of area fraction in
+ * `scale` and log-uniform aspect ratio in `ratio`, falling back to the largest centred box within `ratio`.
+ */
+export function randomResizedCropBox(
+  width: number,
+  height: number,
+  rng: Rng,
+  scale: readonly [number, number] = RRC_DEFAULTS.scale,
+  ratio: readonly [number, number] = RRC_DEFAULTS.ratio,
+): Box {
+  const area = width * height;
+  const logLo = Math.log(ratio[0]), logHi = Math.log(ratio[1]);
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const target = area * rng.range(scale[0], scale[1]);
+    const aspect = Math.exp(rng.range(logLo, logHi));
+    const w = Math.round(Math.sqrt(target * aspect));
+    const h = Math.round(Math.sqrt(target / aspect));
+    if (w > 0 && h > 0 && w <= width && h <= height) {
+      const y = rng.int(height - h + 1);
+      const x = rng.int(width - w + 1);
+      return { x, y, w, h };
+    }
+  }
+  const inRatio = width / height;
+  let w = width, h = height;
+  if (inRatio < Math.min(...ratio)) h = Math.round(w / Math.min(...ratio));
+  else if (inRatio > Math.max(...ratio)) w = Math.round(h * Math.max(...ratio));
+  return { x: Math.floor((width - w) / 2), y: Math.floor((height - h) / 2), w, h };
+}
+
+/** A random `pad`-padded crop of the image's own size (torchvision RandomCrop(size, padding, fill=0)). */
+export function randomPadCrop(img: RgbImage, pad: number, rng: Rng): RgbImage {
+  const { width: W, height: H } = img;
+  const dy = rng.int(2 * pad + 1) - pad;
+  const dx = rng.int(2 * pad + 1) - pad;
+  const data = new Uint8Array(W * H * 3);
+  for (let y = 0; y < H; y++) {
+    const sy = y + dy;
+    if (sy < 0 || sy >= H) continue;
+    for (let x = 0; x < W; x++) {
+      const sx = x + dx;
+      if (sx < 0 || sx >= W) continue;
+      const s = (sy * W + sx) * 3, d = (y * W + x) * 3;
+      data[d] = img.data[s];
+      data[d + 1] = img.data[s + 1];
+      data[d + 2] = img.data[s + 2];
+    }
+  }
+  return { width: W, height: H, data };
+}
+
+function target(p: PreprocessConfig, out: Float32Array | undefined, offset: number): Float32Array {
+  checkPreprocessing(p);
+  const n = 3 * p.img_size * p.img_size;
+  const buf = out ?? new Float32Array(n);
+  if (buf.length < offset + n) {
+    throw new Error(`preprocess: output holds ${buf.length} floats, needs ${offset + n}`);
+  }
+  return buf;
+}
+
+/**
+ * Evaluation preprocessing of one image into `out` at `offset` (a fresh `[3, S, S]` array when omitted).
+ * Returns the array written.
+ */
+export function preprocessEval(
+  img: RgbImage,
+  p: PreprocessConfig,
+  out?: Float32Array,
+  offset = 0,
+): Float32Array {
+  checkRgbImage(img);
+  const buf = target(p, out, offset);
+  const g = evalGeometry(img.width, img.height, p);
+  resampleInto(
+    img,
+    {
+      window: { x: 0, y: 0, w: img.width, h: img.height },
+      ...g,
+      interpolation: p.interpolation,
+      antialias: p.antialias ?? false,
+      flip: false,
+      mean: p.mean,
+      std: p.std,
+    },
+    buf,
+    offset,
+  );
+  return buf;
+}
+
+/**
+ * Training preprocessing of one image: padded random crop, RandomResizedCrop (or the eval geometry) and
+ * flip as `aug` says, every draw from `rng` (fixed order: pad offsets, crop box, flip).
+ */
+export function preprocessTrain(
+  img: RgbImage,
+  p: PreprocessConfig,
+  aug: TrainAugment,
+  rng: Rng,
+  out?: Float32Array,
+  offset = 0,
+): Float32Array {
+  checkRgbImage(img);
+  const buf = target(p, out, offset);
+  const src = aug.crop_padding && aug.crop_padding > 0 ? randomPadCrop(img, aug.crop_padding, rng) : img;
+  let window: Box = { x: 0, y: 0, w: src.width, h: src.height };
+  let geometry: { resizeWidth: number; resizeHeight: number; crop: Box };
+  if (aug.random_resized_crop) {
+    const o = aug.random_resized_crop === true ? RRC_DEFAULTS : aug.random_resized_crop;
+    window = randomResizedCropBox(src.width, src.height, rng, o.scale, o.ratio);
+    const s = p.img_size;
+    geometry = { resizeWidth: s, resizeHeight: s, crop: { x: 0, y: 0, w: s, h: s } };
+  } else {
+    geometry = evalGeometry(src.width, src.height, p);
+  }
+  const flip = (aug.hflip ?? 0) > 0 && rng.uniform() < aug.hflip!;
+  resampleInto(
+    src,
+    {
+      window,
+      ...geometry,
+      interpolation: p.interpolation,
+      antialias: p.antialias ?? false,
+      flip,
+      mean: p.mean,
+      std: p.std,
+    },
+    buf,
+    offset,
+  );
+  return buf;
+}
+
+/** Evaluation preprocessing of several images into one NCHW batch. */
+export function preprocessEvalBatch(
+  images: readonly RgbImage[],
+  p: PreprocessConfig,
+): { input: Float32Array; shape: [number, number, number, number] } {
+  const s = p.img_size, per = 3 * s * s;
+  const input = new Float32Array(images.length * per);
+  images.forEach((img, i) => preprocessEval(img, p, input, i * per));
+  return { input, shape: [images.length, 3, s, s] };
+}
