@@ -14,7 +14,7 @@ import { train } from "../lib/train/trainer.ts";
 import { loadWeights, readManifest } from "../lib/weights/load.ts";
 import type { Preprocessing } from "../lib/weights/manifest.ts";
 import { saveModel } from "../lib/weights/shards.ts";
-import { openImageFolder } from "../lib/train/folder_set.ts";
+import { datasetImageSet, openEvalData } from "../lib/train/dataset_set.ts";
 
 const USAGE = `usage: deno task train --config <file.yml> [--<option> <value> ...] [--resume] [--export <dir>]
 options (timm train.py names): model, initial-checkpoint, num_classes, img_size, batch_size, grad_accum_steps,
@@ -60,14 +60,27 @@ async function openData(
       labels: Array.from({ length: c.num_classes }, (_, i) => `class_${i}`),
     };
   }
-  const train = await openImageFolder(`${c.data_dir}/${c.train_split}`, pre);
-  const val = await openImageFolder(`${c.data_dir}/${c.val_split}`, pre);
-  if (train.classes.length !== c.num_classes) {
+  const train = await openEvalData(c.data_dir, c.train_split);
+  const val = await openEvalData(c.data_dir, c.val_split);
+  const classes = [...train.dataset.classes];
+  if (classes.length !== c.num_classes) {
     throw new Error(
-      `${c.data_dir}/${c.train_split} has ${train.classes.length} classes, num_classes is ${c.num_classes}`,
+      `${c.data_dir} (${c.train_split}) has ${classes.length} classes, num_classes is ${c.num_classes}`,
     );
   }
-  return { train: train.set, val: val.set, labels: train.classes };
+  if (val.dataset.classes.join() !== classes.join()) {
+    throw new Error(
+      `${c.data_dir}: the ${c.val_split} split's classes differ from the ${c.train_split} split's`,
+    );
+  }
+  console.error(
+    `data: ${train.name}, ${train.dataset.length} training and ${val.dataset.length} validation images`,
+  );
+  return {
+    train: datasetImageSet(train.dataset, pre),
+    val: datasetImageSet(val.dataset, pre),
+    labels: classes,
+  };
 }
 
 if (import.meta.main) {

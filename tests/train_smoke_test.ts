@@ -7,7 +7,8 @@ import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend/backend.ts";
 import { DEFAULTS, mergeConfig } from "../lib/train/config.ts";
 import { evaluate } from "../lib/train/evaluate.ts";
-import { openImageFolder } from "../lib/train/folder_set.ts";
+import { openImageFolder } from "../lib/data/image_folder.ts";
+import { datasetImageSet } from "../lib/train/dataset_set.ts";
 import { initStateDict } from "../lib/train/init.ts";
 import { readMetrics } from "../lib/train/metrics.ts";
 import { train } from "../lib/train/trainer.ts";
@@ -37,7 +38,8 @@ Deno.test({
         interpolation: "bicubic",
         crop_pct: 1,
       };
-      const data = await openImageFolder(`${dir}/test`, pre);
+      const folder = await openImageFolder(`${dir}/test`);
+      const data = { set: datasetImageSet(folder, pre), classes: [...folder.classes] };
       assert.equal(data.set.size, 200);
       const config = mergeConfig(DEFAULTS, {
         model: { patch_size: 8, embed_dim: 48, depth: 2, num_heads: 3 },

@@ -1,0 +1,126 @@
+/**
+ * `deno task eval --model <dir|url> --data <dir>`: top-1/top-5, per-class accuracy and the confusion matrix
+ * of a converted or trained model on CIFAR-10 (or any class-folder split), printed and written as a Markdown
+ * report with an SVG confusion matrix beside it.
+ *
+ * `--data` may be a folder holding `cifar-10-batches-bin/` (canonical) or `cifar10-jpeg/<split>/` (as
+ * `deno task data` prepares), a folder with `<split>/<class>/*`, or a class folder itself.
+ *
+ * @module
+ */
+import { type BackendName, describeBackend, initBackend } from "../lib/backend/backend.ts";
+import { writeFileAtomic } from "../lib/weights/atomic.ts";
+import { loadModel } from "../lib/weights/load.ts";
+import { datasetImageSet, openEvalData } from "../lib/train/dataset_set.ts";
+import { evaluate } from "../lib/train/evaluate.ts";
+import { evalIndices } from "../lib/train/image_set.ts";
+import { confusionSvg } from "../lib/train/plot.ts";
+import { formatDuration } from "../lib/train/progress.ts";
+import { confusionText, evalReport } from "../lib/train/report.ts";
+
+const USAGE = `usage: deno task eval --model <dir|url> --data <dir> [options]
+  --split <name>      split to evaluate (default test)
+  --subset <n>        only a fixed class-balanced subset of n images (the first n/k of each class)
+  --batch <n>         images per forward pass (default 250)
+  --backend <name>    webgpu, wasm or cpu (default: automatic)
+  --report <file.md>  Markdown report to write (default docs/cifar10_eval.md; "-" for none)`;
+
+function flag(args: string[], name: string, fallback?: string): string | undefined {
+  const i = args.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
+  if (i < 0) return fallback;
+  if (args[i].includes("=")) return args[i].slice(args[i].indexOf("=") + 1);
+  const v = args[i + 1];
+  if (v === undefined || v.startsWith("--")) throw new Error(`--${name} needs a value`);
+  return v;
+}
+
+if (import.meta.main) {
+  const args = [...Deno.args];
+  if (args.includes("--help") || args.includes("-h") || !flag(args, "model") || !flag(args, "data")) {
+    console.log(USAGE);
+    Deno.exit(args.includes("--help") || args.includes("-h") ? 0 : 2);
+  }
+  try {
+    const t0 = performance.now();
+    const modelAt = flag(args, "model")!, data = flag(args, "data")!;
+    const split = flag(args, "split", "test")!;
+    const subset = Number(flag(args, "subset", "0"));
+    const batch = Number(flag(args, "batch", "250"));
+    const reportPath = flag(args, "report", "docs/cifar10_eval.md")!;
+    if (!Number.isInteger(subset) || subset < 0) {
+      throw new Error(`--subset must be a whole number, got ${subset}`);
+    }
+    if (!Number.isInteger(batch) || batch < 1) {
+      throw new Error(`--batch must be a positive integer, got ${batch}`);
+    }
+    const backend = await initBackend(flag(args, "backend") as BackendName | undefined);
+    const { model, manifest } = await loadModel(modelAt);
+    const { dataset, name } = await openEvalData(data, split);
+    if (dataset.classes.join() !== manifest.labels.join()) {
+      throw new Error(
+        `the data's classes (${dataset.classes.join(", ")}) are not the model's labels (${
+          manifest.labels.join(", ")
+        })`,
+      );
+    }
+    const set = datasetImageSet(dataset, manifest.preprocessing);
+    const indices = evalIndices(dataset.labels, subset);
+    const tty = Deno.stderr.isTerminal();
+    const result = await evaluate(model, set, {
+      indices,
+      batchSize: batch,
+      onProgress: (done, total) => {
+        const line = `eval ${done}/${total} (${formatDuration((performance.now() - t0) / 1000)})`;
+        if (tty) Deno.stderr.writeSync(new TextEncoder().encode(`\r${line}`));
+        else if (done === total || done % 2000 < batch) console.error(line);
+      },
+    });
+    if (tty) console.error("");
+    model.dispose();
+    const seconds = (performance.now() - t0) / 1000;
+    console.log(`${name}, ${split}: ${result.n} images on ${describeBackend(backend)}`);
+    console.log(
+      `top-1 ${(100 * result.top1).toFixed(2)}%  top-5 ${(100 * result.top5).toFixed(2)}%  loss ${
+        result.loss.toFixed(4)
+      }`,
+    );
+    console.log(
+      "per class: " +
+        manifest.labels.map((l, i) => `${l} ${(100 * result.perClass[i]).toFixed(1)}%`).join(", "),
+    );
+    console.log(confusionText(result.confusion, manifest.labels));
+    if (reportPath !== "-") {
+      const svgPath = reportPath.replace(/\.md$/, "") + "_confusion.svg";
+      const svgName = svgPath.split("/").pop()!;
+      await Deno.mkdir(reportPath.split("/").slice(0, -1).join("/") || ".", { recursive: true });
+      await writeFileAtomic(
+        svgPath,
+        confusionSvg(
+          result.confusion,
+          manifest.labels,
+          `${name}, ${result.n} images: top-1 ${(100 * result.top1).toFixed(2)}%`,
+        ),
+      );
+      const command = `deno task eval ${args.join(" ")}`;
+      await writeFileAtomic(
+        reportPath,
+        evalReport(result, {
+          model: modelAt,
+          manifest,
+          dataName: name,
+          split,
+          backend: describeBackend(backend),
+          command,
+          confusionSvg: svgName,
+          seconds,
+          date: new Date().toISOString().slice(0, 16).replace("T", " ") + " UTC",
+        }),
+      );
+      console.log(`report: ${reportPath} (confusion matrix ${svgPath})`);
+    }
+  } catch (e) {
+    console.error(`eval: ${(e as Error).message}`);
+    if (Deno.env.get("VIT_DEBUG")) console.error(e);
+    Deno.exit(1);
+  }
+}
