@@ -1,0 +1,329 @@
+/**
+ * `deno task loadtest [--clients 24] [--duration 30] [--max-duration 120] [--finetune-steps 40]
+ * [--model dir] [--max-queue 16] [--max-batch 16] [--json out.json]`: a bounded load test on loopback.
+ *
+ * Starts `deno task serve` as a child process on 127.0.0.1 (temporary state dir, a generated class-folder
+ * dataset), starts a fine-tuning session, and runs many concurrent clients classifying images until the
+ * session has ended and `--duration` seconds have passed (never past `--max-duration`). Reports throughput,
+ * latency percentiles, status counts and the session's progress. A 503 with `Retry-After` (queue full) is an
+ * intended refusal (the client waits and retries); any other failure makes the exit status 1.
+ *
+ * @module
+ */
+import { encodeImage } from "../lib/data/decode.ts";
+import { formulaStateDict } from "../lib/weights/formula.ts";
+import { defaultPreprocessing } from "../lib/weights/manifest.ts";
+import { saveModel } from "../lib/weights/shards.ts";
+
+interface Options {
+  clients: number;
+  duration: number;
+  maxDuration: number;
+  finetuneSteps: number;
+  model?: string;
+  maxQueue: number;
+  maxBatch: number;
+  json?: string;
+}
+
+function parse(args: string[]): Options {
+  const o: Options = {
+    clients: 24,
+    duration: 30,
+    maxDuration: 120,
+    finetuneSteps: 40,
+    maxQueue: 16,
+    maxBatch: 16,
+  };
+  for (let i = 0; i < args.length; i++) {
+    const [flag, inline] = args[i].split("=", 2);
+    const v = inline ?? args[++i];
+    const n = Number(v);
+    switch (flag) {
+      case "--clients":
+        o.clients = n;
+        break;
+      case "--duration":
+        o.duration = n;
+        break;
+      case "--max-duration":
+        o.maxDuration = n;
+        break;
+      case "--finetune-steps":
+        o.finetuneSteps = n;
+        break;
+      case "--model":
+        o.model = v;
+        break;
+      case "--max-queue":
+        o.maxQueue = n;
+        break;
+      case "--max-batch":
+        o.maxBatch = n;
+        break;
+      case "--json":
+        o.json = v;
+        break;
+      default:
+        console.error(`unknown option ${args[i]}\n${USAGE}`);
+        Deno.exit(2);
+    }
+  }
+  for (const k of ["clients", "duration", "maxDuration", "finetuneSteps", "maxQueue", "maxBatch"] as const) {
+    if (!(Number.isFinite(o[k]) && o[k] >= 0)) {
+      console.error(`--${k} must be a non-negative number\n${USAGE}`);
+      Deno.exit(2);
+    }
+  }
+  return o;
+}
+
+const USAGE = "usage: deno task loadtest [--clients 24] [--duration 30] [--max-duration 120] " +
+  "[--finetune-steps 40] [--model dir] [--max-queue 16] [--max-batch 16] [--json out.json]";
+
+const MICRO = { img_size: 32, patch_size: 4, embed_dim: 64, depth: 2, num_heads: 4, num_classes: 10 };
+
+function pattern(width: number, height: number, seed: number): Uint8Array {
+  const data = new Uint8Array(width * height * 3);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const i = (y * width + x) * 3;
+      data[i] = (x * (3 + seed) + seed * 50) & 255;
+      data[i + 1] = (y * (5 + seed) + seed * 20) & 255;
+      data[i + 2] = (((x >> 3) ^ (y >> 3)) & 1) * 200;
+    }
+  }
+  return data;
+}
+
+async function png(width: number, height: number, seed: number): Promise<Uint8Array<ArrayBuffer>> {
+  return new Uint8Array(await encodeImage({ width, height, data: pattern(width, height, seed) }, "png"));
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+function metric(text: string, name: string): number {
+  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.eE+-]+)$`, "m").exec(text);
+  return m ? Number(m[1]) : NaN;
+}
+
+async function main() {
+  const o = parse(Deno.args);
+  const root = await Deno.makeTempDir({ prefix: "vit-loadtest-" });
+  const repo = new URL("..", import.meta.url).pathname;
+  let modelDir = o.model;
+  if (!modelDir) {
+    try {
+      await Deno.stat(`${repo}weights/model.json`);
+      modelDir = `${repo}weights`;
+    } catch {
+      modelDir = `${root}/micro`;
+      await saveModel(modelDir, {
+        config: MICRO,
+        state: formulaStateDict(MICRO),
+        preprocessing: defaultPreprocessing(32),
+        labels: Array.from({ length: 10 }, (_, i) => `class${i}`),
+        source: { file: "formula weights (loadtest)" },
+        extra: { name: "micro" },
+      });
+    }
+  }
+  // A small class-folder dataset for the fine-tuning session.
+  for (const [k, c] of ["stripes", "checks", "waves"].entries()) {
+    await Deno.mkdir(`${root}/data/tiny/${c}`, { recursive: true });
+    for (let i = 0; i < 8; i++) {
+      await Deno.writeFile(`${root}/data/tiny/${c}/${i}.png`, await png(32, 32, k * 4 + i));
+    }
+  }
+  const token = crypto.randomUUID();
+  const port = freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      `${repo}scripts/serve.ts`,
+      "--model",
+      `base=${modelDir}`,
+      "--host",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--state-dir",
+      `${root}/state`,
+      "--data-root",
+      `${root}/data`,
+      "--max-queue",
+      String(o.maxQueue),
+      "--max-batch",
+      String(o.maxBatch),
+    ],
+    env: { VIT_API_TOKEN: token },
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+  let result = 1;
+  try {
+    const t0 = Date.now();
+    for (;;) {
+      try {
+        const r = await fetch(`${url}/readyz`);
+        await r.body?.cancel();
+        if (r.ok) break;
+      } catch { /* not up yet */ }
+      if (Date.now() - t0 > 180_000) throw new Error("the server did not become ready in 180 s");
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const info = await (await fetch(`${url}/v1/models/base`)).json();
+    console.error(
+      `loadtest: server ready (${info.backend}, model ${info.id}: ${info.config.embed_dim}d × ${info.config.depth}, ${info.img_size}px)`,
+    );
+    const images = await Promise.all([0, 1, 2, 3].map((s) => png(48 + 16 * s, 40 + 8 * s, s)));
+
+    // The fine-tuning session runs throughout the load.
+    const start = await fetch(`${url}/v1/finetune`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+      body: JSON.stringify({
+        base_model: "base",
+        dataset: "tiny",
+        steps: o.finetuneSteps,
+        batch_size: 8,
+        lr: 0.01,
+      }),
+    });
+    const session = await start.json();
+    if (start.status !== 202) throw new Error(`starting the session failed: ${JSON.stringify(session)}`);
+    console.error(
+      `loadtest: session ${session.id} started (${o.finetuneSteps} steps); ${o.clients} clients classifying`,
+    );
+
+    const latencies: number[] = [];
+    const statuses = new Map<string, number>();
+    const failures: string[] = [];
+    let intended503 = 0, missingRetryAfter = 0, images200 = 0;
+    let stop = false;
+    const loadStart = performance.now();
+    const client = async (c: number) => {
+      for (let i = 0; !stop; i++) {
+        const body = images[(c + i) % images.length];
+        const t = performance.now();
+        try {
+          const res = await fetch(`${url}/v1/models/base/classify?top_k=3`, {
+            method: "POST",
+            headers: { "content-type": "image/png" },
+            body,
+          });
+          const text = await res.text();
+          statuses.set(String(res.status), (statuses.get(String(res.status)) ?? 0) + 1);
+          if (res.status === 200) {
+            const out = JSON.parse(text);
+            if (out.results?.[0]?.predictions?.length !== 3) {
+              failures.push(`malformed 200: ${text.slice(0, 200)}`);
+            }
+            latencies.push(performance.now() - t);
+            images200++;
+          } else if (res.status === 503 && JSON.parse(text).error?.code === "queue_full") {
+            intended503++;
+            const wait = Number(res.headers.get("retry-after"));
+            if (!(wait > 0)) missingRetryAfter++;
+            // Honour Retry-After, capped so the test stays busy.
+            await new Promise((r) => setTimeout(r, Math.min(1000, (wait || 1) * 1000) * Math.random()));
+          } else {
+            failures.push(`HTTP ${res.status}: ${text.slice(0, 200)}`);
+          }
+        } catch (e) {
+          failures.push(`network: ${(e as Error).message}`);
+        }
+      }
+    };
+    const clients = Array.from({ length: o.clients }, (_, c) => client(c));
+    let rec = session;
+    for (;;) {
+      await new Promise((r) => setTimeout(r, 500));
+      rec = await (await fetch(`${url}/v1/finetune/${session.id}`)).json();
+      const elapsed = (performance.now() - loadStart) / 1000;
+      const ended = ["succeeded", "failed", "cancelled"].includes(rec.state);
+      if ((ended && elapsed >= o.duration) || elapsed >= o.maxDuration) break;
+    }
+    stop = true;
+    await Promise.all(clients);
+    const seconds = (performance.now() - loadStart) / 1000;
+    if (!["succeeded", "failed", "cancelled"].includes(rec.state)) {
+      await fetch(`${url}/v1/finetune/${session.id}`, {
+        method: "DELETE",
+        headers: { authorization: `Bearer ${token}` },
+      });
+    }
+    const metricsText = await (await fetch(`${url}/metrics`)).text();
+    const healthy = (await fetch(`${url}/healthz`)).ok;
+    latencies.sort((a, b) => a - b);
+    const report = {
+      command: `deno task loadtest ${Deno.args.join(" ")}`.trim(),
+      backend: info.backend,
+      model: {
+        id: info.id,
+        embed_dim: info.config.embed_dim,
+        depth: info.config.depth,
+        img_size: info.img_size,
+      },
+      clients: o.clients,
+      seconds: Math.round(seconds * 10) / 10,
+      requests_ok: images200,
+      throughput_img_per_s: Math.round((images200 / seconds) * 10) / 10,
+      latency_ms: {
+        p50: Math.round(percentile(latencies, 50)),
+        p90: Math.round(percentile(latencies, 90)),
+        p99: Math.round(percentile(latencies, 99)),
+        max: Math.round(latencies.at(-1) ?? NaN),
+      },
+      statuses: Object.fromEntries(statuses),
+      intended_503: intended503,
+      failures: failures.length,
+      failure_samples: failures.slice(0, 5),
+      mean_batch_size: Math.round(
+        (metric(metricsText, "vit_inference_batch_size_sum") /
+          metric(metricsText, "vit_inference_batch_size_count")) * 100,
+      ) / 100,
+      finetune: {
+        state: rec.state,
+        steps_done: rec.progress?.step ?? 0,
+        steps: rec.request?.steps,
+        final_loss: rec.progress?.loss,
+        model_id: rec.model_id,
+      },
+      server_healthy_after: healthy,
+    };
+    console.log(JSON.stringify(report, null, 2));
+    if (o.json) await Deno.writeTextFile(o.json, JSON.stringify(report, null, 2) + "\n");
+    const ok = failures.length === 0 && missingRetryAfter === 0 && healthy && images200 > 0 &&
+      rec.state === "succeeded";
+    console.error(
+      ok
+        ? `loadtest: OK — ${report.throughput_img_per_s} img/s, p50 ${report.latency_ms.p50} ms, p99 ${report.latency_ms.p99} ms, ` +
+          `${intended503} intended 503s, no other failure; session ${rec.state} (${report.finetune.steps_done} steps)`
+        : `loadtest: FAILED — ${failures.length} failures, ${missingRetryAfter} 503s without Retry-After, ` +
+          `session ${rec.state}, healthy ${healthy}`,
+    );
+    result = ok ? 0 : 1;
+  } finally {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* gone */ }
+    await child.status;
+    await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+  Deno.exit(result);
+}
+
+if (import.meta.main) await main();
