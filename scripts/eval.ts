@@ -23,7 +23,9 @@ const USAGE = `usage: deno task eval --model <dir|url> --data <dir> [options]
   --subset <n>        only a fixed class-balanced subset of n images (the first n/k of each class)
   --batch <n>         images per forward pass (default 250)
   --backend <name>    webgpu, wasm or cpu (default: automatic)
-  --report <file.md>  Markdown report to write (default docs/cifar10_eval.md; "-" for none)`;
+  --report <file.md>  Markdown report to write (default docs/cifar10_eval.md; "-" for none)
+  --record <file>     also record the images right on this backend into an accuracy JSON file (as
+                      weights/accuracy.json, which tests/accuracy_test.ts checks); --floor sets its floor`;
 
 function flag(args: string[], name: string, fallback?: string): string | undefined {
   const i = args.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
@@ -89,6 +91,35 @@ if (import.meta.main) {
         manifest.labels.map((l, i) => `${l} ${(100 * result.perClass[i]).toFixed(1)}%`).join(", "),
     );
     console.log(confusionText(result.confusion, manifest.labels));
+    const recordPath = flag(args, "record");
+    if (recordPath) {
+      let record: Record<string, unknown> = {};
+      try {
+        record = JSON.parse(await Deno.readTextFile(recordPath));
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw new Error(`${recordPath}: ${(e as Error).message}`);
+      }
+      const correct = {
+        ...(record.correct as Record<string, number> ?? {}),
+        [backend.name]: Math.round(result.top1 * result.n),
+      };
+      const floor = flag(args, "floor");
+      record = {
+        subset: subset
+          ? `${name}, ${split} split, the first ${
+            Math.ceil(subset / manifest.labels.length)
+          } images of each class by file name (${result.n} images)`
+          : `${name}, ${split} split, all ${result.n} images`,
+        n: result.n,
+        correct,
+        floor: floor !== undefined ? Number(floor) : record.floor ?? Math.floor(100 * result.top1 - 2) / 100,
+        ...Object.fromEntries(
+          Object.entries(record).filter(([k]) => !["subset", "n", "correct", "floor"].includes(k)),
+        ),
+      };
+      await writeFileAtomic(recordPath, JSON.stringify(record, null, 1) + "\n");
+      console.log(`recorded ${backend.name}: ${correct[backend.name]}/${result.n} in ${recordPath}`);
+    }
     if (reportPath !== "-") {
       const svgPath = reportPath.replace(/\.md$/, "") + "_confusion.svg";
       const svgName = svgPath.split("/").pop()!;

@@ -1,0 +1,91 @@
+/**
+ * Accuracy regression of the shipped model (`weights/`): on a fixed, class-balanced 1,000-image subset of the
+ * CIFAR-10 test split (JPEG copy; the first 100 images of each class by file name) it must get exactly the
+ * number of images right that `weights/accuracy.json` records for the backend (inference is deterministic),
+ * on wasm and on WebGPU, and stay at or above the recorded floor.
+ *
+ * Refresh the record after shipping new weights with
+ * `deno task eval --model weights --data <dir> --subset 1000 --backend <b> --record weights/accuracy.json`.
+ */
+import assert from "node:assert/strict";
+import { initBackend } from "../lib/backend/backend.ts";
+import { openImageFolder } from "../lib/data/image_folder.ts";
+import { datasetImageSet } from "../lib/train/dataset_set.ts";
+import { evaluate } from "../lib/train/evaluate.ts";
+import { evalIndices } from "../lib/train/image_set.ts";
+import { loadModel } from "../lib/weights/load.ts";
+import { CIFAR_JPEG, present } from "./_fixtures.ts";
+
+const WEIGHTS = Deno.env.get("VIT_ACCURACY_WEIGHTS") ?? new URL("../weights", import.meta.url).pathname;
+const haveData = present(`${CIFAR_JPEG}/test.tar.gz`, "accuracy regression");
+const haveWeights = present(`${WEIGHTS}/accuracy.json`, "accuracy regression (no shipped model record)");
+
+interface AccuracyRecord {
+  subset: string;
+  n: number;
+  correct: Record<string, number>;
+  floor: number;
+}
+
+let subsetDir: string | undefined;
+async function subset(): Promise<string> {
+  if (subsetDir) return subsetDir;
+  const dir = await Deno.makeTempDir({ prefix: "vit-acc-" });
+  const r = await new Deno.Command("tar", {
+    args: ["xzf", `${CIFAR_JPEG}/test.tar.gz`, "-C", dir, "--wildcards", "test/*/00[0-9][0-9].jpg"],
+  }).output();
+  assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+  subsetDir = `${dir}/test`;
+  return subsetDir;
+}
+
+async function webgpuAvailable(): Promise<boolean> {
+  if (!("gpu" in navigator)) return false;
+  try {
+    return (await navigator.gpu.requestAdapter()) !== null;
+  } catch {
+    return false;
+  }
+}
+
+for (const backend of ["wasm", "webgpu"] as const) {
+  Deno.test({
+    name: `shipped model: recorded accuracy on the fixed 1,000-image CIFAR-10 subset, ${backend}`,
+    ignore: !haveData || !haveWeights,
+    async fn(t) {
+      if (backend === "webgpu" && !(await webgpuAvailable())) {
+        console.warn("SKIP webgpu accuracy: no WebGPU adapter on this machine");
+        return;
+      }
+      const record: AccuracyRecord = JSON.parse(await Deno.readTextFile(`${WEIGHTS}/accuracy.json`));
+      await initBackend(backend);
+      const folder = await openImageFolder(await subset());
+      assert.equal(folder.length, 1000);
+      const { model, manifest } = await loadModel(WEIGHTS);
+      try {
+        assert.deepEqual([...folder.classes], manifest.labels);
+        const set = datasetImageSet(folder, manifest.preprocessing);
+        const r = await evaluate(model, set, { indices: evalIndices(folder.labels, 1000), batchSize: 250 });
+        const correct = Math.round(r.top1 * r.n);
+        await t.step(
+          `top-1 ${(100 * r.top1).toFixed(1)}% ≥ floor ${(100 * record.floor).toFixed(1)}%`,
+          () => {
+            assert.ok(r.top1 >= record.floor, `top-1 ${r.top1} fell below the floor ${record.floor}`);
+          },
+        );
+        const want = record.correct[backend];
+        if (want === undefined) {
+          console.warn(`no ${backend} figure recorded in weights/accuracy.json (measured ${correct}/1000)`);
+        } else {
+          assert.equal(correct, want, `${backend}: ${correct}/1000 right, the record says ${want}/1000`);
+        }
+      } finally {
+        model.dispose();
+      }
+    },
+  });
+}
+
+globalThis.addEventListener("unload", () => {
+  if (subsetDir) Deno.removeSync(subsetDir.replace(/\/test$/, ""), { recursive: true });
+});
