@@ -68,24 +68,30 @@ export function modelRoutes(service: Service): Hono {
   app.post("/v1/models/:id/classify", async (c) => {
     notReady(service);
     const t0 = performance.now();
-    const served = await service.registry.get(c.req.param("id"));
-    const input = await parseClassifyRequest(c.req.raw, service.options.limits.maxBodyBytes);
-    const max = service.options.limits.maxImagesPerRequest;
-    if (input.images.length > max) {
-      throw new ApiError(
-        413,
-        "too_many_images",
-        `the request holds ${input.images.length} images; at most ${max} per request`,
-      );
+    // Announce the request at once, so a fine-tuning step waits for it instead of running in between.
+    const done = service.queue.expect();
+    try {
+      const served = await service.registry.get(c.req.param("id"));
+      const input = await parseClassifyRequest(c.req.raw, service.options.limits.maxBodyBytes);
+      const max = service.options.limits.maxImagesPerRequest;
+      if (input.images.length > max) {
+        throw new ApiError(
+          413,
+          "too_many_images",
+          `the request holds ${input.images.length} images; at most ${max} per request`,
+        );
+      }
+      const k = parseTopK(input.topK, served.manifest.labels.length);
+      const results = await classifyImages(served, input.images, k, service.options.limits.maxPixels);
+      return c.json({
+        model: served.id,
+        top_k: k,
+        results,
+        timing_ms: { total: Math.round((performance.now() - t0) * 100) / 100 },
+      });
+    } finally {
+      done();
     }
-    const k = parseTopK(input.topK, served.manifest.labels.length);
-    const results = await classifyImages(served, input.images, k, service.options.limits.maxPixels);
-    return c.json({
-      model: served.id,
-      top_k: k,
-      results,
-      timing_ms: { total: Math.round((performance.now() - t0) * 100) / 100 },
-    });
   });
   return app;
 }

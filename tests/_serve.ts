@@ -252,7 +252,7 @@ export async function spawnServer(
   const child = new Deno.Command(Deno.execPath(), {
     args: argv,
     cwd: root,
-    env: { VIT_BACKEND: "wasm", ...env },
+    env: { VIT_BACKEND: Deno.env.get("VIT_BACKEND") ?? "wasm", ...env },
     stdout: "piped",
     stderr: "piped",
   }).spawn();

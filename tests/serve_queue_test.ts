@@ -34,6 +34,26 @@ Deno.test("device queue: inference before training, but training is not starved"
   assert.equal(q.running, undefined);
 });
 
+Deno.test("device queue: training holds (bounded) for announced requests", async () => {
+  const q = new DeviceQueue({ maxHoldMs: 300 });
+  const done = q.expect();
+  const t0 = performance.now();
+  let trainedAt = 0;
+  const train = q.run("train", () => Promise.resolve(void (trainedAt = performance.now() - t0)));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(trainedAt, 0, "training waited for the announced request");
+  await q.run("infer", () => Promise.resolve());
+  done();
+  await train;
+  assert.ok(trainedAt >= 40 && trainedAt < 250, `trained after ${trainedAt} ms`);
+  // A request that never comes holds training for at most maxHoldMs.
+  q.expect();
+  const t1 = performance.now();
+  await q.run("train", () => Promise.resolve());
+  const held = performance.now() - t1;
+  assert.ok(held >= 250 && held < 1000, `held ${held} ms`);
+});
+
 Deno.test("device queue: a failing job releases the device", async () => {
   const q = new DeviceQueue();
   await assert.rejects(q.run("infer", () => Promise.reject(new Error("boom"))), /boom/);
@@ -100,17 +120,8 @@ Deno.test("serve: a running fine-tuning session cannot starve classification", {
   const s = await startTestService({ tuner: slowTuner });
   try {
     await writeImageFolder(`${s.dataRoot}/d`, ["a", "b"], 2);
-    const res = await s.app.request("/v1/finetune", {
-      method: "POST",
-      headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` },
-      body: JSON.stringify({ base_model: "micro", dataset: "d", steps: 100000 }),
-    });
-    const rec = await res.json();
-    assert.equal(res.status, 202);
-    while (steps < 2) await new Promise((r) => setTimeout(r, 20));
     const png = await testImage("png");
-    const latencies: number[] = [];
-    for (let i = 0; i < 8; i++) {
+    const timeClassify = async () => {
       const t0 = performance.now();
       const r = await s.app.request("/v1/models/micro/classify", {
         method: "POST",
@@ -119,20 +130,34 @@ Deno.test("serve: a running fine-tuning session cannot starve classification", {
       });
       assert.equal(r.status, 200);
       await r.body?.cancel();
-      latencies.push(performance.now() - t0);
-    }
+      return performance.now() - t0;
+    };
+    // Warm up (WebGPU compiles its shaders on first use), then the latency without training.
+    await timeClassify();
+    const idle: number[] = [];
+    for (let i = 0; i < 4; i++) idle.push(await timeClassify());
+    const res = await s.app.request("/v1/finetune", {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` },
+      body: JSON.stringify({ base_model: "micro", dataset: "d", steps: 100000 }),
+    });
+    const rec = await res.json();
+    assert.equal(res.status, 202);
+    while (steps < 2) await new Promise((r) => setTimeout(r, 20));
+    const latencies: number[] = [];
+    for (let i = 0; i < 8; i++) latencies.push(await timeClassify());
     const stepsDuring = steps;
     assert.ok(stepsDuring > 2, "the session kept training meanwhile");
     // Each request waits for at most the step in progress (plus its own inference), never for the session.
-    const worst = Math.max(...latencies);
+    const worst = Math.max(...latencies), idleWorst = Math.max(...idle);
     console.log(
-      `classification latencies during training (step ${STEP_MS} ms): ${
-        latencies.map((l) => l.toFixed(0)).join(", ")
-      } ms`,
+      `classification latencies idle ${
+        idle.map((l) => l.toFixed(0)).join(", ")
+      } ms, during training (step ${STEP_MS} ms): ${latencies.map((l) => l.toFixed(0)).join(", ")} ms`,
     );
     assert.ok(
-      worst < 3 * STEP_MS + 500,
-      `worst classification latency ${worst.toFixed(0)} ms during training`,
+      worst < idleWorst + 2 * STEP_MS + 200,
+      `worst classification latency ${worst.toFixed(0)} ms during training, ${idleWorst.toFixed(0)} ms idle`,
     );
     await s.app.request(`/v1/finetune/${rec.id}`, {
       method: "DELETE",

@@ -1,8 +1,13 @@
 /**
  * The one device queue: inference batches and fine-tuning steps take turns on the accelerator, one job at a
- * time. Inference goes first, so a running fine-tuning session delays a classification by at most the one
- * training step in progress; after `maxInferBurst` inference jobs in a row a waiting training step gets its
- * turn, so a steady stream of requests cannot stop a session either.
+ * time. Inference goes first, so a running fine-tuning session delays a classification by about one training
+ * step; after `maxInferBurst` inference jobs in a row a waiting training step gets its turn, so a steady
+ * stream of requests cannot stop a session either.
+ *
+ * Requests announce themselves (`expect()`) when they arrive, before they have read and decoded their
+ * images: while one is on its way, a training step waits up to `maxHoldMs` before taking the device. On
+ * wasm a step blocks the thread, and a request needs several event-loop turns to reach the queue, so without
+ * this it would wait one training step per turn.
  *
  * @module
  */
@@ -14,6 +19,8 @@ export type JobKind = "infer" | "train";
 export interface DeviceQueueOptions {
   /** Inference jobs run back to back before a waiting training step goes; 8 by default. */
   maxInferBurst?: number;
+  /** Longest a training step waits for announced requests, in milliseconds; 250 by default. */
+  maxHoldMs?: number;
   /** Called with each job's kind and its seconds on the device. */
   onJob?: (kind: JobKind, seconds: number) => void;
 }
@@ -22,14 +29,19 @@ export interface DeviceQueueOptions {
 export class DeviceQueue {
   readonly #waiting: Record<JobKind, Array<() => void>> = { infer: [], train: [] };
   readonly #maxBurst: number;
+  readonly #maxHoldMs: number;
   readonly #onJob?: (kind: JobKind, seconds: number) => void;
   #busy = false;
   #burst = 0;
+  #expected = 0;
+  #holdUntil = 0;
+  #holdTimer: ReturnType<typeof setTimeout> | undefined;
   /** The kind of the job holding the device, if any. */
   running: JobKind | undefined;
 
   constructor(options: DeviceQueueOptions = {}) {
     this.#maxBurst = options.maxInferBurst ?? 8;
+    this.#maxHoldMs = options.maxHoldMs ?? 250;
     this.#onJob = options.onJob;
   }
 
@@ -41,6 +53,26 @@ export class DeviceQueue {
   /** Whether a job holds the device. */
   get busy(): boolean {
     return this.#busy;
+  }
+
+  /** Requests announced and not finished. */
+  get expected(): number {
+    return this.#expected;
+  }
+
+  /**
+   * Announces inference work on its way (a request being read and decoded); call the returned function
+   * (once) when the request is done.
+   */
+  expect(): () => void {
+    this.#expected++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.#expected--;
+      if (this.#expected === 0) this.#dispatch();
+    };
   }
 
   /** Runs `fn` when the device is free and it is this job's turn. */
@@ -58,7 +90,10 @@ export class DeviceQueue {
    * wrapped in one callback, such as a training loop that hands the device back between its steps.
    */
   async acquire(kind: JobKind): Promise<() => void> {
-    await this.#acquire(kind);
+    await new Promise<void>((resolve) => {
+      this.#waiting[kind].push(resolve);
+      this.#dispatch();
+    });
     this.running = kind;
     const t0 = performance.now();
     let released = false;
@@ -67,24 +102,41 @@ export class DeviceQueue {
       released = true;
       this.#onJob?.(kind, (performance.now() - t0) / 1000);
       this.running = undefined;
-      this.#release(kind);
+      this.#burst = kind === "infer" ? this.#burst + 1 : 0;
+      this.#busy = false;
+      this.#dispatch();
     };
   }
 
-  #acquire(kind: JobKind): Promise<void> {
-    if (!this.#busy) {
-      this.#busy = true;
-      return Promise.resolve();
+  /** The waiter whose turn it is, or undefined (nothing waits, or training holds for announced requests). */
+  #next(): (() => void) | undefined {
+    const w = this.#waiting;
+    const trainTurn = w.train.length > 0 && (w.infer.length === 0 || this.#burst >= this.#maxBurst);
+    if (!trainTurn) return w.infer.shift();
+    if (this.#expected > 0 && w.infer.length === 0 && this.#maxHoldMs > 0) {
+      const now = performance.now();
+      if (this.#holdUntil === 0) this.#holdUntil = now + this.#maxHoldMs;
+      if (now < this.#holdUntil) {
+        if (this.#holdTimer === undefined) {
+          this.#holdTimer = setTimeout(() => {
+            this.#holdTimer = undefined;
+            this.#dispatch();
+          }, this.#holdUntil - now);
+        }
+        return undefined;
+      }
     }
-    return new Promise((resolve) => this.#waiting[kind].push(resolve));
+    this.#holdUntil = 0;
+    if (this.#holdTimer !== undefined) clearTimeout(this.#holdTimer);
+    this.#holdTimer = undefined;
+    return w.train.shift();
   }
 
-  #release(finished: JobKind): void {
-    this.#burst = finished === "infer" ? this.#burst + 1 : 0;
-    const trainTurn = this.#waiting.train.length > 0 &&
-      (this.#waiting.infer.length === 0 || this.#burst >= this.#maxBurst);
-    const next = trainTurn ? this.#waiting.train.shift() : this.#waiting.infer.shift();
-    if (next) next();
-    else this.#busy = false;
+  #dispatch(): void {
+    if (this.#busy) return;
+    const next = this.#next();
+    if (!next) return;
+    this.#busy = true;
+    next();
   }
 }
