@@ -20,6 +20,12 @@ if (import.meta.main) {
     Deno.exit(2);
   }
   const service = new Service(options);
+  try {
+    await service.checkModels();
+  } catch (e) {
+    console.error(`serve: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
   const app = createApp(service);
   const server = Deno.serve({
     port: options.port,

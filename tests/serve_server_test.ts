@@ -109,8 +109,15 @@ Deno.test("serve: real server on loopback, then killed mid-session and restarted
     const status = await server.kill("SIGKILL");
     assert.equal(status.success, false);
 
+    // Leftovers of a crash in the middle of writing: a half-written model folder and an extracted upload.
+    await Deno.mkdir(`${root}/state/models/half.tmp-999999-0badc0de`, { recursive: true });
+    await Deno.writeTextFile(`${root}/state/models/half.tmp-999999-0badc0de/model.json`, "{");
+    await Deno.mkdir(`${root}/state/uploads/999999-0badc0de-0000`, { recursive: true });
+
     // Restart on the same state dir.
     server = await spawnServer(args, env);
+    await assert.rejects(Deno.stat(`${root}/state/models/half.tmp-999999-0badc0de`));
+    await assert.rejects(Deno.stat(`${root}/state/uploads/999999-0badc0de-0000`));
     const rec = await json(await fetch(`${server.url}/v1/finetune/${killedSession}`));
     assert.equal(rec.state, "failed", JSON.stringify(rec));
     assert.equal(rec.error.code, "interrupted");

@@ -13,6 +13,7 @@ import type { Admission } from "./admission.ts";
 import { Batcher, type BatchOptions } from "./batcher.ts";
 import type { DeviceQueue } from "./device_queue.ts";
 import { ApiError, notFound } from "./errors.ts";
+import { removeOrphans } from "./liveness.ts";
 import type { ServeMetrics } from "./metrics.ts";
 
 /** How a model came to be served. */
@@ -143,9 +144,12 @@ export class ModelRegistry {
       if (e instanceof Deno.errors.NotFound) return { loaded, failed };
       throw e;
     }
+    // Temporary siblings of an atomic write interrupted by a crash (`<id>.tmp-<pid>-<random>`) are removed.
+    const orphans = await removeOrphans(this.modelsDir, /\.tmp-(\d+)-[0-9a-f]+$/);
     for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
-      // Temporary siblings of an interrupted atomic write are not models.
-      if (!e.isDirectory || !ID_RE.test(e.name) || e.name.includes(".tmp-")) continue;
+      if (!e.isDirectory || !ID_RE.test(e.name) || e.name.includes(".tmp-") || orphans.includes(e.name)) {
+        continue;
+      }
       if (this.#models.has(e.name)) continue;
       try {
         await this.load(e.name, `${this.modelsDir}/${e.name}`, "finetuned");

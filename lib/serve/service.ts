@@ -10,6 +10,7 @@ import { readManifest } from "../weights/load.ts";
 import { Admission } from "./admission.ts";
 import { DeviceQueue } from "./device_queue.ts";
 import { fineTune, type FineTuner } from "./finetune.ts";
+import { removeOrphans } from "./liveness.ts";
 import { ServeMetrics } from "./metrics.ts";
 import type { ServeOptions } from "./options.ts";
 import { defaultModelId, ModelRegistry } from "./registry.ts";
@@ -30,6 +31,7 @@ export class Service {
   startError: string | undefined;
   backend: BackendInfo | undefined;
   #starting: Promise<void> | undefined;
+  #plan: Promise<Array<{ id: string; location: string }>> | undefined;
 
   constructor(readonly options: ServeOptions, deps: { tuner?: FineTuner } = {}) {
     this.queue = new DeviceQueue({
@@ -86,11 +88,19 @@ export class Service {
     return this.#starting;
   }
 
-  async #start(): Promise<void> {
-    const o = this.options;
+  /**
+   * Reads every base model's manifest and settles the ids they are served as (once), so that a missing or
+   * broken model is reported before the server starts listening.
+   */
+  checkModels(): Promise<Array<{ id: string; location: string }>> {
+    this.#plan ??= this.#readPlan();
+    return this.#plan;
+  }
+
+  async #readPlan(): Promise<Array<{ id: string; location: string }>> {
     const seen = new Set<string>();
     const plan: Array<{ id: string; location: string }> = [];
-    for (const spec of o.models) {
+    for (const spec of this.options.models) {
       let manifest;
       try {
         manifest = await readManifest(spec.location);
@@ -111,6 +121,12 @@ export class Service {
       seen.add(id);
       plan.push({ id, location: spec.location });
     }
+    return plan;
+  }
+
+  async #start(): Promise<void> {
+    const o = this.options;
+    const plan = await this.checkModels();
     this.backend = await initBackend();
     for (const p of plan) await this.registry.load(p.id, p.location, "base");
     await Deno.mkdir(`${o.stateDir}/models`, { recursive: true });
@@ -118,6 +134,7 @@ export class Service {
     for (const f of persisted.failed) {
       console.error(`serve: fine-tuned model "${f.id}" not loaded: ${f.error}`);
     }
+    await removeOrphans(`${o.stateDir}/uploads`, /^(\d+)-[0-9a-f-]+$/);
     const { interrupted } = await this.sessions.init();
     if (interrupted.length) {
       console.error(

@@ -128,7 +128,8 @@ export async function prepareSession(
   }
   let dir: string, cleanup: (() => Promise<void>) | undefined, datasetName: string;
   if (f.archive) {
-    const dest = `${service.options.stateDir}/uploads/${crypto.randomUUID()}`;
+    // Named by the pid so a restarted server can remove what a crashed one extracted.
+    const dest = `${service.options.stateDir}/uploads/${Deno.pid}-${crypto.randomUUID()}`;
     await extractUpload(f.archive, dest, service);
     cleanup = () => Deno.remove(dest, { recursive: true });
     dir = dest;

@@ -15,6 +15,7 @@ import type { ImageSet } from "../train/image_set.ts";
 import type { DeviceQueue } from "./device_queue.ts";
 import { ApiError, notFound } from "./errors.ts";
 import type { FineTuneProgress, FineTuner } from "./finetune.ts";
+import { processAlive, SELF } from "./liveness.ts";
 import type { ServeMetrics } from "./metrics.ts";
 import type { ModelRegistry } from "./registry.ts";
 
@@ -72,30 +73,9 @@ export interface SessionEvent {
 
 type Listener = (e: SessionEvent) => void;
 
-/** When a process started (clock ticks since boot, from `/proc/<pid>/stat`), or undefined off Linux. */
-function processStart(pid: number | "self"): number | undefined {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    // Fields after the parenthesised command name; starttime is field 22 overall.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return Number(fields[19]);
-  } catch {
-    return undefined;
-  }
-}
-
-/** This process, as recorded in the sessions it owns. */
-const SELF = { pid: Deno.pid, start: processStart("self") };
-
-/**
- * Whether the process that owned a session still runs. Workers of `deno serve --parallel` share one
- * process, so a session of a sibling worker counts as alive; a reused pid is told apart by its start time.
- */
+/** Whether the process that owned a session still runs (see `liveness.ts`). */
 function ownerAlive(owner: SessionRecord["owner"] | undefined): boolean {
-  if (!owner) return false;
-  const start = processStart(owner.pid);
-  if (owner.pid === SELF.pid) return owner.start === SELF.start;
-  return start !== undefined && (owner.start === undefined || start === owner.start);
+  return owner !== undefined && processAlive(owner.pid, owner.start);
 }
 
 function isTerminal(s: SessionState): boolean {
