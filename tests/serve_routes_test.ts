@@ -212,6 +212,65 @@ Deno.test("serve routes (app.request)", { sanitizeOps: false, sanitizeResources:
       assert.equal(res.status, 401);
     });
 
+    await t.step("register a model from a URL (token), then classify with it", async () => {
+      // A static file server for the micro model's folder, on loopback.
+      const files = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+        const m = /^\/micro\/([\w.-]+)$/.exec(new URL(req.url).pathname);
+        if (!m) return new Response("not found", { status: 404 });
+        const name = m[1];
+        try {
+          return new Response(await Deno.readFile(`${s.modelDir}/${name}`));
+        } catch {
+          return new Response("not found", { status: 404 });
+        }
+      });
+      try {
+        const location = `http://127.0.0.1:${files.addr.port}/micro/`;
+        const auth = { "content-type": "application/json", authorization: `Bearer ${s.token}` };
+        let res = await app.request("/v1/models", {
+          method: "POST",
+          headers: auth,
+          body: JSON.stringify({ id: "remote", location }),
+        });
+        const m = await res.json();
+        assert.equal(res.status, 201, JSON.stringify(m));
+        assert.equal(m.id, "remote");
+        assert.equal(m.location, location);
+        res = await app.request("/v1/models/remote/classify?top_k=3", {
+          method: "POST",
+          headers: { "content-type": "image/png" },
+          body: png,
+        });
+        const out = await res.json();
+        assert.equal(res.status, 200);
+        out.results[0].predictions.forEach((p: { probability: number }, i: number) =>
+          assert.ok(Math.abs(p.probability - reference[i]) < 1e-5)
+        );
+        res = await app.request("/v1/models", {
+          method: "POST",
+          headers: auth,
+          body: JSON.stringify({ id: "remote", location }),
+        });
+        assert.equal(res.status, 409);
+        res = await app.request("/v1/models", {
+          method: "POST",
+          headers: auth,
+          body: JSON.stringify({ id: "local", location: "/etc" }),
+        });
+        assert.equal(res.status, 400);
+        assert.equal((await res.json()).error.code, "invalid_location");
+        res = await app.request("/v1/models", {
+          method: "POST",
+          headers: auth,
+          body: JSON.stringify({ id: "gone", location: `http://127.0.0.1:${files.addr.port}/nothing/` }),
+        });
+        assert.equal(res.status, 422);
+        assert.match((await res.json()).error.message, /model\.json/);
+      } finally {
+        await files.shutdown();
+      }
+    });
+
     await t.step("unknown route is a JSON 404", async () => {
       const res = await app.request("/v2/whatever");
       assert.equal(res.status, 404);
