@@ -2,52 +2,21 @@
  * Preparing a fine-tuning session's data before it is accepted: the dataset (a folder of class folders
  * under the data root, or an uploaded tar/tar.gz extracted into `<state-dir>/uploads/`) is opened with
  * `lib/data`'s image-folder reader, checked (classes, size), and wrapped as the `ImageSet` the training
- * layer consumes, preprocessed with the base model's evaluation transform and cached within a budget.
+ * layer consumes (`lib/train`'s `datasetImageSet`: the base model's evaluation transform, decoded images
+ * cached within a budget).
  * Problems with the data are answered 4xx here instead of failing the session later.
  *
  * @module
  */
-import type { Dataset } from "../data/dataset.ts";
 import { openImageFolder } from "../data/image_folder.ts";
-import { preprocessEval } from "../data/preprocess.ts";
 import { extractTar, TarError } from "../data/tar.ts";
-import type { ImageSet } from "../train/image_set.ts";
-import type { Preprocessing } from "../weights/manifest.ts";
+import { datasetImageSet } from "../train/dataset_set.ts";
 import { resolveDataset } from "./datasets.ts";
 import { ApiError } from "./errors.ts";
 import type { FineTuneFields } from "./finetune_request.ts";
 import type { ServedModel } from "./registry.ts";
 import type { Service } from "./service.ts";
 import type { SessionDataset, SessionRequest } from "./sessions.ts";
-
-/** Preprocessed images kept per session, in bytes. */
-const CACHE_BYTES = 512 * 2 ** 20;
-
-/** A `lib/data` dataset as a training `ImageSet`, preprocessed for the model and cached. */
-export function datasetImageSet(ds: Dataset, pre: Preprocessing, cacheBytes = CACHE_BYTES): ImageSet {
-  const s = pre.img_size, per = 3 * s * s;
-  const cache = new Map<number, Float32Array>();
-  const cap = Math.floor(cacheBytes / (per * 4));
-  return {
-    size: ds.length,
-    labels: ds.labels,
-    shape: [3, s, s],
-    async images(indices: ArrayLike<number>): Promise<Float32Array> {
-      const out = new Float32Array(indices.length * per);
-      for (let j = 0; j < indices.length; j++) {
-        const i = indices[j];
-        let x = cache.get(i);
-        if (!x) {
-          const { image } = await ds.get(i);
-          x = preprocessEval(image, pre);
-          if (cache.size < cap) cache.set(i, x);
-        }
-        out.set(x, j * per);
-      }
-      return out;
-    },
-  };
-}
 
 async function isDir(path: string): Promise<boolean> {
   try {
