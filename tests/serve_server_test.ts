@@ -56,6 +56,28 @@ Deno.test("serve: real server on loopback, then killed mid-session and restarted
     assert.equal(out.results[0].predictions.length, 5);
     res = await fetch(`${server.url}/`);
     assert.match(await res.text(), /<title>vit-deno<\/title>/);
+    // A body over the limit is refused over the network too (declared, and streamed without a length).
+    res = await fetch(`${server.url}/v1/models/base/classify`, {
+      method: "POST",
+      headers: { "content-type": "image/png" },
+      body: new Uint8Array(40 * 2 ** 20),
+    });
+    assert.equal(res.status, 413);
+    assert.equal((await json(res)).error.code, "payload_too_large");
+    let sent = 0;
+    res = await fetch(`${server.url}/v1/models/base/classify`, {
+      method: "POST",
+      headers: { "content-type": "image/png" },
+      body: new ReadableStream<Uint8Array>({
+        pull(c) {
+          if (sent > 40 * 2 ** 20) return c.close();
+          sent += 2 ** 20;
+          c.enqueue(new Uint8Array(2 ** 20));
+        },
+      }),
+    });
+    assert.equal(res.status, 413);
+    assert.equal((await json(res)).error.code, "payload_too_large");
 
     // A session that finishes and registers a model.
     res = await fetch(`${server.url}/v1/finetune`, {
