@@ -7,6 +7,7 @@
 import * as tf from "@tensorflow/tfjs";
 import { parseArgs } from "node:util";
 import { type BackendInfo, type BackendName, initBackend } from "../lib/backend/backend.ts";
+import { installWasmBatchMatMul, uninstallWasmBatchMatMul } from "../lib/backend/wasm_batch_matmul.ts";
 import { denoRunArgs, runTimed } from "../lib/bench/child.ts";
 import type { ColdStartMarks } from "../lib/bench/cold_start.ts";
 import { loadAverage, machineInfo, peakRssBytes, resetPeakRss } from "../lib/bench/machine.ts";
@@ -48,6 +49,8 @@ Options:
   --no-convert           skip the conversion figure
   --no-profile           skip the per-kernel tf.profile pass
   --no-wasm-variants     skip the tfjs-wasm SIMD / no-SIMD / threads comparison
+  --stock-kernels        tfjs's own kernels only (default: the project's faster wasm BatchMatMul, with a
+                         stock-kernel batch-1 figure beside it for before/after)
   --ort-threads <n>      onnxruntime-node intraOpNumThreads                [2]
   --cache <dir>          scratch folder for the .safetensors and shards    [.cache/bench]
   --json <file>          JSON output                                       [docs/benchmarks.json]
@@ -55,6 +58,8 @@ Options:
   --no-write             print only
   -h, --help             this text
 `;
+
+const MODEL_LABEL: Record<string, string> = { micro: "micro", tiny: "ViT-Ti/16", base: "ViT-B/16" };
 
 const MODELS: Record<string, ViTConfig> = {
   // The fixtures' micro config (../shared/fixtures/vit/micro/config.json), inlined so the bench needs no fixtures.
@@ -85,6 +90,7 @@ interface Options {
   convert: boolean;
   profile: boolean;
   wasmVariants: boolean;
+  fastKernels: boolean;
   ortThreads: number;
   cache: string;
   json: string;
@@ -124,6 +130,7 @@ function parseOptions(args: string[]): Options | undefined {
       "no-convert": { type: "boolean" },
       "no-profile": { type: "boolean" },
       "no-wasm-variants": { type: "boolean" },
+      "stock-kernels": { type: "boolean" },
       "ort-threads": { type: "string" },
       cache: { type: "string" },
       json: { type: "string" },
@@ -166,6 +173,7 @@ function parseOptions(args: string[]): Options | undefined {
     convert: !values["no-convert"] && !quick,
     profile: !values["no-profile"],
     wasmVariants: !values["no-wasm-variants"] && !quick,
+    fastKernels: !values["stock-kernels"],
     ortThreads: positive(values["ort-threads"] ?? "2", "--ort-threads"),
     cache: values.cache ?? `${ROOT}/.cache/bench`,
     json: values.json ?? `${ROOT}/docs/benchmarks.json`,
@@ -268,6 +276,9 @@ class Bench {
     const tensorsBefore = tf.memory().numTensors;
     try {
       await this.forwardFigures(vit, base, key);
+      if (backendName === "wasm" && this.o.fastKernels && this.latency.has(key)) {
+        await this.stockKernelFigure(vit, base, key);
+      }
       if (this.o.profile && this.latency.has(key)) await this.profileFigure(vit, base, key);
       if (this.o.trainBatch > 0 && this.latency.has(key)) await this.trainFigure(vit, base, key);
     } finally {
@@ -355,6 +366,7 @@ class Bench {
           value: t.medianMs,
           unit: "ms",
           runs: t.runs,
+          cpuMs: t.cpuMs,
           warmup: t.warmup,
         });
       } else {
@@ -367,6 +379,7 @@ class Bench {
           value: ips,
           unit: "img/s",
           runs: t.runs,
+          cpuMs: t.cpuMs,
           warmup: t.warmup,
           note: `median ${t.medianMs.toFixed(0)} ms per batch${
             batch > vit.maxChunk ? `, split in passes of ${vit.maxChunk}` : ""
@@ -374,6 +387,51 @@ class Bench {
         });
       }
     }
+  }
+
+  /** Batch-1 latency with tfjs's own BatchMatMul, beside the default figure: the optimisation's before/after. */
+  async stockKernelFigure(
+    vit: ViTModel,
+    base: Omit<Figure, "date" | "machine" | "loadavg" | "metric" | "unit">,
+    key: string,
+  ) {
+    const fast = this.figures.findLast((f) =>
+      f.model === base.model && f.backend === "wasm" && f.metric === "latency"
+    );
+    const over = this.tooLong(this.latency.get(key)! * 1.5 / 1000);
+    if (over || !fast?.cpuMs) {
+      this.notes.push(`${key}: stock-kernel comparison skipped (${over ?? "single-run latency"})`);
+      return;
+    }
+    const c = vit.config;
+    const shape = [1, c.in_chans, c.img_size, c.img_size];
+    const input = benchInput(1, c);
+    uninstallWasmBatchMatMul();
+    let t: Timing;
+    try {
+      t = await this.timed(() => vit.logits(input, shape));
+    } finally {
+      installWasmBatchMatMul();
+    }
+    this.add({
+      ...base,
+      engine: "vit-deno, stock tfjs BatchMatMul",
+      metric: "latency",
+      batch: 1,
+      value: t.medianMs,
+      unit: "ms",
+      runs: t.runs,
+      cpuMs: t.cpuMs,
+      warmup: t.warmup,
+      note: "before the per-item BatchMatMul (lib/backend/wasm_batch_matmul.ts)",
+    });
+    this.ratios.push(
+      `${MODEL_LABEL[base.model]} b1 on wasm, per-item BatchMatMul vs tfjs's own: wall ${
+        t.medianMs.toFixed(0)
+      } → ` +
+        `${fast.value!.toFixed(0)} ms, CPU ${t.cpuMs.toFixed(0)} → ${fast.cpuMs.toFixed(0)} ms per image ` +
+        `(${(t.cpuMs / fast.cpuMs).toFixed(2)}× less CPU)`,
+    );
   }
 
   async profileFigure(
@@ -470,6 +528,7 @@ class Bench {
       value: (batch * 1000) / t.medianMs,
       unit: "img/s",
       runs: t.runs,
+      cpuMs: t.cpuMs,
       warmup: t.warmup,
       note: `loss + grads + plain SGD update; median ${t.medianMs.toFixed(0)} ms per step${
         vit.trainChunk < batch ? `, passes of ${vit.trainChunk}` : ""
@@ -557,6 +616,7 @@ class Bench {
             value: t.medianMs,
             unit: "ms",
             runs: t.runs,
+            cpuMs: t.cpuMs,
             warmup: t.warmup,
           });
         } else {
@@ -570,6 +630,7 @@ class Bench {
             value: ips,
             unit: "img/s",
             runs: t.runs,
+            cpuMs: t.cpuMs,
             warmup: t.warmup,
           });
         }
@@ -764,9 +825,13 @@ class Bench {
       const walls: number[] = [];
       let marks: ColdStartMarks | undefined;
       for (let i = 0; i < runs; i++) {
-        const r = await runTimed(Deno.execPath(), denoRunArgs(ROOT, "lib/bench/cold_start.ts", [dir, b]), {
-          cwd: ROOT,
-        });
+        const r = await runTimed(
+          Deno.execPath(),
+          denoRunArgs(ROOT, "lib/bench/cold_start.ts", [dir, b, ...(this.o.fastKernels ? ["fast"] : [])]),
+          {
+            cwd: ROOT,
+          },
+        );
         if (r.code !== 0) {
           this.add({
             ...common,
@@ -852,7 +917,14 @@ async function main(): Promise<number> {
   const o = parseOptions(Deno.args);
   if (!o) return 0;
   Deno.env.set("VIT_QUIET", "1");
+  if (o.fastKernels && !installWasmBatchMatMul()) throw new Error("could not install the wasm BatchMatMul");
   const bench = new Bench(o);
+  bench.notes.push(
+    o.fastKernels
+      ? "Kernels: the per-item wasm BatchMatMul (lib/backend/wasm_batch_matmul.ts) was installed for every figure " +
+        'except the rows marked "stock tfjs BatchMatMul" and the tfjs-wasm variant rows.'
+      : "Kernels: tfjs's own only (--stock-kernels).",
+  );
   const date = new Date().toISOString();
   const command = `deno task bench ${Deno.args.join(" ")}`.trim();
   console.log(`bench: ${bench.machine.summary}; ${command}; load ${loadAverage().join("/")}`);

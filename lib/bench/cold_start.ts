@@ -1,12 +1,13 @@
 /**
  * The cold-start probe, run as its own process by the bench:
- * `deno run -A lib/bench/cold_start.ts <model-folder> <backend>` loads sharded weights from local disk,
+ * `deno run -A lib/bench/cold_start.ts <model-folder> <backend> [fast]` loads sharded weights from local disk,
  * classifies one preprocessed image, prints one JSON line with its milestones (ms since process start,
  * `performance.now()`), and exits. The bench times it from spawn to exit.
  *
  * @module
  */
 import { type BackendName, initBackend } from "../backend/backend.ts";
+import { installWasmBatchMatMul } from "../backend/wasm_batch_matmul.ts";
 import { loadModel } from "../weights/load.ts";
 
 /** Milestones of one cold start, in ms since the process started. */
@@ -20,8 +21,9 @@ export interface ColdStartMarks {
 
 async function main(): Promise<void> {
   const imported = performance.now();
-  const [dir, backend] = Deno.args;
-  if (!dir || !backend) throw new Error("usage: cold_start.ts <model-folder> <webgpu|wasm|cpu>");
+  const [dir, backend, kernels] = Deno.args;
+  if (!dir || !backend) throw new Error("usage: cold_start.ts <model-folder> <webgpu|wasm|cpu> [fast]");
+  if (kernels === "fast") installWasmBatchMatMul();
   await initBackend(backend as BackendName);
   const backendReady = performance.now();
   const { model } = await loadModel(dir);

@@ -34,8 +34,10 @@ export interface Figure {
   /** The median; absent when skipped. */
   value?: number;
   unit: string;
-  /** How many timed runs the median is of. */
+  /** The timed runs (ms for times; the figure's unit otherwise). */
   runs?: number[];
+  /** Median CPU time of this process per timed run, in ms (see `Timing.cpuMs`). */
+  cpuMs?: number;
   warmup?: number;
   /** ISO date-time (UTC) when the figure was taken. */
   date: string;
@@ -105,9 +107,9 @@ export function renderMarkdown(r: BenchReport): string {
   lines.push("```");
   lines.push("");
   lines.push(
-    "| model | engine | backend | adapter | metric | batch | median | unit | runs | load avg (1/5/15) | machine | date (UTC) | note |",
+    "| model | engine | backend | adapter | metric | batch | median | unit | runs | CPU ms/run | load avg (1/5/15) | machine | date (UTC) | note |",
   );
-  lines.push("| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | --- | --- | --- | --- |");
+  lines.push("| --- | --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | --- | --- | --- | --- |");
   for (const f of r.figures) {
     lines.push(
       `| ${
@@ -121,6 +123,7 @@ export function renderMarkdown(r: BenchReport): string {
           fmtValue(f),
           f.unit,
           f.runs ? `${f.runs.length}` : "",
+          f.cpuMs !== undefined ? f.cpuMs.toFixed(0) : "",
           f.loadavg.join(" / "),
           f.machine,
           f.date.slice(0, 16).replace("T", " "),

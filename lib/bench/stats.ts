@@ -3,6 +3,7 @@
  *
  * @module
  */
+import process from "node:process";
 
 /** The runs behind one figure, in milliseconds. */
 export interface Timing {
@@ -16,6 +17,11 @@ export interface Timing {
   warmup: number;
   /** Duration of the first warm-up run, when there was one. */
   firstMs?: number;
+  /**
+   * Median CPU time (user + system, all threads of this process) per timed run. On a shared machine it moves
+   * far less with contention than wall time does, for the single-threaded wasm and cpu backends above all.
+   */
+  cpuMs: number;
 }
 
 /** The median of a non-empty list. */
@@ -35,11 +41,14 @@ export async function measure(fn: () => Promise<unknown>, warmup: number, runs: 
     await fn();
     if (i === 0) firstMs = performance.now() - t;
   }
-  const times: number[] = [];
+  const times: number[] = [], cpu: number[] = [];
   for (let i = 0; i < runs; i++) {
+    const c = process.cpuUsage();
     const t = performance.now();
     await fn();
     times.push(performance.now() - t);
+    const used = process.cpuUsage(c);
+    cpu.push((used.user + used.system) / 1000);
   }
   return {
     medianMs: median(times),
@@ -47,6 +56,7 @@ export async function measure(fn: () => Promise<unknown>, warmup: number, runs: 
     maxMs: Math.max(...times),
     runs: times.map((x) => Math.round(x * 100) / 100),
     warmup,
+    cpuMs: Math.round(median(cpu) * 100) / 100,
     ...(firstMs !== undefined ? { firstMs: Math.round(firstMs * 100) / 100 } : {}),
   };
 }
