@@ -19,9 +19,10 @@ export function createApp(service: Service): Hono {
   app.use("*", async (c, next) => {
     const t0 = performance.now();
     await next();
-    const route = routePath(c, -1) || "unmatched";
+    // Only this middleware matched ("/*"): an unknown path, counted under one label, not per path.
+    const path = routePath(c, -1);
     const labels = {
-      route: c.res.status === 404 && route === "*" ? "unmatched" : route,
+      route: !path || path === "*" || path === "/*" ? "unmatched" : path,
       method: c.req.method,
     };
     service.metrics.requests.inc({ ...labels, status: String(c.res.status) });

@@ -275,6 +275,8 @@ Deno.test("serve routes (app.request)", { sanitizeOps: false, sanitizeResources:
       const res = await app.request("/v2/whatever");
       assert.equal(res.status, 404);
       assert.equal((await res.json()).error.code, "route_not_found");
+      const metrics = await (await app.request("/metrics")).text();
+      assert.match(metrics, /vit_http_requests_total\{method="GET",route="unmatched",status="404"\} 1/);
     });
   } finally {
     await s.close();
