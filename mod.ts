@@ -61,3 +61,7 @@ export { type Batch, Batcher, type BatcherOptions } from "./lib/data/batcher.ts"
 export { CIFAR10_CLASSES, CifarBinaryDataset } from "./lib/data/cifar_binary.ts";
 export { openFlatFolder, openImageFolder } from "./lib/data/image_folder.ts";
 export { openCifar10 } from "./lib/data/cifar10.ts";
+export { createApp } from "./routes/app.ts";
+export { Service } from "./lib/serve/service.ts";
+export { DEFAULT_LIMITS, parseServeArgs, type ServeLimits, type ServeOptions } from "./lib/serve/options.ts";
+export type { FineTuneJob, FineTuneProgress, FineTuner, FineTuneResult } from "./lib/serve/finetune.ts";
