@@ -4,7 +4,10 @@
  * streamed as server-sent events; cancellation and the concurrent-session limit work.
  */
 import assert from "node:assert/strict";
-import { startTestService, tarArchive, testImage, writeImageFolder } from "./_serve.ts";
+import * as tf from "@tensorflow/tfjs";
+import { paramSpecs } from "../lib/vit/params.ts";
+import { resolveConfig } from "../lib/vit/config.ts";
+import { MICRO, startTestService, tarArchive, testImage, writeImageFolder } from "./_serve.ts";
 import type { Hono } from "hono";
 
 Deno.env.set("VIT_QUIET", "1");
@@ -58,6 +61,7 @@ Deno.test("serve: fine-tuning sessions", { sanitizeOps: false, sanitizeResources
   await writeImageFolder(`${s.dataRoot}/shapes`, ["circle", "square"], 6);
 
   await t.step("named dataset: 202, SSE progress, new model registered, base unchanged", async () => {
+    const tensors = tf.memory().numTensors;
     const res = await app.request("/v1/finetune", {
       method: "POST",
       headers: { "content-type": "application/json", ...auth },
@@ -96,6 +100,9 @@ Deno.test("serve: fine-tuning sessions", { sanitizeOps: false, sanitizeResources
     assert.deepEqual(m.labels, ["circle", "square"]);
     assert.equal(m.num_classes, 2);
     assert.equal(m.source.head_reinitialized.num_classes, 2);
+    // The only tensors added are the new model's parameters.
+    const params = paramSpecs(resolveConfig({ ...MICRO, num_classes: 2 })).length;
+    assert.equal(tf.memory().numTensors, tensors + params);
     const preds = await classify("shapes-ft");
     assert.deepEqual(preds.map((p) => p.label).sort(), ["circle", "square"]);
     await Deno.stat(`${s.stateDir}/models/shapes-ft/model.json`);
@@ -141,6 +148,7 @@ Deno.test("serve: fine-tuning sessions", { sanitizeOps: false, sanitizeResources
     });
     assert.equal(res.status, 409);
     assert.equal((await res.json()).error.code, "model_exists");
+    const tensors = tf.memory().numTensors;
     res = await app.request("/v1/finetune", {
       method: "POST",
       headers: { "content-type": "application/json", ...auth },
@@ -167,6 +175,7 @@ Deno.test("serve: fine-tuning sessions", { sanitizeOps: false, sanitizeResources
     assert.equal(done.state, "cancelled");
     assert.equal(done.error.code, "cancelled");
     assert.ok(!done.model_id);
+    assert.equal(tf.memory().numTensors, tensors, "a cancelled session leaves no tensor behind");
     assert.ok(
       !(await (await app.request("/v1/models")).json()).models.some((m: { id: string }) =>
         m.id === done.request.model_id

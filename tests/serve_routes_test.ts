@@ -4,6 +4,7 @@
  * the web page, and auth on the protected routes.
  */
 import assert from "node:assert/strict";
+import * as tf from "@tensorflow/tfjs";
 import { encodeBase64 } from "../lib/serve/base64.ts";
 import { openApiDocument } from "../lib/serve/openapi.ts";
 import { Service } from "../lib/serve/service.ts";
@@ -127,6 +128,7 @@ Deno.test("serve routes (app.request)", { sanitizeOps: false, sanitizeResources:
     });
 
     await t.step("concurrent requests are batched", async () => {
+      const tensors = tf.memory().numTensors;
       const before = s.service.metrics.batchSize.count({ model: "micro" });
       const imagesBefore = s.service.metrics.images.get({ model: "micro" });
       const all = await Promise.all(
@@ -141,6 +143,7 @@ Deno.test("serve routes (app.request)", { sanitizeOps: false, sanitizeResources:
       const batches = s.service.metrics.batchSize.count({ model: "micro" }) - before;
       assert.equal(s.service.metrics.images.get({ model: "micro" }) - imagesBefore, 12);
       assert.ok(batches < 12, `12 concurrent images ran in ${batches} batches`);
+      assert.equal(tf.memory().numTensors, tensors, "no tensor left behind by classification");
     });
 
     await t.step("metrics", async () => {

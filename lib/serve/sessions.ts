@@ -284,6 +284,12 @@ export class SessionManager {
   async #run(rec: SessionRecord, data: () => Promise<SessionDataset>, signal: AbortSignal): Promise<void> {
     let dataset: SessionDataset | undefined;
     let release: (() => void) | undefined;
+    // The upload is removed before the end is announced, so a client that sees it ended sees it gone.
+    const finish = async (state: SessionState) => {
+      await dataset?.cleanup?.().catch(() => {});
+      dataset = undefined;
+      await this.#setState(rec, state);
+    };
     try {
       const base = await this.registry.get(rec.request.base_model);
       dataset = await data();
@@ -349,9 +355,15 @@ export class SessionManager {
           },
         },
       });
-      await this.registry.load(rec.request.model_id, dir, "finetuned");
+      try {
+        await this.registry.load(rec.request.model_id, dir, "finetuned");
+      } catch (e) {
+        // A model that cannot be served must not come back at the next start either.
+        await Deno.remove(dir, { recursive: true }).catch(() => {});
+        throw new Error(`the fine-tuned weights were saved but could not be loaded: ${(e as Error).message}`);
+      }
       rec.model_id = rec.request.model_id;
-      await this.#setState(rec, "succeeded");
+      await finish("succeeded");
     } catch (e) {
       release?.();
       if (this.#shuttingDown) {
@@ -359,17 +371,18 @@ export class SessionManager {
           code: "interrupted",
           message: "the server shut down during the session; no model was registered",
         };
-        await this.#setState(rec, "failed");
+        await finish("failed");
       } else if (signal.aborted || (e instanceof DOMException && e.name === "AbortError")) {
         rec.error = { code: "cancelled", message: "the session was cancelled; no model was registered" };
-        await this.#setState(rec, "cancelled");
+        await finish("cancelled");
       } else {
         const err = e instanceof ApiError ? e : undefined;
         rec.error = { code: err?.code ?? "finetune_failed", message: (e as Error).message };
-        await this.#setState(rec, "failed");
+        await finish("failed");
       }
     } finally {
       await dataset?.cleanup?.().catch(() => {});
+      dataset = undefined;
     }
   }
 }
