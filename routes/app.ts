@@ -25,8 +25,19 @@ export function createApp(service: Service): Hono {
       route: !path || path === "*" || path === "/*" ? "unmatched" : path,
       method: c.req.method,
     };
+    const seconds = (performance.now() - t0) / 1000;
     service.metrics.requests.inc({ ...labels, status: String(c.res.status) });
-    service.metrics.latency.observe(labels, (performance.now() - t0) / 1000);
+    service.metrics.latency.observe(labels, seconds);
+    if (service.options.accessLog) {
+      console.log(JSON.stringify({
+        time: new Date().toISOString(),
+        method: c.req.method,
+        path: new URL(c.req.url).pathname,
+        route: labels.route,
+        status: c.res.status,
+        ms: Math.round(seconds * 1e5) / 100,
+      }));
+    }
     if (c.res.status === 503 || c.res.status === 429 || c.res.status === 413) {
       service.metrics.rejected.inc({ status: String(c.res.status) });
     }

@@ -46,6 +46,8 @@ export interface ServeOptions {
   maxBatch: number;
   maxWaitMs: number;
   limits: ServeLimits;
+  /** Write one JSON line per request to stdout. */
+  accessLog?: boolean;
 }
 
 /** The defaults. */
@@ -69,6 +71,7 @@ export function parseModelSpec(text: string): ModelSpec {
 const USAGE = `usage: deno task serve [--model [id=]dir|url ...] [--port 8000] [--host 127.0.0.1]
   [--state-dir runs/serve] [--data-root data] [--max-batch 16] [--max-wait-ms 5] [--max-queue 256]
   [--max-body-mb 32] [--max-upload-mb 256] [--max-pixels 40000000] [--max-images 32] [--max-sessions 2]
+  [--access-log]
 environment: VIT_API_TOKEN (bearer token for fine-tuning and model registration), VIT_MODELS (comma-separated
   models, when no --model is given), VIT_PORT, VIT_HOST, VIT_STATE_DIR, VIT_DATA_ROOT, VIT_BACKEND`;
 
@@ -158,6 +161,9 @@ export function parseServeArgs(
         break;
       case "--max-sessions":
         limits.maxSessions = num(flag, next());
+        break;
+      case "--access-log":
+        o.accessLog = true;
         break;
       case "--help":
       case "-h":
