@@ -116,6 +116,22 @@ export class ModelRegistry {
     }
     const p = (async () => {
       const loaded = await loadModel(location, { trainable: false });
+      // One forward pass before the model is served: WebGPU compiles its shaders on first use, and that
+      // second or two belongs in startup (before /readyz says ready), not in the first client's latency.
+      const { in_chans, img_size } = loaded.model.config;
+      await this.queue.run(
+        "infer",
+        () =>
+          loaded.model.logits(new Float32Array(in_chans * img_size * img_size), [
+            1,
+            in_chans,
+            img_size,
+            img_size,
+          ]),
+      ).catch((e) => {
+        loaded.model.dispose();
+        throw e;
+      });
       const served: ServedModel = {
         id,
         kind,
