@@ -21,12 +21,12 @@ export type ServiceState = "starting" | "ready" | "failed";
 
 /** The service's parts. */
 export class Service {
-  readonly metrics = new ServeMetrics();
+  readonly metrics: ServeMetrics = new ServeMetrics();
   readonly queue: DeviceQueue;
   readonly admission: Admission;
   readonly registry: ModelRegistry;
   readonly sessions: SessionManager;
-  readonly startedAt = new Date();
+  readonly startedAt: Date = new Date();
   state: ServiceState = "starting";
   startError: string | undefined;
   backend: BackendInfo | undefined;
