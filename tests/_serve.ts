@@ -108,6 +108,7 @@ export async function startTestService(
     token,
     async close() {
       await service.close();
+      if (!options.root) await Deno.remove(root, { recursive: true }).catch(() => {});
     },
   };
 }
