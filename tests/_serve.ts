@@ -293,3 +293,22 @@ export async function spawnServer(
     },
   };
 }
+
+/**
+ * A drawn picture of an airplane (white fuselage, wings and tail on a blue sky), `size`×`size` PNG: a test
+ * image that a CIFAR-10 model can recognise, made without any dataset image.
+ */
+export function drawnAirplane(size = 128): Promise<Uint8Array<ArrayBuffer>> {
+  const data = new Uint8Array(size * size * 3);
+  for (let py = 0; py < size; py++) {
+    for (let px = 0; px < size; px++) {
+      const x = px / size, y = py / size;
+      const fuselage = Math.abs(y - 0.5) < 0.05 && x > 0.15 && x < 0.85;
+      const wing = Math.abs(y - 0.5) < 0.3 && Math.abs(x - 0.5 + (y - 0.5) * 0.3) < 0.07;
+      const tail = x > 0.75 && x < 0.85 && y > 0.35 && y < 0.5;
+      const rgb = fuselage || wing || tail ? [235, 235, 240] : [110 + 80 * y, 160 + 60 * y, 235];
+      data.set(rgb.map(Math.round), (py * size + px) * 3);
+    }
+  }
+  return encodeImage({ width: size, height: size, data }, "png").then((b) => new Uint8Array(b));
+}

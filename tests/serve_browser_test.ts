@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { spawnServer, testImage, writeImageFolder, writeMicroModel } from "./_serve.ts";
+import { drawnAirplane, spawnServer, writeImageFolder, writeMicroModel } from "./_serve.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const FLAGS = [
@@ -31,7 +31,8 @@ function haveChromium(): boolean {
 }
 
 function shippedModel(): string | undefined {
-  const dir = new URL("../weights", import.meta.url).pathname;
+  // VIT_SCREENSHOT_MODEL: another model folder to show (e.g. a training checkpoint).
+  const dir = Deno.env.get("VIT_SCREENSHOT_MODEL") ?? new URL("../weights", import.meta.url).pathname;
   try {
     Deno.statSync(`${dir}/model.json`);
     return dir;
@@ -71,9 +72,9 @@ Deno.test({
       assert.match(await page.textContent("#status") ?? "", /ready/);
 
       // Upload an image and see five predictions.
-      const image = await testImage("png", 96, 96, 7);
+      const image = await drawnAirplane(128);
       await page.setInputFiles("#file", {
-        name: "gradient.png",
+        name: "airplane.png",
         mimeType: "image/png",
         buffer: Buffer.from(image),
       });
@@ -88,7 +89,7 @@ Deno.test({
         (els) => els.map((e) => parseFloat(e.textContent!)),
       );
       assert.deepEqual(percents, [...percents].sort((a, b) => b - a));
-      assert.match(await page.textContent("#classify-meta") ?? "", /gradient\.png: 96×96/);
+      assert.match(await page.textContent("#classify-meta") ?? "", /airplane\.png: 128×128/);
       await page.screenshot({ path: `${shots}/screenshot.png`, fullPage: true });
 
       // Start a fine-tuning session from the page and watch it finish.
