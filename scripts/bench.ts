@@ -8,6 +8,11 @@ import * as tf from "@tensorflow/tfjs";
 import { parseArgs } from "node:util";
 import { type BackendInfo, type BackendName, initBackend } from "../lib/backend/backend.ts";
 import { installWasmBatchMatMul, uninstallWasmBatchMatMul } from "../lib/backend/wasm_batch_matmul.ts";
+import {
+  installWebGPUMatMul,
+  uninstallWebGPUMatMul,
+  webgpuMatMulInstalled,
+} from "../lib/backend/webgpu_matmul.ts";
 import { denoRunArgs, runTimed } from "../lib/bench/child.ts";
 import type { ColdStartMarks } from "../lib/bench/cold_start.ts";
 import { loadAverage, machineInfo, peakRssBytes, resetPeakRss } from "../lib/bench/machine.ts";
@@ -49,8 +54,10 @@ Options:
   --no-convert           skip the conversion figure
   --no-profile           skip the per-kernel tf.profile pass
   --no-wasm-variants     skip the tfjs-wasm SIMD / no-SIMD / threads comparison
-  --stock-kernels        tfjs's own kernels only (default: the project's faster wasm BatchMatMul, with a
-                         stock-kernel batch-1 figure beside it for before/after)
+  --stock-kernels        tfjs's own kernels only (default: the project's faster wasm BatchMatMul and, on a
+                         software WebGPU adapter, its WGSL matmul, with a stock-kernel batch-1 figure beside
+                         each for before/after)
+  --force-wgsl-matmul    install the WGSL matmul on a hardware WebGPU adapter too (to measure it on a GPU)
   --ort-threads <n>      onnxruntime-node intraOpNumThreads                [2]
   --cache <dir>          scratch folder for the .safetensors and shards    [.cache/bench]
   --json <file>          JSON output                                       [docs/benchmarks.json]
@@ -91,6 +98,7 @@ interface Options {
   profile: boolean;
   wasmVariants: boolean;
   fastKernels: boolean;
+  forceWgsl: boolean;
   ortThreads: number;
   cache: string;
   json: string;
@@ -131,6 +139,7 @@ function parseOptions(args: string[]): Options | undefined {
       "no-profile": { type: "boolean" },
       "no-wasm-variants": { type: "boolean" },
       "stock-kernels": { type: "boolean" },
+      "force-wgsl-matmul": { type: "boolean" },
       "ort-threads": { type: "string" },
       cache: { type: "string" },
       json: { type: "string" },
@@ -174,6 +183,7 @@ function parseOptions(args: string[]): Options | undefined {
     profile: !values["no-profile"],
     wasmVariants: !values["no-wasm-variants"] && !quick,
     fastKernels: !values["stock-kernels"],
+    forceWgsl: values["force-wgsl-matmul"] ?? false,
     ortThreads: positive(values["ort-threads"] ?? "2", "--ort-threads"),
     cache: values.cache ?? `${ROOT}/.cache/bench`,
     json: values.json ?? `${ROOT}/docs/benchmarks.json`,
@@ -264,6 +274,9 @@ class Bench {
       });
       return;
     }
+    if (backendName === "webgpu" && this.o.fastKernels) {
+      installWebGPUMatMul(info.adapter?.isFallbackAdapter ?? false, this.o.forceWgsl);
+    }
     const adapter = info.adapter
       ? `${info.adapter.description}${info.adapter.isFallbackAdapter ? " (fallback)" : ""}`
       : "-";
@@ -276,8 +289,9 @@ class Bench {
     const tensorsBefore = tf.memory().numTensors;
     try {
       await this.forwardFigures(vit, base, key);
-      if (backendName === "wasm" && this.o.fastKernels && this.latency.has(key)) {
-        await this.stockKernelFigure(vit, base, key);
+      const overridden = backendName === "wasm" || (backendName === "webgpu" && webgpuMatMulInstalled());
+      if (overridden && this.o.fastKernels && this.latency.has(key)) {
+        await this.stockKernelFigure(vit, base, key, backendName);
       }
       if (this.o.profile && this.latency.has(key)) await this.profileFigure(vit, base, key);
       if (this.o.trainBatch > 0 && this.latency.has(key)) await this.trainFigure(vit, base, key);
@@ -389,14 +403,15 @@ class Bench {
     }
   }
 
-  /** Batch-1 latency with tfjs's own BatchMatMul, beside the default figure: the optimisation's before/after. */
+  /** Batch-1 latency with tfjs's own kernels, beside the default figure: the optimisation's before/after. */
   async stockKernelFigure(
     vit: ViTModel,
     base: Omit<Figure, "date" | "machine" | "loadavg" | "metric" | "unit">,
     key: string,
+    backendName: BackendName,
   ) {
     const fast = this.figures.findLast((f) =>
-      f.model === base.model && f.backend === "wasm" && f.metric === "latency"
+      f.model === base.model && f.backend === backendName && f.metric === "latency"
     );
     const over = this.tooLong(this.latency.get(key)! * 1.5 / 1000);
     if (over || !fast?.cpuMs) {
@@ -406,16 +421,21 @@ class Bench {
     const c = vit.config;
     const shape = [1, c.in_chans, c.img_size, c.img_size];
     const input = benchInput(1, c);
-    uninstallWasmBatchMatMul();
+    const wasm = backendName === "wasm";
+    if (wasm) uninstallWasmBatchMatMul();
+    else uninstallWebGPUMatMul();
     let t: Timing;
     try {
       t = await this.timed(() => vit.logits(input, shape));
     } finally {
-      installWasmBatchMatMul();
+      if (wasm) installWasmBatchMatMul();
+      else installWebGPUMatMul(true, true);
     }
+    const what = wasm ? "per-item BatchMatMul" : "WGSL matmul";
+    const file = wasm ? "wasm_batch_matmul.ts" : "webgpu_matmul.ts";
     this.add({
       ...base,
-      engine: "vit-deno, stock tfjs BatchMatMul",
+      engine: wasm ? "vit-deno, stock tfjs BatchMatMul" : "vit-deno, stock tfjs matmul",
       metric: "latency",
       batch: 1,
       value: t.medianMs,
@@ -423,10 +443,10 @@ class Bench {
       runs: t.runs,
       cpuMs: t.cpuMs,
       warmup: t.warmup,
-      note: "before the per-item BatchMatMul (lib/backend/wasm_batch_matmul.ts)",
+      note: `before the ${what} (lib/backend/${file})`,
     });
     this.ratios.push(
-      `${MODEL_LABEL[base.model]} b1 on wasm, per-item BatchMatMul vs tfjs's own: wall ${
+      `${MODEL_LABEL[base.model]} b1 on ${backendName}, ${what} vs tfjs's own: wall ${
         t.medianMs.toFixed(0)
       } → ` +
         `${fast.value!.toFixed(0)} ms, CPU ${t.cpuMs.toFixed(0)} → ${fast.cpuMs.toFixed(0)} ms per image ` +

@@ -8,6 +8,7 @@
  */
 import { type BackendName, initBackend } from "../backend/backend.ts";
 import { installWasmBatchMatMul } from "../backend/wasm_batch_matmul.ts";
+import { installWebGPUMatMul } from "../backend/webgpu_matmul.ts";
 import { loadModel } from "../weights/load.ts";
 
 /** Milestones of one cold start, in ms since the process started. */
@@ -24,7 +25,10 @@ async function main(): Promise<void> {
   const [dir, backend, kernels] = Deno.args;
   if (!dir || !backend) throw new Error("usage: cold_start.ts <model-folder> <webgpu|wasm|cpu> [fast]");
   if (kernels === "fast") installWasmBatchMatMul();
-  await initBackend(backend as BackendName);
+  const info = await initBackend(backend as BackendName);
+  if (kernels === "fast" && info.name === "webgpu") {
+    installWebGPUMatMul(info.adapter?.isFallbackAdapter ?? false);
+  }
   const backendReady = performance.now();
   const { model } = await loadModel(dir);
   const weightsLoaded = performance.now();

@@ -8,6 +8,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import { getThreadsCount, setThreadsCount } from "@tensorflow/tfjs-backend-wasm";
+import { initBackend } from "../backend/backend.ts";
 import { archConfig } from "../vit/archs.ts";
 import { createViT } from "../vit/model.ts";
 import { formulaStateDict } from "../weights/formula.ts";
@@ -22,8 +23,8 @@ async function main(): Promise<void> {
     tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", true);
     setThreadsCount(navigator.hardwareConcurrency);
   } else if (variant !== "simd") throw new Error(`variant must be simd, nosimd or threads, got "${variant}"`);
-  if (!(await tf.setBackend("wasm"))) throw new Error(`tfjs-wasm (${variant}) failed to initialise`);
-  await tf.ready();
+  // Through initBackend, so that createViT below stays on wasm instead of choosing the default backend.
+  await initBackend("wasm");
   const a = tf.randomNormal([197, 768]), b = tf.randomNormal([768, 3072]);
   const mm = await measure(
     async () => {

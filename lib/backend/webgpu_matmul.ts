@@ -1,0 +1,178 @@
+/**
+ * A WGSL matrix product for tfjs-webgpu, registered in place of tfjs's `_FusedMatMul` and `BatchMatMul` for the
+ * shapes where it was measured faster: one product (batch 1), no transposes, inner and output widths multiples
+ * of 4, bias (if any) a vector, no activation. That covers every linear layer of a ViT (qkv, proj, fc1, fc2,
+ * head when its width is a multiple of 4) in inference and the `dy·Wᵀ` products of training; everything else
+ * goes to tfjs's kernels unchanged.
+ *
+ * The shader has no workgroup memory and no barriers: each invocation keeps `ROWS` rows × 4 columns of the
+ * output in registers and reads A and B straight from their buffers. On a GPU this is a naive kernel; on the
+ * software adapters of the CPU machines (llvmpipe / lavapipe, where a workgroup is a loop over SIMD lanes and
+ * every barrier splits it) it beat tfjs's tiled `MatMulPackedProgram`, e.g. 197×768·768×3072 with bias:
+ * ~410 → ~210 ms of CPU (lavapipe, 2 contended cores). Whether to keep it on a real GPU is for the bench there
+ * to say: {@linkcode installWebGPUMatMul} only installs it on a fallback (software) adapter unless forced.
+ *
+ * Results are checked against tfjs's kernel in tests/kernels_webgpu_test.ts and, installed, by the timm parity
+ * tests.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+import "@tensorflow/tfjs-backend-webgpu";
+
+type Info = tf.TensorInfo;
+interface KernelArgs {
+  inputs: tf.NamedTensorInfoMap;
+  backend: tf.KernelBackend;
+  attrs?: tf.NamedAttrMap;
+}
+interface WebGPUBackendLike extends tf.KernelBackend {
+  runWebGPUProgram(
+    program: unknown,
+    inputs: Info[],
+    outputDtype: tf.DataType,
+    uniforms?: Array<{ type: string; data: number[] }>,
+  ): Info;
+}
+
+const BACKEND = "webgpu";
+/** Output rows per invocation and the workgroup shape (columns of vec4 × row groups). */
+const ROWS = 8, WG_X = 16, WG_Y = 4;
+
+function program(m: number, n: number, withBias: boolean) {
+  const names = withBias ? ["A", "B", "bias"] : ["A", "B"];
+  return {
+    variableNames: names,
+    variableComponents: names.map(() => 4),
+    outputComponent: 4,
+    outputShape: [1, m, n],
+    shaderKey: `vitRowsMatMul_${ROWS}_${WG_X}_${WG_Y}_${withBias}`,
+    dispatchLayout: { x: [2], y: [1], z: [0] },
+    dispatch: [Math.ceil(n / 4 / WG_X), Math.ceil(m / ROWS / WG_Y), 1],
+    workgroupSize: [WG_X, WG_Y, 1],
+    uniforms: "M : i32, K : i32, N : i32,",
+    size: false,
+    getUserCode: () => `
+fn main() {
+  let col4 = i32(globalId.x);
+  let row0 = i32(globalId.y) * ${ROWS};
+  let n4 = uniforms.N / 4;
+  let k4 = uniforms.K / 4;
+  if (col4 >= n4 || row0 >= uniforms.M) { return; }
+  var acc : array<vec4<f32>, ${ROWS}>;
+  for (var r = 0; r < ${ROWS}; r++) { acc[r] = vec4<f32>(0.0); }
+  for (var kk = 0; kk < k4; kk++) {
+    let k = kk * 4;
+    let b0 = B[k * n4 + col4];
+    let b1 = B[(k + 1) * n4 + col4];
+    let b2 = B[(k + 2) * n4 + col4];
+    let b3 = B[(k + 3) * n4 + col4];
+    for (var r = 0; r < ${ROWS}; r++) {
+      // Rows past the end repeat the last row (always in bounds) and are not written.
+      let a = A[min(row0 + r, uniforms.M - 1) * k4 + kk];
+      acc[r] = acc[r] + a.x * b0 + a.y * b1 + a.z * b2 + a.w * b3;
+    }
+  }
+  ${withBias ? "let bv = bias[col4];" : "let bv = vec4<f32>(0.0);"}
+  for (var r = 0; r < ${ROWS}; r++) {
+    let row = row0 + r;
+    if (row < uniforms.M) { result[row * n4 + col4] = acc[r] + bv; }
+  }
+}`,
+  };
+}
+
+function size(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** `[M, N]` when `a·b` is one product this kernel handles, else undefined. */
+function handled(a: Info, b: Info, attrs: Record<string, unknown>): [number, number, number] | undefined {
+  if (attrs.transposeA || attrs.transposeB || a.dtype !== "float32" || b.dtype !== "float32") {
+    return undefined;
+  }
+  if (a.shape.length < 2 || b.shape.length < 2) return undefined;
+  if (size(a.shape.slice(0, -2)) !== 1 || size(b.shape.slice(0, -2)) !== 1) return undefined;
+  const m = a.shape[a.shape.length - 2], k = a.shape[a.shape.length - 1];
+  const n = b.shape[b.shape.length - 1];
+  if (b.shape[b.shape.length - 2] !== k || k % 4 !== 0 || n % 4 !== 0) return undefined;
+  return [m, k, n];
+}
+
+function runProduct(
+  backend: tf.KernelBackend,
+  a: Info,
+  b: Info,
+  bias: Info | undefined,
+  mkn: number[],
+): Info {
+  const [m, k, n] = mkn;
+  const out = (backend as WebGPUBackendLike).runWebGPUProgram(
+    program(m, n, bias !== undefined),
+    bias ? [a, b, bias] : [a, b],
+    "float32",
+    [{ type: "int32", data: [m] }, { type: "int32", data: [k] }, { type: "int32", data: [n] }],
+  );
+  return out;
+}
+
+const stock = new Map<string, tf.KernelConfig>();
+
+function fusedMatMul(args: KernelArgs): Info {
+  const { a, b, bias, preluActivationWeights } = args.inputs as Record<string, Info | undefined>;
+  const attrs = (args.attrs ?? {}) as Record<string, unknown>;
+  const mkn = handled(a!, b!, attrs);
+  const plainBias = bias === undefined || (size(bias.shape) === mkn?.[2] && bias.dtype === "float32");
+  if (
+    !mkn || !plainBias || preluActivationWeights !== undefined ||
+    (attrs.activation !== undefined && attrs.activation !== null && attrs.activation !== "linear")
+  ) {
+    return stock.get(tf._FusedMatMul)!.kernelFunc(args) as Info;
+  }
+  const out = runProduct(args.backend, a!, b!, bias, mkn);
+  out.shape = [...a!.shape.slice(0, -2), mkn[0], mkn[2]];
+  return out;
+}
+
+function batchMatMul(args: KernelArgs): Info {
+  const { a, b } = args.inputs as Record<string, Info>;
+  const mkn = handled(a, b, (args.attrs ?? {}) as Record<string, unknown>);
+  if (!mkn) return stock.get(tf.BatchMatMul)!.kernelFunc(args) as Info;
+  const out = runProduct(args.backend, a, b, undefined, mkn);
+  const outer = a.shape.length >= b.shape.length ? a.shape.slice(0, -2) : b.shape.slice(0, -2);
+  out.shape = [...outer, mkn[0], mkn[2]];
+  return out;
+}
+
+/**
+ * Registers the WGSL product for `_FusedMatMul` and `BatchMatMul` on webgpu (idempotent). It is installed only
+ * when `fallbackAdapter` (the adapter is a software one, where it was measured faster: see
+ * `BackendInfo.adapter.isFallbackAdapter`) or `force` (for measuring it on a GPU). Returns whether it is
+ * installed.
+ */
+export function installWebGPUMatMul(fallbackAdapter: boolean, force = false): boolean {
+  if (stock.size) return true;
+  if (!force && !fallbackAdapter) return false;
+  for (const [name, fn] of [[tf._FusedMatMul, fusedMatMul], [tf.BatchMatMul, batchMatMul]] as const) {
+    const current = tf.getKernel(name, BACKEND);
+    if (!current) continue;
+    stock.set(name, current);
+    tf.unregisterKernel(name, BACKEND);
+    tf.registerKernel({ ...current, kernelFunc: fn as unknown as tf.KernelFunc });
+  }
+  return stock.size > 0;
+}
+
+/** Puts tfjs's own kernels back. */
+export function uninstallWebGPUMatMul(): void {
+  for (const [name, config] of stock) {
+    tf.unregisterKernel(name, BACKEND);
+    tf.registerKernel(config);
+  }
+  stock.clear();
+}
+
+/** Whether the WGSL product is the one registered now. */
+export function webgpuMatMulInstalled(): boolean {
+  return stock.size > 0;
+}

@@ -1,0 +1,111 @@
+/**
+ * The WGSL matrix product for tfjs-webgpu (lib/backend/webgpu_matmul.ts): same results as tfjs's kernels on the
+ * products it takes over and on those it passes through, nothing leaked, and timm's micro gradients and tiny
+ * logits still within the fixtures' tolerances with it installed. Skipped without a WebGPU adapter.
+ */
+import assert from "node:assert/strict";
+import * as tf from "@tensorflow/tfjs";
+import { initBackend } from "../lib/backend/backend.ts";
+import {
+  installWebGPUMatMul,
+  uninstallWebGPUMatMul,
+  webgpuMatMulInstalled,
+} from "../lib/backend/webgpu_matmul.ts";
+import { archConfig } from "../lib/vit/archs.ts";
+import { createViT } from "../lib/vit/model.ts";
+import type { StateDict } from "../lib/vit/params.ts";
+import { readSafetensors, type SafeTensor } from "../lib/weights/safetensors.ts";
+import { assertClose, FIXTURES, golden, haveFixtures, TOL } from "./_fixtures.ts";
+
+const haveWebGPU = typeof navigator !== "undefined" && "gpu" in navigator &&
+  (await navigator.gpu.requestAdapter()) !== null;
+if (!haveWebGPU) console.warn("SKIP WGSL matmul tests: no WebGPU adapter on this machine");
+
+function floats(t: Map<string, SafeTensor>): StateDict {
+  return new Map([...t].map(([k, v]) => [k, { shape: v.shape, data: v.data as Float32Array }]));
+}
+
+Deno.test({
+  name:
+    "WGSL matmul: equals tfjs's kernels with and without bias, 2-D and batch-1 3-D, and passes others through",
+  ignore: !haveWebGPU,
+  async fn() {
+    await initBackend("webgpu");
+    // [a shape, b shape, bias?, transposeB?]: the last two are not taken over (inner 6, transposeB).
+    const cases: Array<[number[], number[], boolean, boolean]> = [
+      [[13, 16], [16, 24], true, false],
+      [[21, 8], [8, 4], false, false], // rows not a multiple of the 8 per invocation
+      [[1, 9, 12], [1, 12, 20], true, false],
+      [[2, 9, 12], [2, 12, 20], false, false], // batch 2: passed through
+      [[5, 6], [6, 12], true, false],
+      [[5, 8], [12, 8], false, true],
+    ];
+    try {
+      for (const [sa, sb, withBias, tb] of cases) {
+        const a = tf.randomNormal(sa, 0, 1, "float32", 3), b = tf.randomNormal(sb, 0, 1, "float32", 4);
+        const n = tb ? sb[sb.length - 2] : sb[sb.length - 1];
+        const bias = tf.randomNormal([n], 0, 1, "float32", 5);
+        const run = () =>
+          withBias
+            ? tf.fused.matMul({ a: a as tf.Tensor2D, b: b as tf.Tensor2D, bias, transposeB: tb })
+            : tf.matMul(a, b, false, tb);
+        uninstallWebGPUMatMul();
+        const ref = run();
+        assert.ok(installWebGPUMatMul(true, true) && webgpuMatMulInstalled());
+        const before = tf.memory().numTensors;
+        const out = run();
+        assert.equal(tf.memory().numTensors, before + 1);
+        assert.deepEqual(out.shape, ref.shape, `[${sa}]·[${sb}] shape`);
+        assertClose(await out.data(), await ref.data(), 1e-5, `[${sa}]·[${sb}] bias=${withBias} tB=${tb}`);
+        tf.dispose([a, b, bias, ref, out]);
+      }
+    } finally {
+      uninstallWebGPUMatMul();
+    }
+  },
+});
+
+Deno.test({
+  name: "WGSL matmul: micro gradients and tiny logits still match timm",
+  ignore: !haveWebGPU || !haveFixtures,
+  async fn() {
+    await initBackend("webgpu");
+    installWebGPUMatMul(true, true);
+    try {
+      const g = await golden("micro/golden.safetensors");
+      const config = JSON.parse(await Deno.readTextFile(`${FIXTURES}/micro/config.json`));
+      const micro = await createViT(
+        config,
+        floats(await readSafetensors(`${FIXTURES}/micro/micro.safetensors`)),
+      );
+      try {
+        const input = g.get("input")!, labels = g.get("labels")!.data as Int32Array;
+        const { loss, grads } = await micro.lossAndGrads(input.data as Float32Array, input.shape, labels);
+        assertClose([loss], g.get("loss")!.data, TOL.loss, "micro loss");
+        for (const [name, grad] of grads) {
+          assertClose(grad, g.get(`grad.${name}`)!.data, TOL.grads, `micro grad ${name}`);
+        }
+      } finally {
+        micro.dispose();
+      }
+      const t = await golden("tiny/golden.safetensors");
+      const weights = await readSafetensors(`${FIXTURES}/tiny/vit_tiny_patch16_224.f16.safetensors`);
+      const tiny = await createViT(archConfig("vit_tiny_patch16_224")!, floats(weights), {
+        trainable: false,
+      });
+      try {
+        const input = t.get("input")!;
+        assertClose(
+          await tiny.logits(input.data as Float32Array, input.shape),
+          t.get("logits")!.data,
+          TOL.logits,
+          "tiny logits",
+        );
+      } finally {
+        tiny.dispose();
+      }
+    } finally {
+      uninstallWebGPUMatMul();
+    }
+  },
+});
