@@ -450,7 +450,7 @@ class Bench {
         t.medianMs.toFixed(0)
       } → ` +
         `${fast.value!.toFixed(0)} ms, CPU ${t.cpuMs.toFixed(0)} → ${fast.cpuMs.toFixed(0)} ms per image ` +
-        `(${(t.cpuMs / fast.cpuMs).toFixed(2)}× less CPU)`,
+        `(${(t.cpuMs / fast.cpuMs).toFixed(2)}× faster by CPU time)`,
     );
   }
 

@@ -27,18 +27,21 @@ function floats(t: Map<string, SafeTensor>): StateDict {
 
 Deno.test({
   name:
-    "WGSL matmul: equals tfjs's kernels with and without bias, 2-D and batch-1 3-D, and passes others through",
+    "WGSL matmul: equals tfjs's kernels on linear, batched and attention-shaped products and pass-throughs",
   ignore: !haveWebGPU,
   async fn() {
     await initBackend("webgpu");
-    // [a shape, b shape, bias?, transposeB?]: the last two are not taken over (inner 6, transposeB).
+    // [a shape, b shape, bias?, transposeB?]
     const cases: Array<[number[], number[], boolean, boolean]> = [
-      [[13, 16], [16, 24], true, false],
+      [[13, 16], [16, 24], true, false], // linear with bias
       [[21, 8], [8, 4], false, false], // rows not a multiple of the 8 per invocation
       [[1, 9, 12], [1, 12, 20], true, false],
-      [[2, 9, 12], [2, 12, 20], false, false], // batch 2: passed through
-      [[5, 6], [6, 12], true, false],
-      [[5, 8], [12, 8], false, true],
+      [[2, 9, 12], [2, 12, 20], false, false], // batched
+      [[1, 3, 9, 8], [1, 3, 9, 8], false, true], // attention q·kᵀ: batched, transposeB, width 9
+      [[3, 9, 9], [3, 9, 8], false, false], // attention p·v: inner width 9
+      [[5, 6], [6, 12], true, false], // inner 6 with bias: tfjs's fused kernel
+      [[5, 7], [7, 6], false, false], // widths not multiples of 4: batched kernel, batch 1
+      [[1, 5, 4], [3, 4, 6], false, false], // broadcast: tfjs's kernel
     ];
     try {
       for (const [sa, sb, withBias, tb] of cases) {
