@@ -13,6 +13,7 @@ import {
   uninstallWebGPUMatMul,
   webgpuMatMulInstalled,
 } from "../lib/backend/webgpu_matmul.ts";
+import { installWebGPUSoftmax, uninstallWebGPUSoftmax } from "../lib/backend/webgpu_softmax.ts";
 import { denoRunArgs, runTimed } from "../lib/bench/child.ts";
 import type { ColdStartMarks } from "../lib/bench/cold_start.ts";
 import { loadAverage, machineInfo, peakRssBytes, resetPeakRss } from "../lib/bench/machine.ts";
@@ -55,9 +56,10 @@ Options:
   --no-profile           skip the per-kernel tf.profile pass
   --no-wasm-variants     skip the tfjs-wasm SIMD / no-SIMD / threads comparison
   --stock-kernels        tfjs's own kernels only (default: the project's faster wasm BatchMatMul and, on a
-                         software WebGPU adapter, its WGSL matmul, with a stock-kernel batch-1 figure beside
+                         software WebGPU adapter, its WGSL matmul and softmax, with a stock-kernel batch-1 figure beside
                          each for before/after)
-  --force-wgsl-matmul    install the WGSL matmul on a hardware WebGPU adapter too (to measure it on a GPU)
+  --force-wgsl-matmul    install the WGSL matmul and softmax on a hardware WebGPU adapter too (to measure
+                         them on a GPU)
   --ort-threads <n>      onnxruntime-node intraOpNumThreads                [2]
   --cache <dir>          scratch folder for the .safetensors and shards    [.cache/bench]
   --json <file>          JSON output                                       [docs/benchmarks.json]
@@ -276,6 +278,7 @@ class Bench {
     }
     if (backendName === "webgpu" && this.o.fastKernels) {
       installWebGPUMatMul(info.adapter?.isFallbackAdapter ?? false, this.o.forceWgsl);
+      installWebGPUSoftmax(info.adapter?.isFallbackAdapter ?? false, this.o.forceWgsl);
     }
     const adapter = info.adapter
       ? `${info.adapter.description}${info.adapter.isFallbackAdapter ? " (fallback)" : ""}`
@@ -423,19 +426,25 @@ class Bench {
     const input = benchInput(1, c);
     const wasm = backendName === "wasm";
     if (wasm) uninstallWasmBatchMatMul();
-    else uninstallWebGPUMatMul();
+    else {
+      uninstallWebGPUMatMul();
+      uninstallWebGPUSoftmax();
+    }
     let t: Timing;
     try {
       t = await this.timed(() => vit.logits(input, shape));
     } finally {
       if (wasm) installWasmBatchMatMul();
-      else installWebGPUMatMul(true, true);
+      else {
+        installWebGPUMatMul(true, true);
+        installWebGPUSoftmax(true, true);
+      }
     }
-    const what = wasm ? "per-item BatchMatMul" : "WGSL matmul";
-    const file = wasm ? "wasm_batch_matmul.ts" : "webgpu_matmul.ts";
+    const what = wasm ? "per-item BatchMatMul" : "WGSL matmul + softmax";
+    const file = wasm ? "wasm_batch_matmul.ts" : "webgpu_matmul.ts, webgpu_softmax.ts";
     this.add({
       ...base,
-      engine: wasm ? "vit-deno, stock tfjs BatchMatMul" : "vit-deno, stock tfjs matmul",
+      engine: wasm ? "vit-deno, stock tfjs BatchMatMul" : "vit-deno, stock tfjs matmul + softmax",
       metric: "latency",
       batch: 1,
       value: t.medianMs,

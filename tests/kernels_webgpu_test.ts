@@ -11,6 +11,7 @@ import {
   uninstallWebGPUMatMul,
   webgpuMatMulInstalled,
 } from "../lib/backend/webgpu_matmul.ts";
+import { installWebGPUSoftmax, uninstallWebGPUSoftmax } from "../lib/backend/webgpu_softmax.ts";
 import { archConfig } from "../lib/vit/archs.ts";
 import { createViT } from "../lib/vit/model.ts";
 import type { StateDict } from "../lib/vit/params.ts";
@@ -105,16 +106,52 @@ Deno.test({
       }
     } finally {
       uninstallWebGPUMatMul();
+      uninstallWebGPUSoftmax();
     }
   },
 });
 
 Deno.test({
-  name: "WGSL matmul: micro gradients and tiny logits still match timm",
+  name: "WGSL softmax: equals a host softmax over the last axis, and its gradient equals tfjs's",
+  ignore: !haveWebGPU,
+  async fn() {
+    await initBackend("webgpu");
+    const x = tf.mul(tf.randomNormal([2, 3, 7, 9], 0, 1, "float32", 6), 5);
+    const xs = await x.data() as Float32Array;
+    const host = new Float32Array(xs.length);
+    for (let r = 0; r < xs.length / 9; r++) {
+      const row = xs.subarray(r * 9, r * 9 + 9);
+      const m = Math.max(...row);
+      const sum = row.reduce((s, v) => s + Math.exp(v - m), 0);
+      row.forEach((v, i) => host[r * 9 + i] = Math.exp(v - m) / sum);
+    }
+    assert.ok(installWebGPUSoftmax(true, true));
+    try {
+      const before = tf.memory().numTensors;
+      const y = tf.softmax(x);
+      assert.equal(tf.memory().numTensors, before + 1);
+      assert.deepEqual(y.shape, x.shape);
+      assertClose(await y.data(), host, 1e-6, "softmax vs host");
+      // Its gradient is tfjs's own, from the output: check it against the stock kernel's.
+      const g = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.softmax(t), tf.range(0, 9))))(x);
+      uninstallWebGPUSoftmax();
+      const gRef = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.softmax(t), tf.range(0, 9))))(x);
+      assertClose(await g.data(), await gRef.data(), 1e-5, "softmax gradient");
+      tf.dispose([y, g, gRef]);
+    } finally {
+      uninstallWebGPUSoftmax();
+      x.dispose();
+    }
+  },
+});
+
+Deno.test({
+  name: "WGSL matmul and softmax: micro gradients and tiny logits still match timm",
   ignore: !haveWebGPU || !haveFixtures,
   async fn() {
     await initBackend("webgpu");
     installWebGPUMatMul(true, true);
+    installWebGPUSoftmax(true, true);
     try {
       const g = await golden("micro/golden.safetensors");
       const config = JSON.parse(await Deno.readTextFile(`${FIXTURES}/micro/config.json`));
@@ -150,6 +187,7 @@ Deno.test({
       }
     } finally {
       uninstallWebGPUMatMul();
+      uninstallWebGPUSoftmax();
     }
   },
 });

@@ -9,6 +9,7 @@
 import { type BackendName, initBackend } from "../backend/backend.ts";
 import { installWasmBatchMatMul } from "../backend/wasm_batch_matmul.ts";
 import { installWebGPUMatMul } from "../backend/webgpu_matmul.ts";
+import { installWebGPUSoftmax } from "../backend/webgpu_softmax.ts";
 import { loadModel } from "../weights/load.ts";
 
 /** Milestones of one cold start, in ms since the process started. */
@@ -28,6 +29,7 @@ async function main(): Promise<void> {
   const info = await initBackend(backend as BackendName);
   if (kernels === "fast" && info.name === "webgpu") {
     installWebGPUMatMul(info.adapter?.isFallbackAdapter ?? false);
+    installWebGPUSoftmax(info.adapter?.isFallbackAdapter ?? false);
   }
   const backendReady = performance.now();
   const { model } = await loadModel(dir);
