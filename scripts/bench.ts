@@ -51,6 +51,7 @@ Options:
   --quick                --runs 3 --batches 1,8 --budget 30, no cold start/conversion/wasm variants
   --no-anchor            skip onnxruntime-node
   --torch                require the timm/PyTorch anchor (else: used when python3 imports torch+timm)
+  --no-torch             skip the timm/PyTorch anchor
   --no-cold-start        skip the cold-start figure
   --no-convert           skip the conversion figure
   --no-profile           skip the per-kernel tf.profile pass
@@ -95,6 +96,7 @@ interface Options {
   budgetS: number;
   anchor: boolean;
   torch: boolean;
+  noTorch: boolean;
   coldStart: boolean;
   convert: boolean;
   profile: boolean;
@@ -136,6 +138,7 @@ function parseOptions(args: string[]): Options | undefined {
       quick: { type: "boolean" },
       "no-anchor": { type: "boolean" },
       torch: { type: "boolean" },
+      "no-torch": { type: "boolean" },
       "no-cold-start": { type: "boolean" },
       "no-convert": { type: "boolean" },
       "no-profile": { type: "boolean" },
@@ -180,6 +183,7 @@ function parseOptions(args: string[]): Options | undefined {
     budgetS: positive(values.budget ?? (quick ? "30" : "120"), "--budget"),
     anchor: !values["no-anchor"],
     torch: values.torch ?? false,
+    noTorch: values["no-torch"] ?? false,
     coldStart: !values["no-cold-start"] && !quick,
     convert: !values["no-convert"] && !quick,
     profile: !values["no-profile"],
@@ -962,7 +966,7 @@ async function main(): Promise<number> {
   }
   if (o.models.includes("base")) {
     if (o.anchor) await bench.onnxAnchor();
-    await bench.torchAnchor();
+    if (!o.noTorch) await bench.torchAnchor();
     let converted: string | undefined;
     if (o.convert) converted = await bench.convertFigure();
     if (o.coldStart) await bench.coldStartFigures(await bench.shardsFolder(converted));

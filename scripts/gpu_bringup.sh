@@ -11,10 +11,10 @@
 #                                    GPU machine cannot fetch: xz'd deno binary, bundled bench and parity tests,
 #                                    tfjs-wasm binaries, the fixtures the parity tests read, the Vulkan loader debs.
 #   scripts/gpu_bringup.sh run       on the GPU machine, through the device tool, in one call:
-#     run(command="bash scripts/gpu_bringup.sh run", carry=["tmp/gpu"], timeout_s=540)
+#     run(command="bash scripts/gpu_bringup.sh run", carry=["tmp/gpu"], timeout_s=580)
 #   It writes its log, the bench JSON/Markdown and the probe output under $OUT (they come back).
 #
-# Budget: a lent task has 15 device-minutes in all, starts included; the run half is sized for ~8 minutes.
+# Budget: a lent task has 15 device-minutes in all, starts included; the run half is sized for ~9 minutes (parity 150 s, bench 240 s, forced-WGSL bench 100 s at most).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -49,7 +49,7 @@ prepare() {
   # shellcheck disable=SC2086
   (cd "$GPU/debs" && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
   du -sh "$GPU"
-  echo "ready: run(command=\"bash scripts/gpu_bringup.sh run\", carry=[\"tmp/gpu\"], timeout_s=540)"
+  echo "ready: run(command=\"bash scripts/gpu_bringup.sh run\", carry=[\"tmp/gpu\"], timeout_s=580)"
 }
 
 run_on_gpu() {
@@ -78,13 +78,18 @@ run_on_gpu() {
       maxBuffer: a.limits.maxBufferSize, maxBinding: a.limits.maxStorageBufferBindingSize,
       features: [...a.features] } : null));' | tee "$OUT/adapter.json"
   echo "== parity tests (micro + ViT-B/16, webgpu and wasm)"
-  timeout 200 /tmp/deno test -A --preload "$GPU/prelude.js" --filter "/micro|ViT-B/" "$GPU/parity_test.js" ||
+  timeout 150 /tmp/deno test -A --preload "$GPU/prelude.js" --filter "/micro|ViT-B/" "$GPU/parity_test.js" ||
     echo "PARITY FAILED (exit $?)"
   echo "== bench (webgpu + timm/PyTorch fp32/bf16/fp16 on the same GPU)"
-  timeout 300 /tmp/deno run -A --preload "$GPU/prelude.js" "$GPU/bench.js" \
+  timeout 240 /tmp/deno run -A --preload "$GPU/prelude.js" "$GPU/bench.js" \
     --models micro,tiny,base --backends webgpu --batches 1,8,32,64 --train-batch 32 --runs 10 --warmup 3 \
     --budget 60 --no-anchor --no-cold-start --no-convert --no-wasm-variants --cache /tmp/bench_cache \
     --json "$OUT/benchmarks.json" --md "$OUT/benchmarks.md" || echo "BENCH FAILED (exit $?)"
+  echo "== the WGSL matmul + softmax forced on the GPU (installed only on software adapters by default)"
+  timeout 100 /tmp/deno run -A --preload "$GPU/prelude.js" "$GPU/bench.js" \
+    --models base --backends webgpu --batches 1,32 --train-batch 0 --runs 5 --warmup 2 --budget 30 \
+    --force-wgsl-matmul --no-torch --no-profile --no-anchor --no-cold-start --no-convert --no-wasm-variants \
+    --cache /tmp/bench_cache --json "$OUT/wgsl.json" --md "$OUT/wgsl.md" || echo "WGSL BENCH FAILED (exit $?)"
 }
 
 case "${1:-}" in
