@@ -23,15 +23,17 @@ function floats(t: Map<string, SafeTensor>): StateDict {
 
 Deno.test("wasm BatchMatMul override: equals tfjs's kernel on batched, broadcast, transposed and 2-D products", async () => {
   await initBackend("wasm");
+  // Each item has at least 2^18 multiply-adds (the kernel's threshold) unless marked as passed through.
   const cases: Array<[number[], number[], boolean, boolean]> = [
-    [[2, 3, 5, 4], [2, 3, 4, 6], false, false],
-    [[1, 4, 9, 8], [1, 4, 9, 8], false, true], // attention q·kᵀ
-    [[4, 9, 9], [4, 9, 8], false, false], // attention p·v
-    [[1, 5, 4], [3, 4, 6], false, false], // broadcast a
-    [[3, 5, 4], [1, 4, 6], false, false], // broadcast b
-    [[5, 4], [6, 4], false, true],
-    [[5, 4], [4, 6], false, false],
-    [[3, 4, 5], [3, 4, 6], true, false], // transposeA: passed through
+    [[2, 3, 64, 64], [2, 3, 64, 72], false, false],
+    [[1, 4, 80, 64], [1, 4, 80, 64], false, true], // attention q·kᵀ
+    [[4, 80, 80], [4, 80, 64], false, false], // attention p·v
+    [[1, 64, 64], [3, 64, 72], false, false], // broadcast a
+    [[3, 64, 64], [1, 64, 72], false, false], // broadcast b
+    [[70, 64], [80, 64], false, true], // one product with transposeB
+    [[70, 64], [64, 80], false, false], // one plain product: tfjs's fast path, passed through
+    [[3, 64, 70], [3, 64, 72], true, false], // transposeA: passed through
+    [[2, 5, 4], [2, 4, 6], false, false], // small: passed through
   ];
   try {
     for (const [sa, sb, ta, tb] of cases) {

@@ -7,7 +7,7 @@
  * `p·v` 154 ms → 18 ms and `q·kᵀ` 68 ms → 35 ms when each head is one XNNPACK product. This kernel does
  * exactly that: one `transposeB` transpose when asked, then one product per batch item through tfjs's own
  * kernel (which takes its fast path for a single product), then a concat. Anything else (`transposeA`, general
- * broadcasting, non-float32) goes to tfjs's kernel unchanged.
+ * broadcasting, non-float32, small products) goes to tfjs's kernel unchanged.
  *
  * The result is the same arithmetic as tfjs's single-product path, checked against the stock kernel in
  * tests/kernels_wasm_test.ts and, with the kernel installed, by the timm parity tests.
@@ -21,6 +21,12 @@ type Info = tf.TensorInfo;
 type Backend = tf.KernelBackend & { disposeData(id: object, force?: boolean): boolean };
 
 const BACKEND = "wasm";
+/**
+ * Products smaller than this many multiply-adds per batch item stay on tfjs's kernel: there the slicing and the
+ * per-call XNNPACK set-up cost more than the naive loop (the fixtures' micro model, 4 heads × 65 tokens × 16,
+ * ran ~3× slower per item).
+ */
+const MIN_MACS_PER_ITEM = 1 << 18;
 let stock: tf.KernelConfig | undefined;
 
 function size(shape: readonly number[]): number {
@@ -56,6 +62,7 @@ function perItemBatchMatMul(
   }
   const M = a.shape[a.shape.length - 2], K = a.shape[a.shape.length - 1];
   const N = transposeB ? b.shape[b.shape.length - 2] : b.shape[b.shape.length - 1];
+  if (M * K * N < MIN_MACS_PER_ITEM) return original(args);
   const temps: Info[] = [];
   const a3 = run("Reshape", { x: a }, backend, { shape: [batchA, M, K] });
   temps.push(a3);
