@@ -8,11 +8,11 @@
  */
 import { resolveConfig, type ViTConfig } from "../vit/config.ts";
 import { paramSpecs, type StateDict } from "../vit/params.ts";
-import { hashString, mixSeed, Rng } from "./rng.ts";
+import { hashString, mixSeed, normal, Rng } from "./rng.ts";
 
 function truncNormal(rng: Rng, std: number): number {
   for (;;) {
-    const z = rng.normal();
+    const z = normal(rng);
     if (z >= -2 && z <= 2) return z * std;
   }
 }
@@ -27,7 +27,7 @@ export function initStateDict(config: ViTConfig, seed: number): StateDict {
     const rng = new Rng(mixSeed(seed, hashString(spec.name)));
     const name = spec.name;
     if (name === "cls_token") {
-      for (let i = 0; i < n; i++) data[i] = rng.normal() * 1e-6;
+      for (let i = 0; i < n; i++) data[i] = normal(rng) * 1e-6;
     } else if (name === "pos_embed") {
       for (let i = 0; i < n; i++) data[i] = truncNormal(rng, 0.02);
     } else if (name === "patch_embed.proj.weight") {

@@ -6,7 +6,7 @@
  * @module
  */
 import type { ImageSet } from "./image_set.ts";
-import { mixSeed, Rng } from "./rng.ts";
+import { mixSeed, normal, Rng } from "./rng.ts";
 
 /** `n` images of `classes` classes at `size`×`size`, deterministic in `seed`. */
 export function syntheticImageSet(n: number, size: number, classes = 10, seed = 1): ImageSet {
@@ -28,7 +28,7 @@ export function syntheticImageSet(n: number, size: number, classes = 10, seed = 
           for (let y = 0; y < size; y++) {
             for (let x = 0; x < size; x++) {
               const stripe = ((k % 2 ? x : y) >> (k % 3)) & 1 ? 0.5 : -0.5;
-              out[b * 3 * plane + c * plane + y * size + x] = base + stripe + 0.3 * rng.normal();
+              out[b * 3 * plane + c * plane + y * size + x] = base + stripe + 0.3 * normal(rng);
             }
           }
         }
