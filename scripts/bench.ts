@@ -954,8 +954,9 @@ async function main(): Promise<number> {
   const bench = new Bench(o);
   bench.notes.push(
     o.fastKernels
-      ? "Kernels: the per-item wasm BatchMatMul (lib/backend/wasm_batch_matmul.ts) was installed for every figure " +
-        'except the rows marked "stock tfjs BatchMatMul" and the tfjs-wasm variant rows.'
+      ? "Kernels: the per-item wasm BatchMatMul (lib/backend/wasm_batch_matmul.ts) and, on a software WebGPU " +
+        "adapter, the WGSL matmul and softmax (lib/backend/webgpu_matmul.ts, webgpu_softmax.ts) were installed for " +
+        'every figure except the rows marked "stock tfjs …" and the tfjs-wasm variant rows.'
       : "Kernels: tfjs's own only (--stock-kernels).",
   );
   const date = new Date().toISOString();

@@ -171,4 +171,13 @@ export async function writeReport(r: BenchReport, jsonPath: string, mdPath: stri
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
   await writeFileAtomic(mdPath, spliceGenerated(existing, renderMarkdown(r)));
+  // Both files live in the repository: leave them as `deno fmt` wants them (aligned table, JSON layout).
+  const fmt = await new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "-q", jsonPath, mdPath],
+    stderr: "piped",
+  })
+    .output().catch(() => undefined);
+  if (fmt && !fmt.success) {
+    console.error(`bench: deno fmt of the outputs failed: ${new TextDecoder().decode(fmt.stderr)}`);
+  }
 }
