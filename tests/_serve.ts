@@ -10,23 +10,13 @@ import { defaultPreprocessing } from "../lib/weights/manifest.ts";
 import { formulaStateDict } from "../lib/weights/formula.ts";
 import { saveModel } from "../lib/weights/shards.ts";
 import { createApp } from "../routes/app.ts";
+import { CIFAR10_CLASSES } from "../lib/data/cifar_binary.ts";
 
 /** The micro config of the brief: 32 px, patch 4, dim 64, depth 2, 4 heads, 10 classes. */
 export const MICRO = { img_size: 32, patch_size: 4, embed_dim: 64, depth: 2, num_heads: 4, num_classes: 10 };
 
-/** The CIFAR-10 class names. */
-export const CIFAR_LABELS = [
-  "airplane",
-  "automobile",
-  "bird",
-  "cat",
-  "deer",
-  "dog",
-  "frog",
-  "horse",
-  "ship",
-  "truck",
-];
+/** The CIFAR-10 class names (the data layer's list). */
+export const CIFAR_LABELS: string[] = [...CIFAR10_CLASSES];
 
 /** Writes the micro model (formula weights) to `dir`. */
 export async function writeMicroModel(dir: string, name = "micro"): Promise<void> {
