@@ -2,11 +2,20 @@
  * Backend selection, in one place: WebGPU when an adapter exists, else tfjs-wasm, else the pure-JS cpu
  * backend. `VIT_BACKEND=webgpu|wasm|cpu` (or the `prefer` argument) forces one.
  *
+ * The project's own kernels are registered here too, where they were measured faster than tfjs's (figures in
+ * docs/benchmarks.md): the per-item `BatchMatMul` on wasm, and the WGSL matmul and softmax on a software
+ * WebGPU adapter (on a hardware GPU tfjs's tiled kernels stay until a GPU bench says otherwise).
+ * `VIT_KERNELS=stock` keeps tfjs's own everywhere, to rule the project's kernels out when chasing a
+ * numerical difference.
+ *
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-webgpu";
 import "@tensorflow/tfjs-backend-wasm";
+import { installWasmBatchMatMul } from "./wasm_batch_matmul.ts";
+import { installWebGPUMatMul } from "./webgpu_matmul.ts";
+import { installWebGPUSoftmax } from "./webgpu_softmax.ts";
 
 /** The tfjs backends this project runs on. */
 export type BackendName = "webgpu" | "wasm" | "cpu";
@@ -27,6 +36,11 @@ export interface BackendInfo {
    * `Infinity` where nothing smaller than the machine applies.
    */
   memoryBudgetBytes: number;
+  /**
+   * The project's kernels registered in place of tfjs's on this backend (e.g. `["wasm BatchMatMul"]`); empty
+   * with `VIT_KERNELS=stock` or where none is faster.
+   */
+  kernels: string[];
 }
 
 const WASM_BUDGET_BYTES = 1.75 * 2 ** 30;
@@ -70,6 +84,7 @@ async function tryBackend(name: BackendName): Promise<BackendInfo | undefined> {
       },
       maxBindingBytes: Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize),
       memoryBudgetBytes: Infinity,
+      kernels: [],
     };
   }
   try {
@@ -82,7 +97,25 @@ async function tryBackend(name: BackendName): Promise<BackendInfo | undefined> {
     name,
     maxBindingBytes: Infinity,
     memoryBudgetBytes: name === "wasm" ? WASM_BUDGET_BYTES : Infinity,
+    kernels: [],
   };
+}
+
+function parseKernels(value: string | undefined): "project" | "stock" {
+  if (value === undefined || value === "" || value === "project") return "project";
+  if (value === "stock") return "stock";
+  throw new Error(`VIT_KERNELS: unknown value "${value}", expected "project" (the default) or "stock"`);
+}
+
+/** Registers the project's kernels that apply to `info`'s backend and records them in `info.kernels`. */
+function installKernels(info: BackendInfo): void {
+  if (parseKernels(Deno.env.get("VIT_KERNELS")) === "stock") return;
+  if (info.name === "wasm" && installWasmBatchMatMul()) info.kernels.push("wasm BatchMatMul");
+  if (info.name === "webgpu") {
+    const software = info.adapter?.isFallbackAdapter ?? false;
+    if (installWebGPUMatMul(software)) info.kernels.push("WGSL matmul");
+    if (installWebGPUSoftmax(software)) info.kernels.push("WGSL softmax");
+  }
 }
 
 async function select(prefer: BackendName | undefined): Promise<BackendInfo> {
@@ -91,6 +124,7 @@ async function select(prefer: BackendName | undefined): Promise<BackendInfo> {
   for (const name of candidates) {
     const info = await tryBackend(name);
     if (info) {
+      installKernels(info);
       if (Deno.env.get("VIT_QUIET") !== "1") console.error(`vit-deno: backend ${describeBackend(info)}`);
       return info;
     }
@@ -100,11 +134,17 @@ async function select(prefer: BackendName | undefined): Promise<BackendInfo> {
   );
 }
 
-/** A one-line description, e.g. `webgpu (llvmpipe (LLVM 15.0.6, 256 bits), fallback adapter)`. */
+/**
+ * A one-line description, e.g.
+ * `webgpu (llvmpipe (LLVM 15.0.6, 256 bits), fallback adapter; kernels: WGSL matmul, WGSL softmax)`.
+ */
 export function describeBackend(info: BackendInfo): string {
-  if (!info.adapter) return info.name;
-  const fallback = info.adapter.isFallbackAdapter ? ", fallback adapter" : "";
-  return `${info.name} (${info.adapter.description}${fallback})`;
+  const parts: string[] = [];
+  if (info.adapter) {
+    parts.push(info.adapter.description + (info.adapter.isFallbackAdapter ? ", fallback adapter" : ""));
+  }
+  if (info.kernels.length) parts.push(`kernels: ${info.kernels.join(", ")}`);
+  return parts.length ? `${info.name} (${parts.join("; ")})` : info.name;
 }
 
 /**
@@ -114,7 +154,12 @@ export function describeBackend(info: BackendInfo): string {
 export function initBackend(prefer?: BackendName): Promise<BackendInfo> {
   if (!current || (prefer && prefer !== currentPrefer)) {
     currentPrefer = prefer;
-    current = select(prefer);
+    const attempt: Promise<BackendInfo> = select(prefer).catch((e) => {
+      // A failed start is not remembered: the next call (e.g. after fixing VIT_BACKEND) tries again.
+      if (current === attempt) current = undefined;
+      throw e;
+    });
+    current = attempt;
   }
   return current;
 }

@@ -7,9 +7,6 @@
  * @module
  */
 import { type BackendName, initBackend } from "../backend/backend.ts";
-import { installWasmBatchMatMul } from "../backend/wasm_batch_matmul.ts";
-import { installWebGPUMatMul } from "../backend/webgpu_matmul.ts";
-import { installWebGPUSoftmax } from "../backend/webgpu_softmax.ts";
 import { loadModel } from "../weights/load.ts";
 
 /** Milestones of one cold start, in ms since the process started. */
@@ -25,12 +22,9 @@ async function main(): Promise<void> {
   const imported = performance.now();
   const [dir, backend, kernels] = Deno.args;
   if (!dir || !backend) throw new Error("usage: cold_start.ts <model-folder> <webgpu|wasm|cpu> [fast]");
-  if (kernels === "fast") installWasmBatchMatMul();
-  const info = await initBackend(backend as BackendName);
-  if (kernels === "fast" && info.name === "webgpu") {
-    installWebGPUMatMul(info.adapter?.isFallbackAdapter ?? false);
-    installWebGPUSoftmax(info.adapter?.isFallbackAdapter ?? false);
-  }
+  // initBackend registers the project's kernels; without "fast" the probe measures tfjs's own.
+  if (kernels !== "fast") Deno.env.set("VIT_KERNELS", "stock");
+  await initBackend(backend as BackendName);
   const backendReady = performance.now();
   const { model } = await loadModel(dir);
   const weightsLoaded = performance.now();

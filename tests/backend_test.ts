@@ -1,0 +1,51 @@
+/**
+ * Backend selection (lib/backend/backend.ts): the project's kernels are registered by `initBackend` where
+ * they apply, `VIT_KERNELS=stock` keeps tfjs's own, and a bad value is refused with the variable's name.
+ */
+import assert from "node:assert/strict";
+import { describeBackend, initBackend } from "../lib/backend/backend.ts";
+import { wasmBatchMatMulInstalled } from "../lib/backend/wasm_batch_matmul.ts";
+import { webgpuMatMulInstalled } from "../lib/backend/webgpu_matmul.ts";
+
+async function withKernelsEnv<T>(value: string | undefined, fn: () => Promise<T>): Promise<T> {
+  const before = Deno.env.get("VIT_KERNELS");
+  if (value === undefined) Deno.env.delete("VIT_KERNELS");
+  else Deno.env.set("VIT_KERNELS", value);
+  try {
+    return await fn();
+  } finally {
+    if (before === undefined) Deno.env.delete("VIT_KERNELS");
+    else Deno.env.set("VIT_KERNELS", before);
+  }
+}
+
+Deno.test("initBackend: wasm gets the per-item BatchMatMul, and says so", async () => {
+  const info = await withKernelsEnv(undefined, () => initBackend("wasm"));
+  assert.equal(info.name, "wasm");
+  assert.deepEqual(info.kernels, ["wasm BatchMatMul"]);
+  assert.ok(wasmBatchMatMulInstalled());
+  assert.equal(describeBackend(info), "wasm (kernels: wasm BatchMatMul)");
+});
+
+Deno.test("initBackend: webgpu on a software adapter gets the WGSL matmul and softmax", async () => {
+  const info = await withKernelsEnv(undefined, () => initBackend("webgpu"));
+  assert.equal(info.name, "webgpu");
+  if (info.adapter?.isFallbackAdapter) {
+    assert.deepEqual(info.kernels, ["WGSL matmul", "WGSL softmax"]);
+    assert.ok(webgpuMatMulInstalled());
+    assert.match(describeBackend(info), /fallback adapter; kernels: WGSL matmul, WGSL softmax\)$/);
+  } else {
+    // A hardware GPU keeps tfjs's tiled kernels until a GPU bench shows the WGSL ones faster.
+    assert.deepEqual(info.kernels, []);
+  }
+});
+
+Deno.test("initBackend: VIT_KERNELS=stock registers nothing; a bad value names the variable", async () => {
+  const info = await withKernelsEnv("stock", () => initBackend("cpu"));
+  assert.deepEqual(info.kernels, []);
+  assert.equal(describeBackend(info), "cpu");
+  await assert.rejects(
+    withKernelsEnv("fast", () => initBackend("wasm")),
+    /VIT_KERNELS: unknown value "fast", expected "project" \(the default\) or "stock"/,
+  );
+});
