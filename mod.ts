@@ -47,9 +47,10 @@ export {
   type PreprocessConfig,
   preprocessEval,
   preprocessEvalBatch,
+  preprocessSample,
   preprocessTrain,
-  type TrainAugment,
 } from "./lib/data/preprocess.ts";
+export { augmentRng, type EpochAugment, type TrainAugment } from "./lib/data/augment.ts";
 export {
   CachedDataset,
   classBalancedSubset,

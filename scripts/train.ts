@@ -50,12 +50,13 @@ async function openData(
   if (synthetic) {
     const n = Number(synthetic[1]);
     return {
-      train: syntheticImageSet(n, c.img_size, c.num_classes, c.seed),
+      train: syntheticImageSet(n, c.img_size, c.num_classes, c.seed, pre),
       val: syntheticImageSet(
         Math.max(c.num_classes, Math.floor(n / 4)),
         c.img_size,
         c.num_classes,
         c.seed + 1,
+        pre,
       ),
       labels: Array.from({ length: c.num_classes }, (_, i) => `class_${i}`),
     };

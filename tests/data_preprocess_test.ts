@@ -1,8 +1,10 @@
 /**
  * Preprocessing: the fixtures' timm inputs reproduced from their raw pixels, crop geometry, resize
- * numerics on images whose answer is known, and seeded training augmentation.
+ * numerics on images whose answer is known, and seeded training augmentation (the one implementation
+ * training, fine-tuning and the batcher use).
  */
 import assert from "node:assert/strict";
+import { augmentRng, randomResizedCropBox, type TrainAugment } from "../lib/data/augment.ts";
 import { imageFromNhwc, type RgbImage } from "../lib/data/image.ts";
 import {
   checkPreprocessing,
@@ -10,8 +12,8 @@ import {
   type PreprocessConfig,
   preprocessEval,
   preprocessEvalBatch,
+  preprocessSample,
   preprocessTrain,
-  randomResizedCropBox,
 } from "../lib/data/preprocess.ts";
 import { mixSeed, permutation, Rng } from "../lib/data/rng.ts";
 import { FIXTURES, golden, present } from "./_fixtures.ts";
@@ -222,4 +224,70 @@ Deno.test("training augmentation is a pure function of the seed; the rng state r
   assert.deepEqual([resumed.nextU32(), resumed.nextU32(), resumed.nextU32()], seq);
   assert.deepEqual(permutation(10, mixSeed(1, 2)), permutation(10, mixSeed(1, 2)));
   assert.deepEqual([...permutation(10, 5)].sort((x, y) => x - y), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+});
+
+Deno.test("per-sample augmentation: keyed by (seed, epoch, sample id); black padding; flips at the hflip rate", () => {
+  const S = 32;
+  const CIFAR: PreprocessConfig = {
+    img_size: S,
+    crop_pct: 1,
+    interpolation: "bicubic",
+    mean: [0.4914, 0.4822, 0.4465],
+    std: [0.247, 0.2435, 0.2616],
+  };
+  const img = image(S, S, (x, y, c) => (x * 7 + y * 13 + c * 50 + 30) & 255);
+  const aug: TrainAugment = { crop_padding: 4, hflip: 0.5 };
+  const at = (id: number, epoch: number, seed = 7) =>
+    preprocessSample(img, CIFAR, id, { augment: aug, seed, epoch });
+
+  // A pure function of (seed, epoch, sample id): nothing else (call order, batch) enters.
+  assert.deepEqual(at(5, 2), at(5, 2));
+  const variants = [at(5, 3), at(6, 2), at(5, 2, 8)];
+  for (const v of variants) assert.notDeepEqual(v, at(5, 2));
+  // Runs checkpointed before the two augmentations were unified drew from exactly this generator.
+  assert.equal(augmentRng(7, 2, 5).state, new Rng(mixSeed(7, 2, 5, 0xa0a0)).state);
+
+  // At the model's own size the augmented image is the evaluation image shifted by the drawn offsets,
+  // mirrored when the flip is drawn, and a black source pixel ((0 − mean) / std) where padding shows.
+  const ev = preprocessEval(img, CIFAR);
+  const plane = S * S;
+  let flipped = 0, padded = 0;
+  for (let id = 0; id < 24; id++) {
+    const got = at(id, 1);
+    const r = augmentRng(7, 1, id);
+    const dy = r.int(9) - 4, dx = r.int(9) - 4;
+    const flip = r.uniform() < 0.5;
+    if (flip) flipped++;
+    for (let c = 0; c < 3; c++) {
+      const black = Math.fround((0 - CIFAR.mean[c]) / CIFAR.std[c]);
+      for (let y = 0; y < S; y++) {
+        for (let x = 0; x < S; x++) {
+          const sx = (flip ? S - 1 - x : x) + dx, sy = y + dy;
+          const inside = sx >= 0 && sx < S && sy >= 0 && sy < S;
+          if (!inside) padded++;
+          const want = inside ? ev[c * plane + sy * S + sx] : black;
+          assert.equal(got[c * plane + y * S + x], want, `sample ${id} channel ${c} (${x}, ${y})`);
+        }
+      }
+    }
+  }
+  assert.ok(flipped > 4 && flipped < 20, `${flipped} of 24 flipped`);
+  assert.ok(padded > 0, "no draw uncovered padding");
+
+  // hflip is the flip probability; nothing to do means the evaluation transform.
+  let flips = 0;
+  const mirrored = (v: Float32Array) => v[0] === ev[S - 1] && v[S - 1] === ev[0];
+  for (let id = 0; id < 400; id++) {
+    if (mirrored(preprocessSample(img, CIFAR, id, { augment: { hflip: 0.5 }, seed: 1, epoch: 0 }))) flips++;
+  }
+  assert.ok(flips > 160 && flips < 240, `${flips} of 400 flipped at hflip 0.5`);
+  for (let id = 0; id < 20; id++) {
+    assert.ok(mirrored(preprocessSample(img, CIFAR, id, { augment: { hflip: 1 }, seed: 1, epoch: 0 })));
+  }
+  assert.deepEqual(preprocessSample(img, CIFAR, 3, { augment: { hflip: 0 }, seed: 1, epoch: 0 }), ev);
+  assert.deepEqual(preprocessSample(img, CIFAR, 3), ev);
+  assert.throws(
+    () => preprocessSample(img, CIFAR, 3, { augment: { hflip: 2 }, seed: 1, epoch: 0 }),
+    /augment\.hflip/,
+  );
 });

@@ -1,13 +1,19 @@
-/** Optimizers against PyTorch's update rules, the lr schedules, config parsing, subsets and augmentation. */
+/**
+ * Optimizers against PyTorch's update rules, the lr schedules, config parsing, subsets, per-sample
+ * augmentation of training sets, and the shared training loop (hooks, stop/resume, abort, freeze).
+ */
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend/backend.ts";
-import { augmentBatch } from "../lib/train/augment.ts";
 import { DEFAULTS, mergeConfig, modelConfig, parseArgs, readConfigFile } from "../lib/train/config.ts";
+import { applyFreeze } from "../lib/train/freeze.ts";
 import { balancedSubset, firstPerClass } from "../lib/train/image_set.ts";
 import { initStateDict } from "../lib/train/init.ts";
+import { type StepReport, trainLoop } from "../lib/train/loop.ts";
 import { clipGradNorm, decays, Optimizer, type OptimizerName } from "../lib/train/optimizer.ts";
 import { learningRate } from "../lib/train/scheduler.ts";
+import { syntheticImageSet } from "../lib/train/synthetic.ts";
+import { createViT } from "../lib/vit/model.ts";
 
 await initBackend("cpu");
 
@@ -142,6 +148,7 @@ Deno.test("config: YAML with timm names, CLI overrides, clear errors", async () 
       /"opt" must be sgd, momentum or adamw/,
     );
     assert.throws(() => mergeConfig(DEFAULTS, { batch_sise: 3 }, "cli"), /unknown option "batch_sise"/);
+    assert.throws(() => mergeConfig(DEFAULTS, { crop_pad: -2 }, "cli"), /cli: "crop_pad" must be ≥ 0/);
     assert.throws(
       () => modelConfig(mergeConfig(DEFAULTS, { model: "resnet50" }, "cli")),
       /unknown timm arch/,
@@ -163,21 +170,132 @@ Deno.test("subsets are class-balanced and deterministic", () => {
   assert.deepEqual([...counts.values()], Array(10).fill(5));
 });
 
-Deno.test("augmentation is a pure function of (seed, epoch, sample) and keeps values", () => {
-  const n = 4, C = 3, H = 8, W = 8;
-  const x = Float32Array.from({ length: n * C * H * W }, (_, i) => i % 97);
-  const a = x.slice(), b = x.slice();
-  const o = { cropPad: 2, hflip: 0.5, fill: [-1, -2, -3] };
-  augmentBatch(a, [n, C, H, W], [5, 6, 7, 8], 1, 0, o);
-  augmentBatch(b, [n, C, H, W], [5, 6, 7, 8], 1, 0, o);
-  assert.deepEqual(a, b);
-  const c = x.slice();
-  augmentBatch(c, [n, C, H, W], [5, 6, 7, 8], 1, 1, o);
-  assert.notDeepEqual(a, c);
-  // A flip without crop keeps every value of the image.
-  const f = x.slice(0, C * H * W);
-  augmentBatch(f, [1, C, H, W], [0], 0, 0, { cropPad: 0, hflip: 1, fill: [0, 0, 0] });
-  assert.equal(f[0], x[W - 1]);
+Deno.test("training sets augment each sample by (seed, epoch, id), whatever batch it is in", async () => {
+  const set = syntheticImageSet(40, 16);
+  const per = 3 * 16 * 16;
+  const aug = { augment: { crop_padding: 2, hflip: 0.5 }, seed: 3, epoch: 1 };
+  const batch = await set.images([9, 4, 17], aug);
+  for (const [row, id] of [9, 4, 17].entries()) {
+    assert.deepEqual(batch.subarray(row * per, (row + 1) * per), await set.images([id], aug));
+  }
+  assert.notDeepEqual(batch, await set.images([9, 4, 17], { ...aug, epoch: 2 }));
+  assert.notDeepEqual(batch, await set.images([9, 4, 17]), "augmentation changed nothing");
+  assert.deepEqual(await set.images([9, 4, 17], { ...aug, augment: {} }), await set.images([9, 4, 17]));
+});
+
+Deno.test("trainLoop: hooks per update and epoch, stop and resume from the position, abort, freeze", async () => {
+  const vit = { img_size: 8, patch_size: 4, embed_dim: 16, depth: 1, num_heads: 2, num_classes: 4 };
+  const data = syntheticImageSet(20, 8, 4, 5);
+  const schedule = {
+    sched: "cosine" as const,
+    lr: 0.05,
+    totalUpdates: 12,
+    warmupUpdates: 2,
+    warmupLr: 0,
+    minLr: 0,
+    decayUpdates: 1,
+    decayRate: 1,
+  };
+  const tensors = tf.memory().numTensors;
+  const run = async (freeze: "none" | "head-only", stopAt?: number) => {
+    const model = await createViT(vit, initStateDict(vit, 2));
+    const trainable = applyFreeze(model, freeze);
+    const vars = new Map([...model.variables].filter(([, v]) => v.trainable));
+    assert.equal(vars.size, trainable);
+    const optimizer = new Optimizer(vars, new Map(model.specs.map((s) => [s.name, s.shape])), {
+      opt: "adamw",
+      momentum: 0.9,
+      weightDecay: 0.05,
+    });
+    const position = { epoch: 0, updateInEpoch: 0, update: 0 };
+    const steps: StepReport[] = [], epochs: number[] = [];
+    const options = {
+      model,
+      optimizer,
+      data,
+      pool: Array.from({ length: 18 }, (_, i) => i + 2),
+      batchSize: 4,
+      gradAccumSteps: 2,
+      seed: 9,
+      augment: { crop_padding: 1, hflip: 0.5 },
+      smoothing: 0.1,
+      clipGrad: 1,
+      schedule,
+      totalUpdates: 12,
+      position,
+      onStep: (s: StepReport) => {
+        steps.push(s);
+        return s.update === stopAt;
+      },
+      onEpochEnd: (e: number) => {
+        epochs.push(e);
+      },
+    };
+    const first = await trainLoop(options);
+    if (stopAt !== undefined) {
+      assert.deepEqual(first.stopped, true);
+      assert.deepEqual(position, { epoch: 2, updateInEpoch: 1, update: stopAt });
+      // Continuing from the position (the optimizer kept its state) is the uninterrupted run.
+      assert.equal((await trainLoop(options)).stopped, false);
+    }
+    const state = await model.stateDict();
+    optimizer.dispose();
+    model.dispose();
+    return { state, steps, epochs, position };
+  };
+
+  const straight = await run("none");
+  // 18 samples, 8 per update: 2 updates an epoch, the last 2 samples dropped.
+  assert.deepEqual(straight.steps.map((s) => s.update), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+  assert.deepEqual(straight.steps.map((s) => s.updateInEpoch), [1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2]);
+  assert.deepEqual(straight.epochs, [0, 1, 2, 3, 4, 5]);
+  assert.deepEqual(straight.position, { epoch: 6, updateInEpoch: 0, update: 12 });
+  assert.ok(straight.steps.every((s) => s.images === 8 && s.gradNorm! > 0 && Number.isFinite(s.loss)));
+  assert.equal(straight.steps[0].lr, 0);
+  assert.equal(straight.steps[2].lr, schedule.lr);
+
+  const resumed = await run("none", 5);
+  assert.deepEqual(resumed.steps.map((s) => s.loss), straight.steps.map((s) => s.loss));
+  assert.deepEqual(resumed.state, straight.state);
+  assert.equal(tf.memory().numTensors, tensors, "the loop left tensors behind");
+
+  const head = await run("head-only");
+  assert.deepEqual(
+    head.state.get("blocks.0.attn.qkv.weight"),
+    initStateDict(vit, 2).get("blocks.0.attn.qkv.weight"),
+  );
+  assert.notDeepEqual(head.state.get("head.weight"), initStateDict(vit, 2).get("head.weight"));
+
+  // An aborted signal stops the loop before the next update with its AbortError.
+  const model = await createViT(vit, initStateDict(vit, 2));
+  const optimizer = new Optimizer(model.variables, new Map(model.specs.map((s) => [s.name, s.shape])), {
+    opt: "sgd",
+    momentum: 0.9,
+    weightDecay: 0,
+  });
+  const abort = new AbortController();
+  let updates = 0;
+  await assert.rejects(
+    trainLoop({
+      model,
+      optimizer,
+      data,
+      batchSize: 4,
+      seed: 1,
+      schedule,
+      totalUpdates: 12,
+      position: { epoch: 0, updateInEpoch: 0, update: 0 },
+      signal: abort.signal,
+      onStep: () => {
+        if (++updates === 2) abort.abort();
+      },
+    }),
+    (e: Error) => e.name === "AbortError",
+  );
+  assert.equal(updates, 2);
+  optimizer.dispose();
+  model.dispose();
+  assert.equal(tf.memory().numTensors, tensors, "an aborted loop left tensors behind");
 });
 
 Deno.test("init follows timm: unit norms, zero biases, small truncated-normal weights", () => {

@@ -4,14 +4,15 @@
  * prepared exist as float tensors; decoded 8-bit images are kept only if the dataset is a `CachedDataset`.
  *
  * Reproducible and resumable without saved state: epoch e's order is a permutation seeded by (seed, e) and
- * each sample's augmentation draws come from `Rng.derive(seed, e, sampleIndex)`, so batch b of epoch e is
+ * each sample's augmentation draws come from `augmentRng(seed, e, sampleIndex)`, so batch b of epoch e is
  * the same whether the run got there directly or resumed with `epoch(e, { startBatch: b })`.
  *
  * @module
  */
+import type { TrainAugment } from "./augment.ts";
 import { checkIndex, type Dataset } from "./dataset.ts";
-import { type PreprocessConfig, preprocessEval, preprocessTrain, type TrainAugment } from "./preprocess.ts";
-import { mixSeed, permutation, Rng } from "./rng.ts";
+import { type PreprocessConfig, preprocessSample } from "./preprocess.ts";
+import { mixSeed, permutation } from "./rng.ts";
 
 /** How to batch. */
 export interface BatcherOptions {
@@ -96,6 +97,9 @@ export class Batcher {
     const per = 3 * p.img_size * p.img_size;
     const out = new Float32Array(positions.length * per);
     const n = positions.length;
+    const augment = this.#o.augment
+      ? { augment: this.#o.augment, seed: this.#o.seed ?? 0, epoch }
+      : undefined;
     let next = 0;
     const worker = async () => {
       while (next < n) {
@@ -111,12 +115,7 @@ export class Batcher {
             cause: e,
           });
         }
-        if (this.#o.augment) {
-          const rng = Rng.derive(this.#o.seed ?? 0, epoch, index, 0x5a17);
-          preprocessTrain(sample.image, p, this.#o.augment, rng, out, row * per);
-        } else {
-          preprocessEval(sample.image, p, out, row * per);
-        }
+        preprocessSample(sample.image, p, index, augment, out, row * per);
       }
     };
     const workers = Math.max(1, Math.min(this.#o.concurrency ?? 8, n));

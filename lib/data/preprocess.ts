@@ -8,13 +8,23 @@
  * `(x/255 − mean) / std`. With crop_pct = 1 a square image is simply resized to img_size. Resizing follows
  * `F.interpolate` (see resize.ts); `antialias: true` gives PIL-like shrinking for large photos.
  *
- * Training: optional CIFAR-style random crop with zero padding (on the source pixels), then either
- * RandomResizedCrop (torchvision's sampling, timm's defaults scale (0.08, 1), ratio (3/4, 4/3)) or the
- * evaluation geometry, and an optional horizontal flip — all drawn from the caller's seeded `Rng`.
+ * Training: optional CIFAR-style random crop with black padding (on the source pixels), then either
+ * RandomResizedCrop or the evaluation geometry, and an optional horizontal flip, as augment.ts defines
+ * them; {@linkcode preprocessSample} takes a sample's draws from its (seed, epoch, sample id).
  *
  * @module
  */
 import type { Preprocessing } from "../weights/manifest.ts";
+import {
+  augmentRng,
+  augments,
+  checkAugment,
+  type EpochAugment,
+  randomPadCrop,
+  randomResizedCropBox,
+  RRC_DEFAULTS,
+  type TrainAugment,
+} from "./augment.ts";
 import { checkRgbImage, type RgbImage } from "./image.ts";
 import { type Box, resampleInto } from "./resize.ts";
 import type { Rng } from "./rng.ts";
@@ -23,22 +33,6 @@ export type { Preprocessing } from "../weights/manifest.ts";
 
 /** Preprocessing plus how to shrink: `antialias` (default false, as the fixtures and `F.interpolate`). */
 export type PreprocessConfig = Preprocessing & { antialias?: boolean };
-
-/** Training augmentation. Omitted fields are off. */
-export interface TrainAugment {
-  /** RandomResizedCrop to img_size; `true` means timm's defaults (scale (0.08, 1), ratio (3/4, 4/3)). */
-  random_resized_crop?: boolean | { scale: [number, number]; ratio: [number, number] };
-  /** Pixels of zero padding for a random crop of the source's own size (CIFAR: 4). */
-  crop_padding?: number;
-  /** Probability of a horizontal flip (timm: 0.5). */
-  hflip?: number;
-}
-
-/** timm's RandomResizedCrop defaults. */
-export const RRC_DEFAULTS = {
-  scale: [0.08, 1] as [number, number],
-  ratio: [3 / 4, 4 / 3] as [number, number],
-};
 
 /** Python's `round` (half to even), which torchvision's center crop uses. */
 function roundHalfEven(x: number): number {
@@ -89,58 +83,6 @@ export function evalGeometry(
     h: size,
   };
   return { resizeWidth, resizeHeight, crop };
-}
-
-/**
- * torchvision's RandomResizedCrop box for a `width`×`height` image: up to 10 draws of area fraction in
- * `scale` and log-uniform aspect ratio in `ratio`, falling back to the largest centred box within `ratio`.
- */
-export function randomResizedCropBox(
-  width: number,
-  height: number,
-  rng: Rng,
-  scale: readonly [number, number] = RRC_DEFAULTS.scale,
-  ratio: readonly [number, number] = RRC_DEFAULTS.ratio,
-): Box {
-  const area = width * height;
-  const logLo = Math.log(ratio[0]), logHi = Math.log(ratio[1]);
-  for (let attempt = 0; attempt < 10; attempt++) {
-    const target = area * rng.range(scale[0], scale[1]);
-    const aspect = Math.exp(rng.range(logLo, logHi));
-    const w = Math.round(Math.sqrt(target * aspect));
-    const h = Math.round(Math.sqrt(target / aspect));
-    if (w > 0 && h > 0 && w <= width && h <= height) {
-      const y = rng.int(height - h + 1);
-      const x = rng.int(width - w + 1);
-      return { x, y, w, h };
-    }
-  }
-  const inRatio = width / height;
-  let w = width, h = height;
-  if (inRatio < Math.min(...ratio)) h = Math.round(w / Math.min(...ratio));
-  else if (inRatio > Math.max(...ratio)) w = Math.round(h * Math.max(...ratio));
-  return { x: Math.floor((width - w) / 2), y: Math.floor((height - h) / 2), w, h };
-}
-
-/** A random `pad`-padded crop of the image's own size (torchvision RandomCrop(size, padding, fill=0)). */
-export function randomPadCrop(img: RgbImage, pad: number, rng: Rng): RgbImage {
-  const { width: W, height: H } = img;
-  const dy = rng.int(2 * pad + 1) - pad;
-  const dx = rng.int(2 * pad + 1) - pad;
-  const data = new Uint8Array(W * H * 3);
-  for (let y = 0; y < H; y++) {
-    const sy = y + dy;
-    if (sy < 0 || sy >= H) continue;
-    for (let x = 0; x < W; x++) {
-      const sx = x + dx;
-      if (sx < 0 || sx >= W) continue;
-      const s = (sy * W + sx) * 3, d = (y * W + x) * 3;
-      data[d] = img.data[s];
-      data[d + 1] = img.data[s + 1];
-      data[d + 2] = img.data[s + 2];
-    }
-  }
-  return { width: W, height: H, data };
 }
 
 function target(p: PreprocessConfig, out: Float32Array | undefined, offset: number): Float32Array {
@@ -196,6 +138,7 @@ export function preprocessTrain(
   offset = 0,
 ): Float32Array {
   checkRgbImage(img);
+  checkAugment(aug);
   const buf = target(p, out, offset);
   const src = aug.crop_padding && aug.crop_padding > 0 ? randomPadCrop(img, aug.crop_padding, rng) : img;
   let window: Box = { x: 0, y: 0, w: src.width, h: src.height };
@@ -224,6 +167,23 @@ export function preprocessTrain(
     offset,
   );
   return buf;
+}
+
+/**
+ * Sample `sampleId`'s model input: with `aug`, its training augmentation in `aug.epoch` (draws from
+ * `augmentRng(aug.seed, aug.epoch, sampleId)`), else (or when `aug` augments nothing) the evaluation
+ * preprocessing. Writes into `out` at `offset` (a fresh array when omitted) and returns the array.
+ */
+export function preprocessSample(
+  img: RgbImage,
+  p: PreprocessConfig,
+  sampleId: number,
+  aug?: EpochAugment,
+  out?: Float32Array,
+  offset = 0,
+): Float32Array {
+  if (!aug || !augments(aug.augment)) return preprocessEval(img, p, out, offset);
+  return preprocessTrain(img, p, aug.augment, augmentRng(aug.seed, aug.epoch, sampleId), out, offset);
 }
 
 /** Evaluation preprocessing of several images into one NCHW batch. */

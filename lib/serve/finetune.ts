@@ -1,20 +1,20 @@
 /**
  * What a fine-tuning session needs from the training layer, as one narrow function type
- * ({@linkcode FineTuner}), and the implementation used by default ({@linkcode fineTune}), built from
- * `lib/train`'s optimizer, schedule, data order and augmentation. The tuner awaits `onProgress` after every
- * optimizer step: that is where the session hands the device to waiting inference batches and where a
- * cancellation takes effect.
+ * ({@linkcode FineTuner}), and the implementation used by default ({@linkcode fineTune}): `lib/train`'s
+ * training loop (the one `deno task train` runs: data order, augmentation, optimizer step, schedule) on an
+ * in-memory copy of the weights, with no files. The tuner awaits `onProgress` after every optimizer step:
+ * that is where the session hands the device to waiting inference batches and where a cancellation takes
+ * effect.
  *
  * @module
  */
 import type { Freeze } from "../train/config.ts";
+import { applyFreeze } from "../train/freeze.ts";
 import type { ImageSet } from "../train/image_set.ts";
-import { augmentBatch } from "../train/augment.ts";
+import { trainLoop, updatesPerEpoch } from "../train/loop.ts";
 import { Optimizer } from "../train/optimizer.ts";
-import { mixSeed, permutation } from "../train/rng.ts";
-import { learningRate } from "../train/scheduler.ts";
 import { resolveConfig, timmConfig, type ViTConfig } from "../vit/config.ts";
-import { createViT, type ViTModel } from "../vit/model.ts";
+import { createViT } from "../vit/model.ts";
 import type { StateDict } from "../vit/params.ts";
 import type { Preprocessing } from "../weights/manifest.ts";
 
@@ -65,22 +65,6 @@ export type FineTuner = (
   signal: AbortSignal,
 ) => Promise<FineTuneResult>;
 
-/** Marks parameters frozen per the policy (as `deno task train --freeze`). */
-export function applyFreeze(model: ViTModel, freeze: Freeze): number {
-  let trainable = 0;
-  for (const [name, v] of model.variables) {
-    let frozen = false;
-    if (freeze === "head-only") frozen = !name.startsWith("head.");
-    else if (freeze !== "none") {
-      const m = /^blocks\.(\d+)\./.exec(name);
-      frozen = m ? Number(m[1]) < freeze.blocks : !(name.startsWith("head.") || name.startsWith("norm."));
-    }
-    (v as { trainable: boolean }).trainable = !frozen;
-    if (!frozen) trainable++;
-  }
-  return trainable;
-}
-
 /** Replaces the head with zeros when the class count differs (the ViT paper's fine-tuning recipe). */
 function adaptHead(config: ViTConfig, state: StateDict, classes: number): boolean {
   const head = state.get("head.weight");
@@ -118,50 +102,47 @@ export const fineTune: FineTuner = async (job, onProgress, signal) => {
       momentum: 0.9,
       weightDecay: 0,
     });
-    const n = job.train.size;
-    const bs = Math.min(job.batchSize, n);
-    const perEpoch = Math.max(1, Math.floor(n / bs));
-    const schedule = {
-      sched: "cosine" as const,
-      lr: job.lr,
-      totalUpdates: job.steps,
-      warmupUpdates: 0,
-      warmupLr: 0,
-      minLr: 0,
-      decayUpdates: 1,
-      decayRate: 1,
-    };
-    const fill = job.preprocessing.mean.map((m, c) => -m / job.preprocessing.std[c]);
-    const shape = [bs, C, H, W] as [number, number, number, number];
-    let loss = NaN;
+    const bs = Math.min(job.batchSize, job.train.size);
+    const perEpoch = updatesPerEpoch(job.train.size, bs);
     const t0 = performance.now();
-    for (let step = 0; step < job.steps; step++) {
+    let loss: number;
+    try {
+      ({ loss } = await trainLoop({
+        model,
+        optimizer: opt,
+        data: job.train,
+        batchSize: bs,
+        seed: job.seed,
+        augment: { hflip: 0.5 },
+        schedule: {
+          sched: "cosine",
+          lr: job.lr,
+          totalUpdates: job.steps,
+          warmupUpdates: 0,
+          warmupLr: 0,
+          minLr: 0,
+          decayUpdates: 1,
+          decayRate: 1,
+        },
+        totalUpdates: job.steps,
+        position: { epoch: 0, updateInEpoch: 0, update: 0 },
+        signal,
+        onStep: async (s) => {
+          const seconds = (performance.now() - t0) / 1000;
+          await onProgress({
+            step: s.update,
+            steps: job.steps,
+            epoch: s.update / perEpoch,
+            loss: s.loss,
+            lr: s.lr,
+            imgPerSec: (s.update * bs) / Math.max(seconds, 1e-9),
+          });
+        },
+      }));
+    } catch (e) {
+      // The loop throws the signal's reason; callers of a FineTuner get this module's AbortError.
       if (signal.aborted) throw abortError();
-      const epoch = Math.floor(step / perEpoch);
-      const order = permutation(n, mixSeed(job.seed, epoch));
-      const at = (step % perEpoch) * bs;
-      const ids = Array.from({ length: bs }, (_, i) => order[at + i]);
-      const x = await job.train.images(ids);
-      augmentBatch(x, shape, ids, job.seed, epoch, { cropPad: 0, hflip: 0.5, fill });
-      const y = Int32Array.from(ids, (i) => job.train.labels[i]);
-      const lr = learningRate(schedule, step);
-      const { loss: l, grads } = await model.lossAndDeviceGrads(x, shape, y);
-      try {
-        opt.apply(grads, lr);
-      } finally {
-        for (const g of grads.values()) g.dispose();
-      }
-      loss = l;
-      if (!Number.isFinite(loss)) throw new Error(`the loss became ${loss} at step ${step + 1}`);
-      const seconds = (performance.now() - t0) / 1000;
-      await onProgress({
-        step: step + 1,
-        steps: job.steps,
-        epoch: (step + 1) / perEpoch,
-        loss,
-        lr,
-        imgPerSec: ((step + 1) * bs) / Math.max(seconds, 1e-9),
-      });
+      throw e;
     }
     if (signal.aborted) throw abortError();
     return { config, state: await model.stateDict(), finalLoss: loss, headReinitialized };

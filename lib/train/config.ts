@@ -63,7 +63,10 @@ export interface TrainConfig {
   eval_subset: number;
   /** Probability of a horizontal flip (timm's `hflip`). */
   hflip: number;
-  /** Random-crop padding in pixels (CIFAR's pad-and-crop); 0 disables it. */
+  /**
+   * Random-crop padding in source-image pixels, filled black (CIFAR's pad-and-crop, lib/data's
+   * `crop_padding`); 0 disables it.
+   */
   crop_pad: number;
   /** Run folder: checkpoints, metrics.jsonl, curves.svg. */
   output: string;
@@ -258,6 +261,7 @@ function validate(c: TrainConfig, source: string): TrainConfig {
   }
   if (!(c.smoothing >= 0 && c.smoothing < 1)) throw new Error(`${source}: "smoothing" must be in [0, 1)`);
   if (!(c.hflip >= 0 && c.hflip <= 1)) throw new Error(`${source}: "hflip" must be in [0, 1]`);
+  if (!(c.crop_pad >= 0)) throw new Error(`${source}: "crop_pad" must be ≥ 0, got ${c.crop_pad}`);
   for (
     const k of ["momentum", "weight_decay", "warmup_epochs", "warmup_lr", "clip_grad", "min_lr"] as const
   ) {

@@ -1,14 +1,15 @@
 /**
  * Adapts a lib/data {@linkcode Dataset} (decoded on demand, cached) to the {@linkcode ImageSet} training and
  * evaluation read: batches are lib/data's evaluation preprocessing (resize, center crop, normalise) of the
- * model's {@linkcode Preprocessing}.
+ * model's {@linkcode Preprocessing}, or its training augmentation when asked (`preprocessSample`).
  *
  * @module
  */
 import { openCifar10 } from "../data/cifar10.ts";
+import type { EpochAugment } from "../data/augment.ts";
 import { CachedDataset, type Dataset } from "../data/dataset.ts";
 import { openImageFolder } from "../data/image_folder.ts";
-import { preprocessEval } from "../data/preprocess.ts";
+import { preprocessSample } from "../data/preprocess.ts";
 import type { Preprocessing } from "../weights/manifest.ts";
 import type { ImageSet } from "./image_set.ts";
 
@@ -23,10 +24,10 @@ export function datasetImageSet(ds: Dataset, pre: Preprocessing, cacheBytes = 10
     size: ds.length,
     labels: ds.labels,
     shape: [3, s, s],
-    async images(indices: ArrayLike<number>): Promise<Float32Array> {
+    async images(indices: ArrayLike<number>, augment?: EpochAugment): Promise<Float32Array> {
       const out = new Float32Array(indices.length * per);
       const samples = await Promise.all(Array.from(indices, (i) => cached.get(i)));
-      samples.forEach((sample, b) => preprocessEval(sample.image, pre, out, b * per));
+      samples.forEach((sample, b) => preprocessSample(sample.image, pre, indices[b], augment, out, b * per));
       return out;
     },
   };

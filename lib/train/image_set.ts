@@ -1,9 +1,11 @@
 /**
  * What training and evaluation need from a dataset: its size, every label, and preprocessed NCHW float32
- * images for any list of sample indices. `lib/data` provides the real ones; tests use synthetic ones.
+ * images for any list of sample indices, with or without one epoch's training augmentation. lib/data
+ * preprocesses and augments (see `datasetImageSet`); synthetic sets for tests go through the same path.
  *
  * @module
  */
+import type { EpochAugment } from "../data/augment.ts";
 import { permutation } from "./rng.ts";
 
 /** A labelled image set. */
@@ -14,8 +16,11 @@ export interface ImageSet {
   readonly labels: Int32Array;
   /** Channels, height and width of one preprocessed image. */
   readonly shape: readonly [number, number, number];
-  /** Preprocessed images `[indices.length, C, H, W]`, row-major. */
-  images(indices: ArrayLike<number>): Promise<Float32Array>;
+  /**
+   * Preprocessed images `[indices.length, C, H, W]`, row-major: the evaluation transform, or with `augment`
+   * each sample's training augmentation in that epoch (drawn from the seed, the epoch and its index).
+   */
+  images(indices: ArrayLike<number>, augment?: EpochAugment): Promise<Float32Array>;
 }
 
 /**

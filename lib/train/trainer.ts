@@ -1,33 +1,33 @@
 /**
- * The training loop: builds (or resumes) the model and optimizer, walks a seeded data order with gradient
- * accumulation, clipping and the lr schedule, evaluates every epoch, logs `metrics.jsonl` and the curves,
- * checkpoints atomically, and writes the final model. Everything random is a function of the seed and the
+ * A training run (`deno task train`): builds (or resumes) the model and optimizer, runs the shared training
+ * loop (loop.ts: seeded data order, augmentation, gradient accumulation, clipping, the lr schedule) over
+ * the configured epochs, evaluates every epoch, logs `metrics.jsonl` and the curves, checkpoints
+ * atomically, and writes the final model. Everything random is a function of the seed and the
  * position in the run, and checkpoints hold every piece of state, so a run killed at any point and resumed
  * ends with the same weights as an uninterrupted one.
  *
  * @module
  */
-import * as tf from "@tensorflow/tfjs";
 import { type BackendName, describeBackend, initBackend } from "../backend/backend.ts";
 import { resolveConfig, timmConfig } from "../vit/config.ts";
-import { createViT, type ViTModel } from "../vit/model.ts";
+import { createViT } from "../vit/model.ts";
 import type { StateDict } from "../vit/params.ts";
 import { loadWeights } from "../weights/load.ts";
 import type { Preprocessing, SourceInfo } from "../weights/manifest.ts";
 import { resamplePosEmbed } from "../weights/resample.ts";
 import { saveModel } from "../weights/shards.ts";
-import { augmentBatch } from "./augment.ts";
 import { loadLatestCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
 import { modelConfig, type TrainConfig } from "./config.ts";
 import { type EvalResult, evaluate } from "./evaluate.ts";
+import { applyFreeze } from "./freeze.ts";
 import { balancedSubset, evalIndices, type ImageSet } from "./image_set.ts";
 import { initStateDict } from "./init.ts";
 import { MetricsLog, readMetrics } from "./metrics.ts";
-import { clipGradNorm, Optimizer } from "./optimizer.ts";
+import { trainLoop, updatesPerEpoch } from "./loop.ts";
+import { Optimizer } from "./optimizer.ts";
 import { curvesSvg } from "./plot.ts";
 import { formatDuration, ProgressBar, progressLine } from "./progress.ts";
-import { mixSeed, permutation } from "./rng.ts";
-import { learningRate } from "./scheduler.ts";
+import { mixSeed } from "./rng.ts";
 import { writeFileAtomic } from "../weights/atomic.ts";
 
 /** Inputs of {@linkcode train}. */
@@ -71,20 +71,6 @@ const RESCHEDULABLE = new Set(["epochs"]);
 
 function comparable(c: TrainConfig): Record<string, unknown> {
   return Object.fromEntries(Object.entries(c).filter(([k]) => !RESUMABLE.has(k)));
-}
-
-function setFreeze(model: ViTModel, config: TrainConfig): void {
-  const f = config.freeze;
-  if (f === "none") return;
-  for (const [name, v] of model.variables) {
-    let frozen: boolean;
-    if (f === "head-only") frozen = !name.startsWith("head.");
-    else {
-      const m = /^blocks\.(\d+)\./.exec(name);
-      frozen = m ? Number(m[1]) < f.blocks : !(name.startsWith("head.") || name.startsWith("norm."));
-    }
-    (v as { trainable: boolean }).trainable = !frozen;
-  }
 }
 
 async function initialState(
@@ -184,7 +170,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
   }
   const metrics = await MetricsLog.open(`${run}/metrics.jsonl`, ck ? trainer.metricsLines : 0);
   const model = await createViT(vit, state);
-  setFreeze(model, config);
+  applyFreeze(model, config.freeze);
   const trainable = new Map([...model.variables].filter(([, v]) => v.trainable));
   const timmShapes = new Map(model.specs.map((s) => [s.name, s.shape]));
   const opt = new Optimizer(trainable, timmShapes, {
@@ -206,7 +192,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
 
   const pool = balancedSubset(inputs.train.labels, config.train_subset, mixSeed(config.seed, 0x5b5e7));
   const eff = config.batch_size * config.grad_accum_steps;
-  const perEpoch = Math.floor(pool.length / eff);
+  const perEpoch = updatesPerEpoch(pool.length, config.batch_size, config.grad_accum_steps);
   if (perEpoch < 1) {
     throw new Error(`the training set has ${pool.length} images, fewer than one effective batch (${eff})`);
   }
@@ -221,7 +207,6 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
     decayUpdates: Math.round(config.decay_epochs * perEpoch),
     decayRate: config.decay_rate,
   };
-  const fill = preprocessing.mean.map((m, c) => (0 - m) / preprocessing.std[c]);
   const valIdx = inputs.val ? evalIndices(inputs.val.labels, config.eval_subset) : undefined;
   bar.log(
     `training ${config.epochs} epochs × ${perEpoch} updates (batch ${config.batch_size} × ${config.grad_accum_steps}) ` +
@@ -242,133 +227,99 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
   };
 
   let lastEval: EvalResult | undefined;
-  let stopped = false;
   let updatesThisProcess = 0;
   const startedAt = performance.now();
   const startElapsed = trainer.elapsed;
   let windowLoss = 0, windowUpdates = 0, windowStart = performance.now();
-  const shape4 = [config.batch_size, C, H, W] as [number, number, number, number];
+  let epochStart = performance.now(), epochStartUpdate = trainer.updateInEpoch;
+  const limitReached = () => config.max_updates > 0 && updatesThisProcess >= config.max_updates;
   try {
-    while (trainer.epoch < config.epochs && !stopped) {
-      const order = permutation(pool.length, mixSeed(config.seed, trainer.epoch, 0x0de7));
-      const epochStart = performance.now();
-      const epochStartUpdate = trainer.updateInEpoch;
-      while (trainer.updateInEpoch < perEpoch) {
-        const lr = learningRate(schedule, trainer.update);
-        let grads: Map<string, tf.Tensor> | undefined;
-        let loss = 0;
-        try {
-          for (let k = 0; k < config.grad_accum_steps; k++) {
-            const at = trainer.updateInEpoch * eff + k * config.batch_size;
-            const ids = Array.from({ length: config.batch_size }, (_, i) => pool[order[at + i]]);
-            const x = await inputs.train.images(ids);
-            augmentBatch(x, shape4, ids, config.seed, trainer.epoch, {
-              cropPad: config.crop_pad,
-              hflip: config.hflip,
-              fill,
-            });
-            const y = Int32Array.from(ids, (i) => inputs.train.labels[i]);
-            const step = await model.lossAndDeviceGrads(x, shape4, y, { labelSmoothing: config.smoothing });
-            loss += step.loss / config.grad_accum_steps;
-            if (!grads) grads = step.grads;
-            else {
-              for (const [name, g] of step.grads) {
-                const sum = tf.add(grads.get(name)!, g);
-                grads.get(name)!.dispose();
-                g.dispose();
-                grads.set(name, sum);
-              }
-            }
-          }
-          if (config.grad_accum_steps > 1) {
-            for (const [name, g] of grads!) {
-              grads!.set(name, tf.mul(g, 1 / config.grad_accum_steps));
-              g.dispose();
-            }
-          }
-          const gradNorm = config.clip_grad > 0 ? await clipGradNorm(grads!, config.clip_grad) : undefined;
-          opt.apply(grads!, lr);
-          if (!Number.isFinite(loss)) throw new Error(`the loss became ${loss} at update ${trainer.update}`);
-          windowLoss += loss;
-          windowUpdates++;
-          trainer.update++;
-          trainer.updateInEpoch++;
-          updatesThisProcess++;
-          const now = performance.now();
-          trainer.elapsed = startElapsed + (now - startedAt) / 1000;
-          const done = trainer.updateInEpoch - epochStartUpdate;
-          const imgPerSec = (done * eff) / ((now - epochStart) / 1000);
-          const eta = ((total - trainer.update) * eff) / imgPerSec;
-          bar.update(progressLine({
-            epoch: trainer.epoch,
-            epochs: config.epochs,
-            done: trainer.updateInEpoch,
-            total: perEpoch,
-            loss,
-            lr,
-            imgPerSec,
-            eta,
-          }));
-          if (
-            windowUpdates >= Math.max(1, Math.min(20, Math.floor(perEpoch / 10))) ||
-            trainer.updateInEpoch === perEpoch
-          ) {
-            await metrics.append({
-              type: "train",
-              epoch: trainer.epoch + trainer.updateInEpoch / perEpoch,
-              update: trainer.update,
-              loss: windowLoss / windowUpdates,
-              lr,
-              ...(gradNorm !== undefined ? { grad_norm: gradNorm } : {}),
-              img_per_sec: (windowUpdates * eff) / ((now - windowStart) / 1000),
-              elapsed: trainer.elapsed,
-            });
-            windowLoss = 0;
-            windowUpdates = 0;
-            windowStart = now;
-          }
-        } finally {
-          for (const g of grads?.values() ?? []) g.dispose();
+    const { stopped } = await trainLoop({
+      model,
+      optimizer: opt,
+      data: inputs.train,
+      pool,
+      batchSize: config.batch_size,
+      gradAccumSteps: config.grad_accum_steps,
+      seed: config.seed,
+      augment: { crop_padding: config.crop_pad, hflip: config.hflip },
+      smoothing: config.smoothing,
+      clipGrad: config.clip_grad,
+      schedule,
+      totalUpdates: total,
+      position: trainer,
+      onStep: async (s) => {
+        updatesThisProcess++;
+        const now = performance.now();
+        trainer.elapsed = startElapsed + (now - startedAt) / 1000;
+        windowLoss += s.loss;
+        windowUpdates++;
+        const imgPerSec = ((s.updateInEpoch - epochStartUpdate) * eff) / ((now - epochStart) / 1000);
+        const eta = ((total - s.update) * eff) / imgPerSec;
+        bar.update(progressLine({
+          epoch: s.epoch,
+          epochs: config.epochs,
+          done: s.updateInEpoch,
+          total: perEpoch,
+          loss: s.loss,
+          lr: s.lr,
+          imgPerSec,
+          eta,
+        }));
+        const epochDone = s.updateInEpoch === perEpoch;
+        if (windowUpdates >= Math.max(1, Math.min(20, Math.floor(perEpoch / 10))) || epochDone) {
+          await metrics.append({
+            type: "train",
+            epoch: s.epoch + s.updateInEpoch / perEpoch,
+            update: s.update,
+            loss: windowLoss / windowUpdates,
+            lr: s.lr,
+            ...(s.gradNorm !== undefined ? { grad_norm: s.gradNorm } : {}),
+            img_per_sec: (windowUpdates * eff) / ((now - windowStart) / 1000),
+            elapsed: trainer.elapsed,
+          });
+          windowLoss = 0;
+          windowUpdates = 0;
+          windowStart = now;
         }
-        if (trainer.updateInEpoch === perEpoch) break;
-        if (config.checkpoint_every > 0 && trainer.update % config.checkpoint_every === 0) await checkpoint();
-        if (config.max_updates > 0 && updatesThisProcess >= config.max_updates) {
-          stopped = true;
-          break;
+        // The end of an epoch is handled (evaluated, checkpointed) in onEpochEnd.
+        if (epochDone) return false;
+        if (config.checkpoint_every > 0 && s.update % config.checkpoint_every === 0) await checkpoint();
+        return limitReached();
+      },
+      // The position already points at the next epoch, so the checkpoint resumes there.
+      onEpochEnd: async (epoch) => {
+        if (inputs.val && valIdx) {
+          lastEval = await evaluate(model, inputs.val, {
+            indices: valIdx,
+            batchSize: Math.max(config.batch_size, 100),
+          });
+          await metrics.append({
+            type: "eval",
+            epoch: epoch + 1,
+            update: trainer.update,
+            top1: lastEval.top1,
+            top5: lastEval.top5,
+            loss: lastEval.loss,
+            n: lastEval.n,
+            elapsed: trainer.elapsed,
+          });
+          bar.log(
+            `epoch ${epoch + 1}: val top-1 ${(100 * lastEval.top1).toFixed(2)}% top-5 ${
+              (100 * lastEval.top5).toFixed(2)
+            }% ` +
+              `loss ${lastEval.loss.toFixed(4)} on ${lastEval.n} images (${
+                formatDuration(trainer.elapsed)
+              } so far)`,
+          );
         }
-      }
-      if (stopped) break;
-      // End of epoch: evaluate, then checkpoint the start of the next epoch.
-      if (inputs.val && valIdx) {
-        lastEval = await evaluate(model, inputs.val, {
-          indices: valIdx,
-          batchSize: Math.max(config.batch_size, 100),
-        });
-        await metrics.append({
-          type: "eval",
-          epoch: trainer.epoch + 1,
-          update: trainer.update,
-          top1: lastEval.top1,
-          top5: lastEval.top5,
-          loss: lastEval.loss,
-          n: lastEval.n,
-          elapsed: trainer.elapsed,
-        });
-        bar.log(
-          `epoch ${trainer.epoch + 1}: val top-1 ${(100 * lastEval.top1).toFixed(2)}% top-5 ${
-            (100 * lastEval.top5).toFixed(2)
-          }% ` +
-            `loss ${lastEval.loss.toFixed(4)} on ${lastEval.n} images (${
-              formatDuration(trainer.elapsed)
-            } so far)`,
-        );
-      }
-      trainer.epoch++;
-      trainer.updateInEpoch = 0;
-      await checkpoint();
-      await writeFileAtomic(`${run}/curves.svg`, curvesSvg(await readMetrics(metrics.path)));
-      if (config.max_updates > 0 && updatesThisProcess >= config.max_updates) stopped = true;
-    }
+        await checkpoint();
+        await writeFileAtomic(`${run}/curves.svg`, curvesSvg(await readMetrics(metrics.path)));
+        epochStart = performance.now();
+        epochStartUpdate = 0;
+        return limitReached();
+      },
+    });
     if (stopped && trainer.epoch < config.epochs) {
       await checkpoint();
       return { finished: false, state: trainer, lastEval };

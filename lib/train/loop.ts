@@ -1,0 +1,179 @@
+/**
+ * The training loop shared by `deno task train` (trainer.ts) and the service's fine-tuning sessions
+ * (lib/serve/finetune.ts): a seeded order over a pool of samples every epoch, lib/data's training
+ * augmentation, gradient accumulation, clipping, and an optimizer step at the schedule's learning rate.
+ * The caller owns the model, the optimizer and everything around the run (files, checkpoints, evaluation,
+ * progress display) and hooks in after every update and at every epoch end; an `AbortSignal` cancels
+ * between updates.
+ *
+ * Deterministic in the seed and the position: epoch e's order is a permutation seeded by (seed, e), each
+ * sample's augmentation a function of (seed, e, sample id), the learning rate a function of the update
+ * number. A loop started at a saved {@linkcode LoopPosition}, with the optimizer state restored, therefore
+ * continues exactly as the uninterrupted loop would have.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+import type { TrainAugment } from "../data/augment.ts";
+import type { ViTModel } from "../vit/model.ts";
+import type { ImageSet } from "./image_set.ts";
+import { clipGradNorm, type Optimizer } from "./optimizer.ts";
+import { mixSeed, permutation } from "./rng.ts";
+import { learningRate, type ScheduleOptions } from "./scheduler.ts";
+
+/** Where a run is; {@linkcode trainLoop} advances it in place (checkpoints save it). */
+export interface LoopPosition {
+  /** Epoch in progress (0-based). */
+  epoch: number;
+  /** Optimizer updates already done within that epoch. */
+  updateInEpoch: number;
+  /** Optimizer updates done in total. */
+  update: number;
+}
+
+/** What one optimizer update did. */
+export interface StepReport {
+  /** Updates done in total, this one included. */
+  update: number;
+  /** The epoch this update belongs to (0-based). */
+  epoch: number;
+  /** Updates done in that epoch, this one included; equals `updatesPerEpoch` at the epoch's last. */
+  updateInEpoch: number;
+  updatesPerEpoch: number;
+  /** Mean training loss over the update's (accumulated) batches. */
+  loss: number;
+  /** The learning rate the update used. */
+  lr: number;
+  /** Global gradient norm before clipping; only when clipping. */
+  gradNorm?: number;
+  /** Images the update used (batch size × accumulation steps). */
+  images: number;
+}
+
+/** Inputs of {@linkcode trainLoop}. */
+export interface LoopOptions {
+  model: ViTModel;
+  /** Built over the model's trainable variables (freeze first); its state is the caller's to save. */
+  optimizer: Optimizer;
+  data: ImageSet;
+  /** Sample indices of `data` an epoch visits (e.g. a class-balanced subset); all by default. */
+  pool?: ArrayLike<number>;
+  batchSize: number;
+  /** Batches whose gradients are averaged into one update. Default 1. */
+  gradAccumSteps?: number;
+  /** Seed of the data order and the augmentation. */
+  seed: number;
+  /** Training augmentation (lib/data's); none by default. */
+  augment?: TrainAugment;
+  /** Label smoothing. Default 0. */
+  smoothing?: number;
+  /** Clip the global gradient norm to this; 0 (default) does not clip. */
+  clipGrad?: number;
+  /** The learning-rate schedule, in updates. */
+  schedule: ScheduleOptions;
+  /** The loop ends when `position.update` reaches this (possibly mid-epoch). */
+  totalUpdates: number;
+  /** Where to start; advanced in place after every update. */
+  position: LoopPosition;
+  /**
+   * Awaited after every update (the position already advanced, gradients freed); returning true stops
+   * the loop there. A throw ends the loop with that error.
+   */
+  onStep?: (step: StepReport) => Promise<boolean | void> | boolean | void;
+  /**
+   * Awaited after an epoch's last update and its `onStep`, once the position has moved to the next epoch
+   * (`epoch` is the one that ended); returning true stops the loop there.
+   */
+  onEpochEnd?: (epoch: number) => Promise<boolean | void> | boolean | void;
+  /** Checked before every update; once aborted the loop throws the signal's reason (an `AbortError`). */
+  signal?: AbortSignal;
+}
+
+/** Full updates in one epoch over `samples` samples (a last, partial effective batch is dropped). */
+export function updatesPerEpoch(samples: number, batchSize: number, gradAccumSteps = 1): number {
+  return Math.floor(samples / (batchSize * gradAccumSteps));
+}
+
+/**
+ * Trains until `totalUpdates`, a hook asks to stop (`stopped: true`) or the signal aborts. Returns the
+ * last update's loss (NaN when none ran).
+ */
+export async function trainLoop(o: LoopOptions): Promise<{ stopped: boolean; loss: number }> {
+  const accum = o.gradAccumSteps ?? 1;
+  if (!Number.isInteger(o.batchSize) || o.batchSize < 1 || !Number.isInteger(accum) || accum < 1) {
+    throw new Error(`batch size ${o.batchSize} × ${accum} accumulation steps: expected positive integers`);
+  }
+  const pool = o.pool
+    ? Int32Array.from(o.pool as ArrayLike<number>)
+    : Int32Array.from({ length: o.data.size }, (_, i) => i);
+  const eff = o.batchSize * accum;
+  const perEpoch = updatesPerEpoch(pool.length, o.batchSize, accum);
+  if (perEpoch < 1) {
+    throw new Error(`the training set has ${pool.length} images, fewer than one effective batch (${eff})`);
+  }
+  const shape = [o.batchSize, ...o.data.shape] as [number, number, number, number];
+  const pos = o.position;
+  let loss = NaN;
+  while (pos.update < o.totalUpdates) {
+    const order = permutation(pool.length, mixSeed(o.seed, pos.epoch, 0x0de7));
+    const augment = o.augment ? { augment: o.augment, seed: o.seed, epoch: pos.epoch } : undefined;
+    while (pos.updateInEpoch < perEpoch && pos.update < o.totalUpdates) {
+      o.signal?.throwIfAborted();
+      const lr = learningRate(o.schedule, pos.update);
+      let grads: Map<string, tf.Tensor> | undefined;
+      let stepLoss = 0, gradNorm: number | undefined;
+      try {
+        for (let k = 0; k < accum; k++) {
+          const at = pos.updateInEpoch * eff + k * o.batchSize;
+          const ids = Array.from({ length: o.batchSize }, (_, i) => pool[order[at + i]]);
+          const x = await o.data.images(ids, augment);
+          const y = Int32Array.from(ids, (i) => o.data.labels[i]);
+          const step = await o.model.lossAndDeviceGrads(x, shape, y, { labelSmoothing: o.smoothing ?? 0 });
+          stepLoss += step.loss / accum;
+          if (!grads) grads = step.grads;
+          else {
+            for (const [name, g] of step.grads) {
+              const sum = tf.add(grads.get(name)!, g);
+              grads.get(name)!.dispose();
+              g.dispose();
+              grads.set(name, sum);
+            }
+          }
+        }
+        if (accum > 1) {
+          for (const [name, g] of grads!) {
+            grads!.set(name, tf.mul(g, 1 / accum));
+            g.dispose();
+          }
+        }
+        const clip = o.clipGrad ?? 0;
+        if (clip > 0) gradNorm = await clipGradNorm(grads!, clip);
+        o.optimizer.apply(grads!, lr);
+      } finally {
+        for (const g of grads?.values() ?? []) g.dispose();
+      }
+      if (!Number.isFinite(stepLoss)) {
+        throw new Error(`the loss became ${stepLoss} at update ${pos.update + 1}`);
+      }
+      loss = stepLoss;
+      pos.update++;
+      pos.updateInEpoch++;
+      const stop = await o.onStep?.({
+        update: pos.update,
+        epoch: pos.epoch,
+        updateInEpoch: pos.updateInEpoch,
+        updatesPerEpoch: perEpoch,
+        loss,
+        lr,
+        ...(gradNorm !== undefined ? { gradNorm } : {}),
+        images: eff,
+      });
+      if (stop) return { stopped: true, loss };
+    }
+    if (pos.updateInEpoch < perEpoch) break; // totalUpdates reached within the epoch
+    pos.epoch++;
+    pos.updateInEpoch = 0;
+    if (await o.onEpochEnd?.(pos.epoch - 1)) return { stopped: true, loss };
+  }
+  return { stopped: false, loss };
+}
