@@ -298,6 +298,59 @@ Deno.test("trainLoop: hooks per update and epoch, stop and resume from the posit
   assert.equal(tf.memory().numTensors, tensors, "an aborted loop left tensors behind");
 });
 
+Deno.test("trainLoop: a non-finite loss stops it before the update touches the weights", async () => {
+  const vit = { img_size: 8, patch_size: 4, embed_dim: 16, depth: 1, num_heads: 2, num_classes: 4 };
+  const good = syntheticImageSet(8, 8, 4, 5);
+  // The second batch's pixels are NaN, as a corrupt image or a diverged run would make them.
+  let batches = 0;
+  const data = {
+    ...good,
+    images: async (ids: ArrayLike<number>, augment?: Parameters<typeof good.images>[1]) => {
+      const x = await good.images(ids, augment);
+      return ++batches === 2 ? x.fill(NaN) : x;
+    },
+  };
+  const tensors = tf.memory().numTensors;
+  const model = await createViT(vit, initStateDict(vit, 2));
+  const optimizer = new Optimizer(model.variables, new Map(model.specs.map((s) => [s.name, s.shape])), {
+    opt: "sgd",
+    momentum: 0.9,
+    weightDecay: 0,
+  });
+  let afterFirst: Awaited<ReturnType<typeof model.stateDict>> | undefined;
+  await assert.rejects(
+    trainLoop({
+      model,
+      optimizer,
+      data,
+      pool: [0, 1, 2, 3, 4, 5, 6, 7],
+      batchSize: 4,
+      seed: 1,
+      schedule: {
+        sched: "constant",
+        lr: 0.1,
+        totalUpdates: 2,
+        warmupUpdates: 0,
+        warmupLr: 0,
+        minLr: 0,
+        decayUpdates: 1,
+        decayRate: 1,
+      },
+      totalUpdates: 2,
+      position: { epoch: 0, updateInEpoch: 0, update: 0 },
+      onStep: async () => {
+        afterFirst = await model.stateDict();
+      },
+    }),
+    /the loss became NaN at update 2/,
+  );
+  assert.ok(afterFirst, "the first, finite update ran");
+  assert.deepEqual(await model.stateDict(), afterFirst, "the NaN update changed the weights");
+  optimizer.dispose();
+  model.dispose();
+  assert.equal(tf.memory().numTensors, tensors, "the failed loop left tensors behind");
+});
+
 Deno.test("init follows timm: unit norms, zero biases, small truncated-normal weights", () => {
   const s = initStateDict({
     img_size: 32,

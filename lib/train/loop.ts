@@ -146,14 +146,15 @@ export async function trainLoop(o: LoopOptions): Promise<{ stopped: boolean; los
             g.dispose();
           }
         }
+        // Checked before the update, so that a diverged step never reaches the weights or the optimizer.
+        if (!Number.isFinite(stepLoss)) {
+          throw new Error(`the loss became ${stepLoss} at update ${pos.update + 1}`);
+        }
         const clip = o.clipGrad ?? 0;
         if (clip > 0) gradNorm = await clipGradNorm(grads!, clip);
         o.optimizer.apply(grads!, lr);
       } finally {
         for (const g of grads?.values() ?? []) g.dispose();
-      }
-      if (!Number.isFinite(stepLoss)) {
-        throw new Error(`the loss became ${stepLoss} at update ${pos.update + 1}`);
       }
       loss = stepLoss;
       pos.update++;
