@@ -28,7 +28,7 @@ export function finetuneRoutes(service: Service): Hono {
     if (service.state !== "ready") {
       throw new ApiError(503, "not_ready", "the server is still loading its models", { "Retry-After": "5" });
     }
-    service.sessions.checkCapacity();
+    await service.sessions.checkCapacity();
     const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
     let raw: Record<string, unknown>, archive;
     if (type === "multipart/form-data") {
@@ -52,7 +52,14 @@ export function finetuneRoutes(service: Service): Hono {
     const fields = parseFineTuneFields(raw, archive, limits.maxSteps);
     const base = await service.registry.get(fields.base_model);
     const { request, dataset } = await prepareSession(service, base, fields);
-    const rec = await service.sessions.start(request, () => Promise.resolve(dataset));
+    let rec;
+    try {
+      rec = await service.sessions.start(request, () => Promise.resolve(dataset));
+    } catch (e) {
+      // E.g. 429: another process took the last session slot while this request's dataset was read.
+      await dataset.cleanup?.().catch(() => {});
+      throw e;
+    }
     c.header("Location", `/v1/finetune/${rec.id}`);
     return c.json({ ...rec, links: links(rec.id) }, 202);
   });

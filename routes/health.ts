@@ -1,6 +1,7 @@
 /**
  * Liveness, readiness and metrics: `GET /healthz` (the process answers), `GET /readyz` (backend up and every
- * model loaded; 503 until then or after a failed start) and `GET /metrics` (Prometheus text).
+ * model loaded; 503 until then or after a failed start; 200 even when a registered model's URL failed to
+ * load, which it names under `unavailable`) and `GET /metrics` (Prometheus text).
  *
  * @module
  */
@@ -28,10 +29,13 @@ export function healthRoutes(service: Service): Hono {
         503,
       );
     }
+    // Still 200: the other models serve, so a registration whose URL failed to load must not take the
+    // replica out of a load balancer. It is named here (and counted in vit_models_unavailable) instead.
     return c.json({
       status: "ready",
       backend: service.backendName,
       models: service.registry.list().map((m) => m.id),
+      unavailable: service.registry.unavailable().map((u) => service.registry.describeUnavailable(u)),
     });
   });
   app.get(

@@ -2,7 +2,8 @@
  * The app as a module for `deno serve` (`export default { fetch }`), e.g.
  * `deno serve --parallel -A --port 8000 routes/main.ts -- --model weights`: each worker builds its own
  * service from the same flags (or `VIT_*` environment variables) and shares the state dir, so fine-tuned
- * models and session records are visible to every worker.
+ * models, model registrations, session records and the session limit are shared by every worker. On
+ * SIGTERM/SIGINT each worker records its running sessions as interrupted, so the process exits.
  *
  * @module
  */
@@ -17,5 +18,16 @@ service.start().catch((e) => {
   console.error(`serve: ${(e as Error).message}`);
   Deno.exit(1);
 });
+
+// On SIGTERM/SIGINT `deno serve` stops accepting connections, but the process would live on until a running
+// fine-tuning session ended: each worker records its sessions as interrupted and frees its models instead.
+let closing = false;
+for (const signal of Deno.build.os === "windows" ? ["SIGINT"] as const : ["SIGTERM", "SIGINT"] as const) {
+  Deno.addSignalListener(signal, () => {
+    if (closing) return;
+    closing = true;
+    service.close().catch((e) => console.error(`serve: shutting down: ${(e as Error).message}`));
+  });
+}
 
 export default { fetch: app.fetch } satisfies Deno.ServeDefaultExport;

@@ -1,6 +1,7 @@
 /**
- * Model routes: list and describe the served models, register one from a folder or URL (bearer token), and
- * classify images with one (`POST /v1/models/:id/classify`).
+ * Model routes: list and describe the served models, register one from an http(s) URL and remove such a
+ * registration (bearer token; registrations persist in the state dir), and classify images with one
+ * (`POST /v1/models/:id/classify`).
  *
  * @module
  */
@@ -10,7 +11,6 @@ import { readJson } from "../lib/serve/body.ts";
 import { classifyImages } from "../lib/serve/classify.ts";
 import { ApiError, badRequest } from "../lib/serve/errors.ts";
 import { parseClassifyRequest, parseTopK } from "../lib/serve/inputs.ts";
-import { checkModelId } from "../lib/serve/registry.ts";
 import type { Service } from "../lib/serve/service.ts";
 
 function notReady(service: Service): void {
@@ -22,11 +22,15 @@ function notReady(service: Service): void {
 /** The model routes. */
 export function modelRoutes(service: Service): Hono {
   const app = new Hono();
-  app.get("/v1/models", (c) =>
-    c.json({
+  app.get("/v1/models", async (c) => {
+    await service.registry.sync();
+    return c.json({
       default: service.registry.defaultId ?? null,
       models: service.registry.list().map((m) => service.registry.describe(m)),
-    }));
+      // Registered models whose URL failed to load: their error, and when a request tries again.
+      unavailable: service.registry.unavailable().map((u) => service.registry.describeUnavailable(u)),
+    });
+  });
   app.get("/v1/models/:id", async (c) => {
     notReady(service);
     const m = await service.registry.get(c.req.param("id"));
@@ -48,22 +52,20 @@ export function modelRoutes(service: Service): Hono {
         "invalid_location",
       );
     }
-    const id = checkModelId(String(body.id ?? ""), "id");
-    if (service.registry.has(id)) {
-      throw new ApiError(409, "model_exists", `a model called "${id}" is already served`);
-    }
-    let m;
-    try {
-      m = await service.registry.load(id, body.location, "base");
-    } catch (e) {
-      if (e instanceof ApiError) throw e;
-      throw new ApiError(
-        422,
-        "model_load_failed",
-        `loading ${body.location} failed: ${(e as Error).message}`,
-      );
-    }
+    const m = await service.registry.register(String(body.id ?? ""), body.location);
     return c.json(service.registry.describe(m, true), 201);
+  });
+  app.delete("/v1/models/:id", async (c) => {
+    requireToken(c.req.header("authorization"), service.options.token);
+    notReady(service);
+    const r = await service.registry.unregister(c.req.param("id"));
+    return c.json({
+      id: r.id,
+      kind: "registered",
+      location: r.location || null,
+      registered_at: r.registered_at || null,
+      removed: true,
+    });
   });
   app.post("/v1/models/:id/classify", async (c) => {
     notReady(service);

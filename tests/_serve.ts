@@ -209,6 +209,31 @@ export async function tarArchive(
   return new Uint8Array(await new Response(gz).arrayBuffer());
 }
 
+/** A static file server on loopback: `/<name>/<file>` answers `folders[name]/<file>` (404 otherwise). */
+export interface FolderServer {
+  /** The URL of folder `name`, with a trailing slash (what `POST /v1/models` takes as `location`). */
+  url(name: string): string;
+  shutdown(): Promise<void>;
+}
+
+/** Serves model folders over HTTP on loopback (for registering models by URL). */
+export function serveFolders(folders: Record<string, string>): FolderServer {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const m = /^\/([\w.-]+)\/([\w.-]+)$/.exec(new URL(req.url).pathname);
+    const dir = m ? folders[m[1]] : undefined;
+    if (!m || !dir) return new Response("not found", { status: 404 });
+    try {
+      return new Response(await Deno.readFile(`${dir}/${m[2]}`));
+    } catch {
+      return new Response("not found", { status: 404 });
+    }
+  });
+  return {
+    url: (name) => `http://127.0.0.1:${server.addr.port}/${name}/`,
+    shutdown: () => server.shutdown(),
+  };
+}
+
 /** A free loopback port (bound, then released). */
 export function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });

@@ -10,7 +10,7 @@ import { openApiDocument } from "../lib/serve/openapi.ts";
 import { Service } from "../lib/serve/service.ts";
 import { createApp } from "../routes/app.ts";
 import { DEFAULT_LIMITS } from "../lib/serve/options.ts";
-import { CIFAR_LABELS, startTestService, testImage } from "./_serve.ts";
+import { CIFAR_LABELS, serveFolders, startTestService, testImage } from "./_serve.ts";
 
 Deno.env.set("VIT_QUIET", "1");
 
@@ -217,18 +217,9 @@ Deno.test("serve routes (app.request)", { sanitizeOps: false, sanitizeResources:
 
     await t.step("register a model from a URL (token), then classify with it", async () => {
       // A static file server for the micro model's folder, on loopback.
-      const files = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
-        const m = /^\/micro\/([\w.-]+)$/.exec(new URL(req.url).pathname);
-        if (!m) return new Response("not found", { status: 404 });
-        const name = m[1];
-        try {
-          return new Response(await Deno.readFile(`${s.modelDir}/${name}`));
-        } catch {
-          return new Response("not found", { status: 404 });
-        }
-      });
+      const files = serveFolders({ micro: s.modelDir });
       try {
-        const location = `http://127.0.0.1:${files.addr.port}/micro/`;
+        const location = files.url("micro");
         const auth = { "content-type": "application/json", authorization: `Bearer ${s.token}` };
         let res = await app.request("/v1/models", {
           method: "POST",
@@ -238,6 +229,7 @@ Deno.test("serve routes (app.request)", { sanitizeOps: false, sanitizeResources:
         const m = await res.json();
         assert.equal(res.status, 201, JSON.stringify(m));
         assert.equal(m.id, "remote");
+        assert.equal(m.kind, "registered");
         assert.equal(m.location, location);
         res = await app.request("/v1/models/remote/classify?top_k=3", {
           method: "POST",
@@ -265,7 +257,7 @@ Deno.test("serve routes (app.request)", { sanitizeOps: false, sanitizeResources:
         res = await app.request("/v1/models", {
           method: "POST",
           headers: auth,
-          body: JSON.stringify({ id: "gone", location: `http://127.0.0.1:${files.addr.port}/nothing/` }),
+          body: JSON.stringify({ id: "gone", location: files.url("nothing") }),
         });
         assert.equal(res.status, 422);
         assert.match((await res.json()).error.message, /model\.json/);

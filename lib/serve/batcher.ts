@@ -9,6 +9,7 @@
 import type { ViTModel } from "../vit/model.ts";
 import type { Admission } from "./admission.ts";
 import type { DeviceQueue } from "./device_queue.ts";
+import { ApiError } from "./errors.ts";
 import type { ServeMetrics } from "./metrics.ts";
 
 /** Batching parameters. */
@@ -30,7 +31,11 @@ export class Batcher {
   readonly #pending: Pending[] = [];
   #timer: ReturnType<typeof setTimeout> | undefined;
   #scheduled = false;
-  #closed = false;
+  /** Batches on the device now. */
+  #running = 0;
+  /** Why new work is refused, once it is. */
+  #closed: ApiError | undefined;
+  readonly #idle: Array<() => void> = [];
 
   constructor(
     readonly modelId: string,
@@ -48,10 +53,13 @@ export class Batcher {
 
   /**
    * Logits for each preprocessed CHW image. The caller must have admitted them (see {@linkcode Admission});
-   * they are released here once classified.
+   * they are released here once classified (or refused, when the model was removed meanwhile).
    */
   classify(inputs: Float32Array[]): Promise<Float32Array[]> {
-    if (this.#closed) return Promise.reject(new Error(`model "${this.modelId}" was unloaded`));
+    if (this.#closed) {
+      this.admission.release(inputs.length);
+      return Promise.reject(this.#closed);
+    }
     const done = inputs.map((input) =>
       new Promise<Float32Array>((resolve, reject) => this.#pending.push({ input, resolve, reject }))
     );
@@ -85,7 +93,8 @@ export class Batcher {
   }
 
   async #runBatch(batch: Pending[]): Promise<void> {
-    if (batch.length === 0) return;
+    if (batch.length === 0) return this.#checkIdle();
+    this.#running++;
     const { in_chans, img_size, num_classes } = this.model.config;
     const per = in_chans * img_size * img_size;
     const x = new Float32Array(batch.length * per);
@@ -103,15 +112,35 @@ export class Batcher {
       for (const p of batch) p.reject(e);
     } finally {
       this.admission.release(batch.length);
+      this.#running--;
+      this.#checkIdle();
     }
+  }
+
+  #checkIdle(): void {
+    if (this.#pending.length || this.#scheduled || this.#running) return;
+    for (const wake of this.#idle.splice(0)) wake();
+  }
+
+  /**
+   * Refuses new work (404 `model_not_found`: the model was removed) and resolves once every image accepted
+   * before has been classified, so removing a model does not fail requests already in its batches.
+   */
+  drain(): Promise<void> {
+    this.#closed ??= new ApiError(404, "model_not_found", `model "${this.modelId}" was removed`);
+    return new Promise((resolve) => {
+      this.#idle.push(resolve);
+      this.#checkIdle();
+    });
   }
 
   /** Refuses new work and fails what is still waiting. */
   close(): void {
-    this.#closed = true;
+    this.#closed ??= new ApiError(503, "model_unloaded", `model "${this.modelId}" was unloaded`);
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     const left = this.#pending.splice(0);
     this.admission.release(left.length);
-    for (const p of left) p.reject(new Error(`model "${this.modelId}" was unloaded`));
+    for (const p of left) p.reject(this.#closed);
+    for (const wake of this.#idle.splice(0)) wake();
   }
 }

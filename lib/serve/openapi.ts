@@ -48,6 +48,9 @@ export function openApiDocument(version = "0.1.0"): Record<string, unknown> {
       "/readyz": {
         get: {
           summary: "Readiness: backend up and every model loaded",
+          description:
+            "200 once started, even when a registered model's URL failed to load: such models are " +
+            "listed under `unavailable` (the others serve).",
           responses: { 200: { description: "ready", content: json({ type: "object" }) }, 503: error },
         },
       },
@@ -66,6 +69,9 @@ export function openApiDocument(version = "0.1.0"): Record<string, unknown> {
         },
         post: {
           summary: "Register a model from an http(s) URL of a converted model (bearer token)",
+          description: "The registration persists in the state dir: a restarted server and every process " +
+            "sharing the state dir serve it too (a URL that fails to load then makes it `unavailable`, " +
+            "not a failed start).",
           security: bearer,
           requestBody: {
             required: true,
@@ -93,6 +99,22 @@ export function openApiDocument(version = "0.1.0"): Record<string, unknown> {
           responses: {
             200: { description: "model", content: json({ $ref: "#/components/schemas/Model" }) },
             404: error,
+            503: error,
+          },
+        },
+        delete: {
+          summary:
+            "Remove a model registered with POST /v1/models, and its persisted registration (bearer token)",
+          description: "Images already accepted for it are classified first. Models given with --model and " +
+            "fine-tuned models are not removable (409).",
+          security: bearer,
+          parameters: [idParam("model id")],
+          responses: {
+            200: { description: "removed", content: json({ type: "object" }) },
+            401: error,
+            403: error,
+            404: error,
+            409: error,
           },
         },
       },
@@ -196,6 +218,9 @@ export function openApiDocument(version = "0.1.0"): Record<string, unknown> {
         },
         delete: {
           summary: "Cancel a session (bearer token)",
+          description:
+            "Any server process sharing the state dir accepts it; the one running the session stops " +
+            "before its next optimizer step. 409 once the session ended.",
           security: bearer,
           parameters: [idParam("session id")],
           responses: {
@@ -236,7 +261,8 @@ export function openApiDocument(version = "0.1.0"): Record<string, unknown> {
           type: "object",
           properties: {
             id: { type: "string" },
-            kind: { enum: ["base", "finetuned"] },
+            kind: { enum: ["base", "registered", "finetuned"] },
+            registered_at: { type: "string", format: "date-time" },
             num_classes: { type: "integer" },
             img_size: { type: "integer" },
             dtype: { type: "string" },
@@ -252,6 +278,24 @@ export function openApiDocument(version = "0.1.0"): Record<string, unknown> {
           properties: {
             default: { type: ["string", "null"] },
             models: { type: "array", items: { $ref: "#/components/schemas/Model" } },
+            unavailable: {
+              type: "array",
+              description:
+                "registered models whose URL failed to load; a request after retry_after_s tries again",
+              items: {
+                type: "object",
+                properties: {
+                  id: { type: "string" },
+                  kind: { const: "registered" },
+                  state: { const: "unavailable" },
+                  location: { type: ["string", "null"] },
+                  registered_at: { type: ["string", "null"] },
+                  error: { type: "object" },
+                  failed_at: { type: "string", format: "date-time" },
+                  retry_after_s: { type: "integer" },
+                },
+              },
+            },
           },
         },
         Classification: {

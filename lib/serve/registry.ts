@@ -1,7 +1,11 @@
 /**
- * The models the service serves, by id: base models given on the command line and models registered by
- * finished fine-tuning sessions (kept under `<state-dir>/models/<id>/` and loaded again at startup). Each has
- * its own {@linkcode Batcher} on the shared device queue.
+ * The models the service serves, by id: base models given on the command line, models registered at runtime
+ * from a URL (`POST /v1/models`, persisted in `<state-dir>/registered/`, see {@linkcode RegistrationStore})
+ * and models registered by finished fine-tuning sessions (kept under `<state-dir>/models/<id>/`). Persisted
+ * models are loaded again at startup, and a model another process added to the same state dir is loaded on
+ * first use. A registered model whose URL fails to load is kept as *unavailable* (listed with its error,
+ * answered with 503 and tried again on use at most every {@linkcode RETRY_UNAVAILABLE_MS}) instead of
+ * stopping the server. Each served model has its own {@linkcode Batcher} on the shared device queue.
  *
  * @module
  */
@@ -15,9 +19,10 @@ import type { DeviceQueue } from "./device_queue.ts";
 import { ApiError, notFound } from "./errors.ts";
 import { removeOrphans } from "./liveness.ts";
 import type { ServeMetrics } from "./metrics.ts";
+import type { Registration, RegistrationStore, StoredRegistration } from "./registrations.ts";
 
-/** How a model came to be served. */
-export type ModelKind = "base" | "finetuned";
+/** How a model came to be served: `--model` at startup, `POST /v1/models`, or a fine-tuning session. */
+export type ModelKind = "base" | "registered" | "finetuned";
 
 /** One served model. */
 export interface ServedModel {
@@ -29,7 +34,49 @@ export interface ServedModel {
   location: string;
   batcher: Batcher;
   loadedAt: string;
+  /** When a `registered` model was registered. */
+  registeredAt?: string;
+  /** The version of a `registered` model's record it was loaded from (see `registrations.ts`). */
+  version?: string;
 }
+
+/** A registered model that could not be loaded. */
+export interface UnavailableModel {
+  id: string;
+  location: string;
+  registeredAt?: string;
+  /** Why it is unavailable. */
+  error: string;
+  /** When the last load failed (ms since the epoch). */
+  failedAt: number;
+  /** The record version the failure belongs to (a new registration is tried at once). */
+  version: string;
+}
+
+/** A persisted registration that was not loaded at startup. */
+export interface RegistrationFailure {
+  id: string;
+  /** Its URL ("" when the record is unreadable). */
+  location: string;
+  error: string;
+  /** Whether it is kept as unavailable (false: its id is taken by a base or fine-tuned model). */
+  unavailable: boolean;
+}
+
+/** How long an unavailable registered model is answered with 503 before a request tries to load it again. */
+export const RETRY_UNAVAILABLE_MS = 30_000;
+
+/** Longest wait for one file (model.json or a shard) of a model loaded from a URL. */
+export const FETCH_TIMEOUT_MS = 120_000;
+
+/** Longest wait for a removed model's accepted images before its batcher is closed anyway. */
+const DRAIN_TIMEOUT_MS = 30_000;
+
+const KIND_ORDER: Record<ModelKind, number> = { base: 0, registered: 1, finetuned: 2 };
+
+/** `fetch` with a deadline per file, so that a URL that accepts the connection and then hangs fails. */
+const timedFetch: typeof fetch = (input, init) =>
+  fetch(input, { ...init, signal: init?.signal ?? AbortSignal.timeout(FETCH_TIMEOUT_MS) });
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -55,11 +102,36 @@ export function defaultModelId(location: string, manifest: ModelManifest): strin
   return cleaned || "model";
 }
 
+/** Whether something exists at `path`. */
+async function present(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+function modelExists(id: string): ApiError {
+  return new ApiError(
+    409,
+    "model_exists",
+    `a model called "${id}" already exists (served, unavailable or kept in the state dir); ` +
+      `choose another id`,
+  );
+}
+
 /** Served models by id; `default` names the first base model unless a model is called that. */
 export class ModelRegistry {
   readonly #models = new Map<string, ServedModel>();
   readonly #loading = new Map<string, Promise<ServedModel>>();
+  readonly #unavailable = new Map<string, UnavailableModel>();
+  /** Removed models whose accepted images are still being classified. */
+  readonly #retiring = new Set<ServedModel>();
   #defaultId: string | undefined;
+  /** How long an unavailable registered model is answered with 503 before a request tries it again. */
+  retryUnavailableMs: number = RETRY_UNAVAILABLE_MS;
 
   constructor(
     readonly queue: DeviceQueue,
@@ -68,13 +140,20 @@ export class ModelRegistry {
     /** Where fine-tuned models live (`<state-dir>/models`); undefined when nothing persists. */
     readonly modelsDir: string | undefined,
     readonly metrics?: ServeMetrics,
+    /** Where runtime registrations persist (`<state-dir>/registered`); undefined when nothing persists. */
+    readonly registrations?: RegistrationStore,
   ) {}
 
-  /** Every served model, base models first. */
+  /** Every served model: base models first, then registered, then fine-tuned ones, each by load time. */
   list(): ServedModel[] {
     return [...this.#models.values()].sort((a, b) =>
-      a.kind === b.kind ? a.loadedAt.localeCompare(b.loadedAt) : a.kind === "base" ? -1 : 1
+      KIND_ORDER[a.kind] - KIND_ORDER[b.kind] || a.loadedAt.localeCompare(b.loadedAt)
     );
+  }
+
+  /** Registered models that could not be loaded, by id. */
+  unavailable(): UnavailableModel[] {
+    return [...this.#unavailable.values()].sort((a, b) => a.id.localeCompare(b.id));
   }
 
   /** The id `default` stands for. */
@@ -88,13 +167,38 @@ export class ModelRegistry {
   }
 
   /**
-   * The model called `id` (or `default`). A fine-tuned model another server process registered in the same
-   * state dir is loaded on first use, so workers of `deno serve --parallel` serve each other's models.
+   * Whether `id` is taken: served, loading or unavailable here, or in the state dir as a fine-tuned model's
+   * folder or a registration (possibly by another process).
+   */
+  async exists(id: string): Promise<boolean> {
+    if (this.#models.has(id) || this.#loading.has(id) || this.#unavailable.has(id)) return true;
+    if (!ID_RE.test(id)) return false;
+    if (this.modelsDir && await present(`${this.modelsDir}/${id}`)) return true;
+    return (await this.registrations?.version(id)) !== undefined;
+  }
+
+  #resolve(id: string): string {
+    return id === "default" && !this.#models.has("default") && this.#defaultId ? this.#defaultId : id;
+  }
+
+  /**
+   * The model called `id` (or `default`). A fine-tuned or registered model that another server process
+   * added to the same state dir is loaded on first use, so workers of `deno serve --parallel` serve each
+   * other's models; a registered model that another process removed (or registered anew) is dropped (or
+   * reloaded). Throws 404 for an unknown id and 503 `model_unavailable` for a registration that fails to
+   * load.
    */
   async get(id: string): Promise<ServedModel> {
-    const key = id === "default" && !this.#models.has("default") && this.#defaultId ? this.#defaultId : id;
+    const key = this.#resolve(id);
     const found = this.#models.get(key);
-    if (found) return found;
+    if (found) {
+      // Without a version the registration is still being written by this process.
+      if (found.kind !== "registered" || !this.registrations || found.version === undefined) return found;
+      const version = await this.registrations.version(key);
+      if (version === found.version) return found;
+      this.#detach(found);
+      if (version === undefined) throw notFound("model", id, "model_not_found");
+    }
     if (this.modelsDir && ID_RE.test(key)) {
       try {
         await Deno.stat(`${this.modelsDir}/${key}/model.json`);
@@ -103,19 +207,89 @@ export class ModelRegistry {
         if (!(e instanceof Deno.errors.NotFound)) throw e;
       }
     }
+    if (this.registrations && ID_RE.test(key)) {
+      let stored: StoredRegistration | undefined;
+      try {
+        stored = await this.registrations.read(key);
+      } catch (e) {
+        throw this.#unavailableError(await this.#brokenRecord(key, (e as Error).message));
+      }
+      if (stored) return await this.#loadRegistered(stored);
+      this.#unavailable.delete(key);
+    }
     throw notFound("model", id, "model_not_found");
   }
 
-  /** Loads a model folder or URL and serves it as `id`. Concurrent loads of one id share one load. */
-  load(id: string, location: string, kind: ModelKind): Promise<ServedModel> {
+  async #brokenRecord(id: string, error: string): Promise<UnavailableModel> {
+    const u: UnavailableModel = {
+      id,
+      location: "",
+      error,
+      failedAt: Date.now(),
+      version: (await this.registrations?.version(id)) ?? "",
+    };
+    this.#unavailable.set(id, u);
+    return u;
+  }
+
+  #retryIn(u: UnavailableModel): number {
+    return Math.max(0, Math.ceil((u.failedAt + this.retryUnavailableMs - Date.now()) / 1000));
+  }
+
+  #unavailableError(u: UnavailableModel): ApiError {
+    const wait = Math.max(1, this.#retryIn(u));
+    return new ApiError(
+      503,
+      "model_unavailable",
+      `model "${u.id}" is registered${u.location ? ` from ${u.location}` : ""} but could not be loaded: ` +
+        `${u.error}; a request after ${wait} s tries again ` +
+        `(DELETE /v1/models/${u.id} removes the registration)`,
+      { "Retry-After": String(wait) },
+    );
+  }
+
+  /** Loads a persisted registration, or throws 503 (and records it as unavailable) when that fails. */
+  async #loadRegistered({ registration: r, version }: StoredRegistration): Promise<ServedModel> {
+    const failed = this.#unavailable.get(r.id);
+    if (failed && failed.version === version && Date.now() - failed.failedAt < this.retryUnavailableMs) {
+      throw this.#unavailableError(failed);
+    }
+    const served = this.#models.get(r.id);
+    if (served) return served;
+    try {
+      const m = await this.load(r.id, r.location, "registered", { registeredAt: r.registered_at, version });
+      this.#unavailable.delete(r.id);
+      return m;
+    } catch (e) {
+      const u: UnavailableModel = {
+        id: r.id,
+        location: r.location,
+        registeredAt: r.registered_at,
+        error: (e as Error).message,
+        failedAt: Date.now(),
+        version,
+      };
+      this.#unavailable.set(r.id, u);
+      throw this.#unavailableError(u);
+    }
+  }
+
+  /**
+   * Loads a model folder or URL and serves it as `id` (files of a URL time out after
+   * {@linkcode FETCH_TIMEOUT_MS} each). Concurrent loads of one id share one load.
+   */
+  load(
+    id: string,
+    location: string,
+    kind: ModelKind,
+    extra: { registeredAt?: string; version?: string } = {},
+  ): Promise<ServedModel> {
     checkModelId(id);
     const pending = this.#loading.get(id);
     if (pending) return pending;
-    if (this.#models.has(id)) {
-      return Promise.reject(new ApiError(409, "model_exists", `a model called "${id}" is already served`));
-    }
+    if (this.#models.has(id)) return Promise.reject(modelExists(id));
     const p = (async () => {
-      const loaded = await loadModel(location, { trainable: false });
+      const loaded = await loadModel(location, { trainable: false, fetch: timedFetch });
       // One forward pass before the model is served: WebGPU compiles its shaders on first use, and that
       // second or two belongs in startup (before /readyz says ready), not in the first client's latency.
       const { in_chans, img_size } = loaded.model.config;
@@ -140,6 +314,7 @@ export class ModelRegistry {
         location,
         batcher: new Batcher(id, loaded.model, this.queue, this.admission, this.batch, this.metrics),
         loadedAt: new Date().toISOString(),
+        ...extra,
       };
       this.#models.set(id, served);
       if (kind === "base" && this.#defaultId === undefined) this.#defaultId = id;
@@ -147,6 +322,114 @@ export class ModelRegistry {
     })();
     this.#loading.set(id, p);
     return p.finally(() => this.#loading.delete(id));
+  }
+
+  /**
+   * Registers the model at `location` (an http(s) URL) as `id`: loads it (422 `model_load_failed` when that
+   * fails), then persists the registration, so that a restart and the other processes sharing the state dir
+   * serve it too (409 `model_exists` when the id is taken, here or by another process).
+   */
+  async register(id: string, location: string): Promise<ServedModel> {
+    checkModelId(id, "id");
+    if (!this.registrations) throw new Error("no state dir is configured to keep registrations");
+    if (await this.exists(id)) throw modelExists(id);
+    // Checked again with no await before load(): a concurrent registration of this id must not share it.
+    if (this.#models.has(id) || this.#loading.has(id)) throw modelExists(id);
+    const registeredAt = new Date().toISOString();
+    let m: ServedModel;
+    try {
+      m = await this.load(id, location, "registered", { registeredAt });
+    } catch (e) {
+      if (e instanceof ApiError) throw e;
+      throw new ApiError(422, "model_load_failed", `loading ${location} failed: ${(e as Error).message}`);
+    }
+    try {
+      m.version = await this.registrations.create({ id, location, registered_at: registeredAt });
+    } catch (e) {
+      await this.#retire(m);
+      if (e instanceof Deno.errors.AlreadyExists) throw modelExists(id);
+      throw e;
+    }
+    if (this.#models.get(id) !== m) {
+      // Removed (DELETE) while its record was being written.
+      await this.registrations.remove(id);
+      throw new ApiError(409, "model_removed", `model "${id}" was removed while it was being registered`);
+    }
+    return m;
+  }
+
+  /**
+   * Removes a registered model: its record first (so neither a restart nor another process serves it again),
+   * then the model here, once the images already accepted for it are classified. Models given with `--model`
+   * and fine-tuned models are not removed (409 `model_not_removable`).
+   */
+  async unregister(id: string): Promise<Registration> {
+    const key = this.#resolve(id);
+    const m = this.#models.get(key);
+    const finetuned = m?.kind === "finetuned" ||
+      (!m && this.modelsDir !== undefined && ID_RE.test(key) && await present(`${this.modelsDir}/${key}`));
+    if (m?.kind === "base" || finetuned) {
+      throw new ApiError(
+        409,
+        "model_not_removable",
+        m?.kind === "base"
+          ? `model "${key}" is served from --model ${m.location}; only models registered with ` +
+            `POST /v1/models can be removed (restart the server without it)`
+          : `model "${key}" was made by a fine-tuning session and is kept in ${this.modelsDir}/${key}/; ` +
+            `only models registered with POST /v1/models can be removed (delete that folder and restart ` +
+            `the server)`,
+      );
+    }
+    let stored: StoredRegistration | undefined, removed = false;
+    if (this.registrations && ID_RE.test(key)) {
+      stored = await this.registrations.read(key).catch(() => undefined);
+      removed = await this.registrations.remove(key);
+    }
+    const u = this.#unavailable.get(key);
+    this.#unavailable.delete(key);
+    if (!m && !removed && !u) throw notFound("model", id, "model_not_found");
+    if (m) await this.#retire(m);
+    const r = stored?.registration;
+    return {
+      id: key,
+      location: m?.location ?? r?.location ?? u?.location ?? "",
+      registered_at: m?.registeredAt ?? r?.registered_at ?? u?.registeredAt ?? "",
+    };
+  }
+
+  /** Drops registered models whose record another process removed, so a listing does not show them. */
+  async sync(): Promise<void> {
+    if (!this.registrations) return;
+    for (const m of [...this.#models.values()]) {
+      if (m.kind !== "registered" || m.version === undefined) continue;
+      if ((await this.registrations.version(m.id)) === undefined) this.#detach(m);
+    }
+    for (const u of [...this.#unavailable.values()]) {
+      if ((await this.registrations.version(u.id)) === undefined) this.#unavailable.delete(u.id);
+    }
+  }
+
+  /** Stops serving `m` now; it is freed in the background once its accepted images are classified. */
+  #detach(m: ServedModel): void {
+    this.#retire(m).catch((e) => console.error(`serve: freeing model "${m.id}": ${(e as Error).message}`));
+  }
+
+  async #retire(m: ServedModel): Promise<void> {
+    if (this.#models.get(m.id) === m) this.#models.delete(m.id);
+    if (this.#retiring.has(m)) return;
+    this.#retiring.add(m);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        m.batcher.drain(),
+        new Promise<void>((resolve) => timer = setTimeout(resolve, DRAIN_TIMEOUT_MS)),
+      ]);
+    } finally {
+      clearTimeout(timer);
+      m.batcher.close();
+      m.model.dispose();
+      this.#retiring.delete(m);
+    }
   }
 
   /** Loads every model persisted under the models dir; returns the ids loaded and the failures. */
@@ -177,6 +460,44 @@ export class ModelRegistry {
     return { loaded, failed };
   }
 
+  /**
+   * Loads every persisted registration. One that fails to load (or whose record is unreadable) does not stop
+   * the others: it is kept as unavailable (see {@linkcode unavailable}) and returned among the failures,
+   * as is (with `unavailable: false`) one whose id a base or fine-tuned model already has.
+   */
+  async loadRegistered(): Promise<{ loaded: string[]; failed: RegistrationFailure[] }> {
+    const loaded: string[] = [], failed: RegistrationFailure[] = [];
+    if (!this.registrations) return { loaded, failed };
+    for (const entry of await this.registrations.list()) {
+      if ("error" in entry) {
+        await this.#brokenRecord(entry.id, entry.error);
+        failed.push({ id: entry.id, location: "", error: entry.error, unavailable: true });
+        continue;
+      }
+      const r = entry.registration;
+      const other = this.#models.get(r.id);
+      if (other) {
+        failed.push({
+          id: r.id,
+          location: r.location,
+          error: `the id is taken by ${
+            other.kind === "base" ? `the model given with --model ${other.location}` : `a ${other.kind} model`
+          }; remove ${this.registrations.path(r.id)} to drop the registration`,
+          unavailable: false,
+        });
+        continue;
+      }
+      try {
+        await this.#loadRegistered(entry);
+        loaded.push(r.id);
+      } catch (e) {
+        const error = this.#unavailable.get(r.id)?.error ?? (e as Error).message;
+        failed.push({ id: r.id, location: r.location, error, unavailable: true });
+      }
+    }
+    return { loaded, failed };
+  }
+
   /** A JSON description of a model for `/v1/models`. */
   describe(m: ServedModel, detail = false): Record<string, unknown> {
     const out: Record<string, unknown> = {
@@ -190,6 +511,7 @@ export class ModelRegistry {
       created: m.manifest.created,
       loaded_at: m.loadedAt,
     };
+    if (m.registeredAt) out.registered_at = m.registeredAt;
     if (detail) {
       out.config = m.manifest.vit;
       out.preprocessing = m.manifest.preprocessing;
@@ -200,12 +522,29 @@ export class ModelRegistry {
     return out;
   }
 
+  /** A JSON description of an unavailable registered model for `/v1/models` and `/readyz`. */
+  describeUnavailable(u: UnavailableModel): Record<string, unknown> {
+    return {
+      id: u.id,
+      kind: "registered",
+      state: "unavailable",
+      location: u.location || null,
+      registered_at: u.registeredAt ?? null,
+      error: { code: "model_load_failed", message: u.error },
+      failed_at: new Date(u.failedAt).toISOString(),
+      retry_after_s: this.#retryIn(u),
+    };
+  }
+
   /** Stops every batcher and frees every model. */
   dispose(): void {
     for (const m of this.#models.values()) {
       m.batcher.close();
       m.model.dispose();
     }
+    // Closing wakes the removed models' drains, which then free them.
+    for (const m of this.#retiring) m.batcher.close();
     this.#models.clear();
+    this.#unavailable.clear();
   }
 }

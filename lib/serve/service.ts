@@ -13,6 +13,7 @@ import { fineTune, type FineTuner } from "./finetune.ts";
 import { removeOrphans } from "./liveness.ts";
 import { ServeMetrics } from "./metrics.ts";
 import type { ServeOptions } from "./options.ts";
+import { RegistrationStore } from "./registrations.ts";
 import { defaultModelId, ModelRegistry } from "./registry.ts";
 import { SessionManager } from "./sessions.ts";
 
@@ -44,6 +45,7 @@ export class Service {
       { maxBatch: options.maxBatch, maxWaitMs: options.maxWaitMs },
       `${options.stateDir}/models`,
       this.metrics,
+      new RegistrationStore(`${options.stateDir}/registered`),
     );
     this.sessions = new SessionManager(
       { dir: `${options.stateDir}/sessions`, maxActive: options.limits.maxSessions },
@@ -70,13 +72,21 @@ export class Service {
       () => Object.entries(this.sessions.countByState()).map(([state, n]) => [{ state }, n]),
     );
     this.metrics.gauge("vit_models_loaded", "Models served.", () => [[{}, this.registry.list().length]]);
+    this.metrics.gauge(
+      "vit_models_unavailable",
+      "Registered models whose URL failed to load (listed under `unavailable` in /v1/models and /readyz).",
+      () => [[{}, this.registry.unavailable().length]],
+    );
     this.metrics.gauge("vit_ready", "1 when every model is loaded and the backend is ready.", () => [[
       {},
       this.state === "ready" ? 1 : 0,
     ]]);
   }
 
-  /** Loads the backend, the base models, persisted fine-tuned models and sessions (once). */
+  /**
+   * Loads the backend, the base models, persisted fine-tuned and registered models and sessions (once). A
+   * persisted model that fails to load is logged and does not stop the start.
+   */
   start(): Promise<void> {
     this.#starting ??= this.#start().then(() => {
       this.state = "ready";
@@ -133,6 +143,16 @@ export class Service {
     const persisted = await this.registry.loadPersisted();
     for (const f of persisted.failed) {
       console.error(`serve: fine-tuned model "${f.id}" not loaded: ${f.error}`);
+    }
+    const registered = await this.registry.loadRegistered();
+    for (const f of registered.failed) {
+      console.error(
+        `serve: registered model "${f.id}" (${f.location || "unreadable record"}) not loaded: ${f.error}` +
+          (f.unavailable
+            ? `; listed as unavailable in /v1/models and /readyz, tried again on use; ` +
+              `DELETE /v1/models/${f.id} removes the registration`
+            : ""),
+      );
     }
     await removeOrphans(`${o.stateDir}/uploads`, /^(\d+)-[0-9a-f-]+$/);
     const { interrupted } = await this.sessions.init();

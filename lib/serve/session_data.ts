@@ -86,9 +86,8 @@ export async function prepareSession(
   const reserved = service.sessions.list().some((s) =>
     s.request.model_id === modelId && (s.state === "queued" || s.state === "running")
   );
-  if (
-    service.registry.has(modelId) || reserved || await isDir(`${service.options.stateDir}/models/${modelId}`)
-  ) {
+  // Taken also when served, registered or fine-tuned by another process sharing the state dir.
+  if (reserved || await service.registry.exists(modelId)) {
     throw new ApiError(
       409,
       "model_exists",

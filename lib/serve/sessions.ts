@@ -3,7 +3,9 @@
  * step at a time on the shared device queue, and on success saves the weights atomically under
  * `<state-dir>/models/<id>/` and registers them as a new served model. Every session's record is persisted
  * (atomically) in `<state-dir>/sessions/<id>.json` on each state change and at most once a second while
- * running, so a server killed mid-session reports it as failed after a restart instead of losing it.
+ * running, so a server killed mid-session reports it as failed after a restart instead of losing it. The
+ * limit on sessions queued or running holds across every process sharing the state dir (see
+ * `session_leases.ts`).
  *
  * @module
  */
@@ -18,6 +20,7 @@ import type { FineTuneProgress, FineTuner } from "./finetune.ts";
 import { processAlive, SELF } from "./liveness.ts";
 import type { ServeMetrics } from "./metrics.ts";
 import type { ModelRegistry } from "./registry.ts";
+import { SessionLeases } from "./session_leases.ts";
 
 /** Where a session stands. */
 export type SessionState = "queued" | "running" | "succeeded" | "failed" | "cancelled";
@@ -86,7 +89,7 @@ function isTerminal(s: SessionState): boolean {
 export interface SessionOptions {
   /** `<state-dir>/sessions`. */
   dir: string;
-  /** Sessions queued or running at once. */
+  /** Sessions queued or running at once, across every process sharing the state dir. */
   maxActive: number;
 }
 
@@ -97,6 +100,7 @@ export class SessionManager {
   readonly #listeners = new Map<string, Set<Listener>>();
   readonly #lastWrite = new Map<string, number>();
   readonly #running = new Set<Promise<void>>();
+  readonly #leases: SessionLeases;
   #shuttingDown = false;
 
   constructor(
@@ -105,7 +109,17 @@ export class SessionManager {
     readonly queue: DeviceQueue,
     readonly tuner: FineTuner,
     readonly metrics?: ServeMetrics,
-  ) {}
+  ) {
+    this.#leases = new SessionLeases(`${options.dir}/active`, async (id) => {
+      try {
+        const rec = JSON.parse(await Deno.readTextFile(`${options.dir}/${id}.json`)) as SessionRecord;
+        return isTerminal(rec.state);
+      } catch {
+        // No record yet (the lease is taken first) or an unreadable one: the lease's owner decides.
+        return false;
+      }
+    });
+  }
 
   /**
    * Reads the persisted sessions. Those left queued or running by a process that no longer exists are
@@ -144,7 +158,7 @@ export class SessionManager {
     return [...this.#records.values()].sort((a, b) => b.created.localeCompare(a.created));
   }
 
-  /** Sessions queued or running. */
+  /** Sessions queued or running in this process (the limit counts every process's: see `checkCapacity`). */
   get active(): number {
     return this.list().filter((r) => !isTerminal(r.state)).length;
   }
@@ -184,23 +198,42 @@ export class SessionManager {
     return this.#records.has(id);
   }
 
-  /** Throws 429 when no more sessions may start. */
-  checkCapacity(): void {
-    if (this.active >= this.options.maxActive) {
-      throw new ApiError(
-        429,
-        "too_many_sessions",
-        `${this.active} fine-tuning sessions are already queued or running (limit ${this.options.maxActive}); ` +
-          `wait for one to finish or cancel one`,
-        { "Retry-After": "30" },
-      );
-    }
+  #tooMany(active: number): ApiError {
+    return new ApiError(
+      429,
+      "too_many_sessions",
+      `${active} fine-tuning sessions are already queued or running (limit ${this.options.maxActive}, ` +
+        `counted over every server process sharing the state dir); wait for one to finish or cancel one`,
+      { "Retry-After": "30" },
+    );
   }
 
-  /** Starts a session; returns its record in state `queued`. */
+  /**
+   * Throws 429 when no more sessions may start, counting those of every process sharing the state dir: a
+   * quick refusal before a request's dataset is read. `start` checks again, atomically.
+   */
+  async checkCapacity(): Promise<void> {
+    const active = await this.#leases.count();
+    if (active >= this.options.maxActive) throw this.#tooMany(active);
+  }
+
+  /**
+   * Starts a session; returns its record in state `queued`. Throws 429 when the limit is reached and 409 when
+   * another session reserves its model id: the session's lease is taken under a lock shared by every process
+   * using the state dir.
+   */
   async start(request: SessionRequest, data: () => Promise<SessionDataset>): Promise<SessionRecord> {
-    this.checkCapacity();
     const id = crypto.randomUUID();
+    const { ok, active, reserved } = await this.#leases.acquire(id, this.options.maxActive, request.model_id);
+    if (reserved) {
+      throw new ApiError(
+        409,
+        "model_exists",
+        `a session already running will register a model called "${request.model_id}"; ` +
+          `choose another model_id`,
+      );
+    }
+    if (!ok) throw this.#tooMany(active);
     const rec: SessionRecord = {
       id,
       state: "queued",
@@ -210,30 +243,69 @@ export class SessionManager {
       losses: [],
       owner: { ...SELF },
     };
+    try {
+      await this.#persist(rec, true);
+    } catch (e) {
+      await this.#leases.release(id).catch(() => {});
+      throw e;
+    }
     this.#records.set(id, rec);
     const abort = new AbortController();
     this.#aborts.set(id, abort);
-    await this.#persist(rec, true);
-    const run = this.#run(rec, data, abort.signal).finally(() => {
+    const run = this.#run(rec, data, abort.signal).finally(async () => {
       this.#aborts.delete(id);
+      // Only now that the final record is persisted: a session whose record says it runs has its lease.
+      await this.#leases.release(id).catch((e) =>
+        console.error(`sessions: releasing the lease of ${id}: ${(e as Error).message}`)
+      );
       this.#running.delete(run);
     });
     this.#running.add(run);
     return rec;
   }
 
-  /** Cancels a queued or running session (its weights are discarded). */
+  /** `<dir>/<id>.cancel`: asks the process running session `id` to cancel it (see `cancel`). */
+  #cancelPath(id: string): string {
+    return `${this.options.dir}/${id}.cancel`;
+  }
+
+  /**
+   * Cancels a queued or running session (its weights are discarded). One run by another live process
+   * sharing the state dir (another worker of `deno serve --parallel`) is asked to through a marker file,
+   * which that process checks before every optimizer step.
+   */
   async cancel(id: string): Promise<SessionRecord> {
     const rec = await this.get(id);
     if (isTerminal(rec.state)) {
       throw new ApiError(409, "session_finished", `session "${id}" already ended (${rec.state})`);
     }
     const abort = this.#aborts.get(id);
-    if (!abort) {
-      throw new ApiError(409, "session_elsewhere", `session "${id}" runs in another server process`);
+    if (abort) {
+      abort.abort();
+      return rec;
     }
-    abort.abort();
+    if (!ownerAlive(rec.owner)) {
+      throw new ApiError(
+        409,
+        "session_orphaned",
+        `the server process running session "${id}" (pid ${rec.owner?.pid}) is gone; the session is ` +
+          `reported failed (interrupted) once a server restarts on this state dir`,
+      );
+    }
+    await Deno.writeTextFile(this.#cancelPath(id), "", { createNew: true }).catch((e) => {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+    });
     return rec;
+  }
+
+  /** Aborts session `id` when another process asked to cancel it. */
+  async #checkCancelMarker(id: string): Promise<void> {
+    try {
+      await Deno.stat(this.#cancelPath(id));
+      this.#aborts.get(id)?.abort();
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
   }
 
   /** Subscribes to a session's events; returns the unsubscribe function. */
@@ -297,6 +369,7 @@ export class SessionManager {
       // A private copy of the base weights: the served base model is never modified.
       const { manifest, state } = await loadWeights(base.location);
       release = await this.queue.acquire("train");
+      await this.#checkCancelMarker(rec.id);
       if (signal.aborted) throw new DOMException("cancelled", "AbortError");
       await this.#setState(rec, "running");
       const result = await this.tuner({
@@ -322,6 +395,7 @@ export class SessionManager {
         release = undefined;
         await this.#persist(rec, false);
         await new Promise((r) => setTimeout(r, 0));
+        await this.#checkCancelMarker(rec.id);
         if (signal.aborted) throw new DOMException("cancelled", "AbortError");
         release = await this.queue.acquire("train");
       }, signal);
@@ -383,6 +457,7 @@ export class SessionManager {
     } finally {
       await dataset?.cleanup?.().catch(() => {});
       dataset = undefined;
+      await Deno.remove(this.#cancelPath(rec.id)).catch(() => {});
     }
   }
 }

@@ -23,6 +23,22 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
 }
 
 /**
+ * Creates a file atomically, only if nothing exists at `path`: the content goes to a temporary sibling that
+ * is then hard-linked into place, so readers see the whole file or none, and of two writers racing for one
+ * path exactly one wins (the other gets `Deno.errors.AlreadyExists`).
+ */
+export async function createFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+  const tmp = tempSibling(path);
+  try {
+    if (typeof data === "string") await Deno.writeTextFile(tmp, data);
+    else await Deno.writeFile(tmp, data);
+    await Deno.link(tmp, path);
+  } finally {
+    await Deno.remove(tmp).catch(() => {});
+  }
+}
+
+/**
  * Fills a folder atomically: `fill` writes into a fresh temporary sibling folder, which then replaces
  * `dir` (an existing `dir` is moved aside first and removed only after the new one is in place).
  */
