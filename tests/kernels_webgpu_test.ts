@@ -12,11 +12,8 @@ import {
   webgpuMatMulInstalled,
 } from "../lib/backend/webgpu_matmul.ts";
 import { installWebGPUSoftmax, uninstallWebGPUSoftmax } from "../lib/backend/webgpu_softmax.ts";
-import { archConfig } from "../lib/vit/archs.ts";
-import { createViT } from "../lib/vit/model.ts";
-import type { StateDict } from "../lib/vit/params.ts";
-import { readSafetensors, type SafeTensor } from "../lib/weights/safetensors.ts";
-import { assertClose, FIXTURES, golden, haveFixtures, TOL } from "./_fixtures.ts";
+import { assertClose, haveFixtures } from "./_fixtures.ts";
+import { checkMicro, checkTiny } from "./_timm_oracle.ts";
 
 const haveWebGPU = typeof navigator !== "undefined" && "gpu" in navigator &&
   (await navigator.gpu.requestAdapter()) !== null;
@@ -51,10 +48,6 @@ function hostMatMul(
     }
   }
   return out;
-}
-
-function floats(t: Map<string, SafeTensor>): StateDict {
-  return new Map([...t].map(([k, v]) => [k, { shape: v.shape, data: v.data as Float32Array }]));
 }
 
 Deno.test({
@@ -153,38 +146,8 @@ Deno.test({
     installWebGPUMatMul(true, true);
     installWebGPUSoftmax(true, true);
     try {
-      const g = await golden("micro/golden.safetensors");
-      const config = JSON.parse(await Deno.readTextFile(`${FIXTURES}/micro/config.json`));
-      const micro = await createViT(
-        config,
-        floats(await readSafetensors(`${FIXTURES}/micro/micro.safetensors`)),
-      );
-      try {
-        const input = g.get("input")!, labels = g.get("labels")!.data as Int32Array;
-        const { loss, grads } = await micro.lossAndGrads(input.data as Float32Array, input.shape, labels);
-        assertClose([loss], g.get("loss")!.data, TOL.loss, "micro loss");
-        for (const [name, grad] of grads) {
-          assertClose(grad, g.get(`grad.${name}`)!.data, TOL.grads, `micro grad ${name}`);
-        }
-      } finally {
-        micro.dispose();
-      }
-      const t = await golden("tiny/golden.safetensors");
-      const weights = await readSafetensors(`${FIXTURES}/tiny/vit_tiny_patch16_224.f16.safetensors`);
-      const tiny = await createViT(archConfig("vit_tiny_patch16_224")!, floats(weights), {
-        trainable: false,
-      });
-      try {
-        const input = t.get("input")!;
-        assertClose(
-          await tiny.logits(input.data as Float32Array, input.shape),
-          t.get("logits")!.data,
-          TOL.logits,
-          "tiny logits",
-        );
-      } finally {
-        tiny.dispose();
-      }
+      await checkMicro({ logits: false, grads: true });
+      await checkTiny({ loss: false });
     } finally {
       uninstallWebGPUMatMul();
       uninstallWebGPUSoftmax();
