@@ -20,7 +20,10 @@ const USAGE = `usage: deno task train --config <file.yml> [--<option> <value> ..
 options (timm train.py names): model, initial-checkpoint, num_classes, img_size, batch_size, grad_accum_steps,
   opt (sgd|momentum|adamw), momentum, weight_decay, lr, min_lr, sched (cosine|step|constant), warmup_epochs,
   warmup_lr, epochs, smoothing, clip_grad, seed, freeze (none|head-only|blocks:N), data_dir, train_subset,
-  eval_subset, hflip, crop_pad, mean, std, output, checkpoint_every, backend, max_updates`;
+  eval_subset, hflip, crop_pad, train_crop_mode (rrc|none), scale, ratio, mean, std, output, checkpoint_every,
+  backend, max_updates
+lists: --scale 0.08 1, --scale 0.08,1 or --ratio 3/4,4/3; scale or ratio turns RandomResizedCrop on
+  (train_crop_mode rrc, timm's defaults scale 0.08 1, ratio 3/4 4/3); it cannot be combined with crop_pad`;
 
 async function preprocessingOf(c: TrainConfig): Promise<Preprocessing> {
   const base: Preprocessing = c.initial_checkpoint

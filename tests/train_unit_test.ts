@@ -1,18 +1,29 @@
 /**
- * Optimizers against PyTorch's update rules, the lr schedules, config parsing, subsets, per-sample
- * augmentation of training sets, and the shared training loop (hooks, stop/resume, abort, freeze).
+ * Optimizers against PyTorch's update rules, the lr schedules, config parsing (RandomResizedCrop's keys
+ * included), subsets, per-sample augmentation of training sets, the shared training loop (hooks,
+ * stop/resume, abort, freeze), and a one-update run with RandomResizedCrop.
  */
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend/backend.ts";
-import { DEFAULTS, mergeConfig, modelConfig, parseArgs, readConfigFile } from "../lib/train/config.ts";
+import {
+  DEFAULTS,
+  mergeConfig,
+  modelConfig,
+  parseArgs,
+  readConfigFile,
+  trainAugment,
+  type TrainConfig,
+} from "../lib/train/config.ts";
 import { applyFreeze } from "../lib/train/freeze.ts";
 import { balancedSubset, firstPerClass } from "../lib/train/image_set.ts";
 import { initStateDict } from "../lib/train/init.ts";
+import { readMetrics } from "../lib/train/metrics.ts";
 import { type StepReport, trainLoop } from "../lib/train/loop.ts";
 import { clipGradNorm, decays, Optimizer, type OptimizerName } from "../lib/train/optimizer.ts";
 import { learningRate } from "../lib/train/scheduler.ts";
-import { syntheticImageSet } from "../lib/train/synthetic.ts";
+import { syntheticImageSet, syntheticPreprocessing } from "../lib/train/synthetic.ts";
+import { train } from "../lib/train/trainer.ts";
 import { createViT } from "../lib/vit/model.ts";
 
 await initBackend("cpu");
@@ -152,6 +163,166 @@ Deno.test("config: YAML with timm names, CLI overrides, clear errors", async () 
     assert.throws(
       () => modelConfig(mergeConfig(DEFAULTS, { model: "resnet50" }, "cli")),
       /unknown timm arch/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+const RRC_KEYS = ["train_crop_mode", "scale", "ratio"] as const;
+
+Deno.test("config: RandomResizedCrop is off by default and in every existing config", async () => {
+  for (const k of RRC_KEYS) assert.equal(k in DEFAULTS, false, `DEFAULTS has ${k}`);
+  assert.deepEqual(mergeConfig(DEFAULTS, {}, "none"), DEFAULTS);
+  // The same augmentation object (same fields) as before RRC was configurable, so the same draws.
+  assert.deepEqual(trainAugment(DEFAULTS), { crop_padding: 0, hflip: 0.5 });
+  const dir = new URL("../configs/", import.meta.url).pathname;
+  let seen = 0;
+  for await (const f of Deno.readDir(dir)) {
+    if (!f.name.endsWith(".yml")) continue;
+    const c = await readConfigFile(`${dir}${f.name}`);
+    for (const k of RRC_KEYS) assert.equal(k in c, false, `${f.name}: ${k} appeared`);
+    assert.deepEqual(trainAugment(c), { crop_padding: c.crop_pad, hflip: c.hflip }, f.name);
+    seen++;
+  }
+  assert.ok(seen > 0, `no configs in ${dir}`);
+});
+
+Deno.test("config: RandomResizedCrop keys (timm's train_crop_mode, scale, ratio) from YAML and CLI", async () => {
+  const dir = await Deno.makeTempDir();
+  const merge = (raw: Record<string, unknown>, base: TrainConfig = DEFAULTS) => mergeConfig(base, raw, "cli");
+  const rrcOf = (c: TrainConfig) => trainAugment(c).random_resized_crop;
+  try {
+    // scale alone turns RRC on, with timm's default ratio; the run's config records all three.
+    await Deno.writeTextFile(`${dir}/s.yml`, "img_size: 32\nscale: [0.5, 1.0]\n");
+    const s = await readConfigFile(`${dir}/s.yml`);
+    assert.equal(s.train_crop_mode, "rrc");
+    assert.deepEqual(s.scale, [0.5, 1]);
+    assert.deepEqual(s.ratio, [3 / 4, 4 / 3]);
+    assert.deepEqual(trainAugment(s), {
+      crop_padding: 0,
+      hflip: 0.5,
+      random_resized_crop: { scale: [0.5, 1], ratio: [3 / 4, 4 / 3] },
+    });
+    // train_crop_mode alone: timm's defaults for both.
+    await Deno.writeTextFile(`${dir}/m.yml`, "train-crop-mode: rrc\n");
+    assert.deepEqual(rrcOf(await readConfigFile(`${dir}/m.yml`)), {
+      scale: [0.08, 1],
+      ratio: [3 / 4, 4 / 3],
+    });
+
+    // Command line over the file: timm's nargs form, comma lists, fractions, `--key=value`.
+    const { options } = parseArgs(["--ratio", "3/4", "1", "--scale=0.25,0.75", "--lr", "0.01"]);
+    assert.deepEqual(options, { ratio: "3/4 1", scale: "0.25,0.75", lr: "0.01" });
+    const o = mergeConfig(s, options, "command line");
+    assert.deepEqual(rrcOf(o), { scale: [0.25, 0.75], ratio: [0.75, 1] });
+    assert.equal(o.lr, 0.01);
+    // Only ratio on the command line keeps the file's scale.
+    assert.deepEqual(rrcOf(merge({ ratio: "1 2" }, s)), { scale: [0.5, 1], ratio: [1, 2] });
+    // A later source's none turns it off and removes the keys; so does --no-train-crop-mode.
+    for (const args of [["--train-crop-mode", "none"], ["--no-train-crop-mode"]]) {
+      const off = mergeConfig(s, parseArgs(args).options, "command line");
+      for (const k of RRC_KEYS) assert.equal(k in off, false, `${args}: ${k} left`);
+      assert.equal(rrcOf(off), undefined);
+    }
+    // Bare --train-crop-mode is rrc; a base with rrc stays on through unrelated overrides.
+    assert.equal(merge(parseArgs(["--train-crop-mode"]).options).train_crop_mode, "rrc");
+    assert.deepEqual(merge({ hflip: 0 }, s).scale, [0.5, 1]);
+    // Off again and back on: the defaults, not the old values.
+    assert.deepEqual(rrcOf(merge({ train_crop_mode: "rrc" }, merge({ train_crop_mode: "none" }, s))), {
+      scale: [0.08, 1],
+      ratio: [3 / 4, 4 / 3],
+    });
+
+    // Bad values name the key, the source and what was expected.
+    const bad: [Record<string, unknown>, RegExp][] = [
+      [{ scale: [0, 1] }, /cli: "scale" must be two numbers \[lo, hi\] with 0 < lo ≤ hi ≤ 1 .*got \[0,1\]/],
+      [{ scale: "0.5 1.2" }, /"scale" must be two numbers .*≤ 1.*got "0.5 1.2"/],
+      [{ scale: [1, 0.5] }, /"scale" must be two numbers/],
+      [{ scale: 0.5 }, /"scale" must be two numbers/],
+      [{ scale: "0.1 0.5 1" }, /"scale" must be two numbers/],
+      [
+        { ratio: "a,b" },
+        /cli: "ratio" must be two numbers \[lo, hi\] with 0 < lo ≤ hi \(timm's default \[3\/4, 4\/3\]\)/,
+      ],
+      [{ ratio: [2, 1] }, /"ratio" must be two numbers/],
+      [{ ratio: [-1, 1] }, /"ratio" must be two numbers/],
+      [{ ratio: "1/0 2" }, /"ratio" must be two numbers/],
+      [
+        { train_crop_mode: "rkrc" },
+        /"train_crop_mode" must be rrc \(RandomResizedCrop\) or none \(timm's rkrc/,
+      ],
+      [{ train_crop_mode: "random" }, /"train_crop_mode" must be rrc .* got "random"/],
+      [{ train_crop_mode: "none", ratio: [1, 1] }, /cli: "ratio" is a RandomResizedCrop option, but .* none/],
+      [{ crop_pad: 2, scale: [0.5, 1] }, /cli: "crop_pad" \(2\) and RandomResizedCrop .* alternative/],
+    ];
+    for (const [raw, re] of bad) assert.throws(() => merge(raw), re, JSON.stringify(raw));
+    // RRC and crop_pad: across sources too (a CIFAR config with crop_pad, RRC asked on the command line).
+    const padded = merge({ crop_pad: 2 });
+    assert.throws(() => merge({ scale: "0.5 1" }, padded), /"crop_pad" \(2\) and RandomResizedCrop/);
+    assert.equal(merge({ scale: "0.5 1", crop_pad: 0 }, padded).train_crop_mode, "rrc");
+    await Deno.writeTextFile(`${dir}/bad.yml`, "scale: [0.5, 2]\n");
+    await assert.rejects(readConfigFile(`${dir}/bad.yml`), /config .*bad\.yml: "scale" must be two numbers/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a one-update run with RandomResizedCrop: RRC reaches the images, the run records it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vit-rrc-" });
+  try {
+    const config = mergeConfig(DEFAULTS, {
+      model: { patch_size: 4, embed_dim: 16, depth: 1, num_heads: 2 },
+      img_size: 16,
+      num_classes: 4,
+      batch_size: 8,
+      opt: "adamw",
+      lr: 0.001,
+      epochs: 1,
+      seed: 5,
+      hflip: 0,
+      scale: [0.2, 0.6],
+      output: `${dir}/run`,
+      backend: "cpu",
+      max_updates: 1,
+    }, "test");
+    const data = syntheticImageSet(32, 24, 4, 5, syntheticPreprocessing(16));
+    // The crop reaches lib/data: deterministic per (seed, epoch, id), and not the plain resize.
+    const aug = { augment: trainAugment(config), seed: 5, epoch: 0 };
+    const crops = await data.images([0, 1], aug);
+    assert.deepEqual(crops, await data.images([0, 1], aug));
+    assert.notDeepEqual(crops, await data.images([0, 1]), "RRC changed nothing");
+
+    const tensors = tf.memory().numTensors;
+    const result = await train({
+      config,
+      train: data,
+      labels: ["a", "b", "c", "d"],
+      preprocessing: syntheticPreprocessing(16),
+      verbose: false,
+    });
+    assert.equal(tf.memory().numTensors, tensors, "training left tensors behind");
+    assert.equal(result.finished, false);
+    assert.equal(result.state.update, 1);
+    const records = await readMetrics(`${dir}/run/metrics.jsonl`);
+    const recorded = records.find((m) => m.type === "info")?.config as Partial<TrainConfig>;
+    assert.deepEqual(
+      [recorded.train_crop_mode, recorded.scale, recorded.ratio],
+      ["rrc", [0.2, 0.6], [3 / 4, 4 / 3]],
+    );
+    const loss = records.find((m) => m.type === "train")?.loss as number;
+    assert.ok(Number.isFinite(loss) && loss > 0, `train loss ${loss}`);
+    // A resume without RRC is a different run.
+    const off = mergeConfig(config, { train_crop_mode: "none", resume: true }, "test");
+    await assert.rejects(
+      train({
+        config: off,
+        train: data,
+        labels: ["a", "b", "c", "d"],
+        preprocessing: syntheticPreprocessing(16),
+        verbose: false,
+      }),
+      /resume: .*different options \(train_crop_mode, scale, ratio\)/,
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -1,11 +1,20 @@
 /**
  * The training configuration: timm `train.py`'s option names (a YAML file as timm's `--config`, keys with
  * `_` or `-`), defaults, validation with errors naming the key, and command-line overrides
- * (`--lr 0.01`, `--sched=step`, `--no-hflip`).
+ * (`--lr 0.01`, `--sched=step`, `--no-hflip`, lists as `--scale 0.08 1` or `--scale 0.08,1`).
+ *
+ * The training crop: by default none (the evaluation geometry, plus `crop_pad`'s padded random crop when
+ * set), so configs written before RandomResizedCrop existed train exactly as before. timm's
+ * RandomResizedCrop (`train_crop_mode: rrc`, timm's own default) is on when a source (the YAML file or
+ * the command line) sets `train_crop_mode: rrc`, or sets `scale` or `ratio` without naming a
+ * `train_crop_mode`; `scale`/`ratio` left out take timm's defaults. A later source's
+ * `train_crop_mode: none` turns it off again. RRC and `crop_pad` are alternatives, as in timm (which has
+ * no padded crop): asking for both is an error.
  *
  * @module
  */
 import { parse as parseYaml } from "yaml";
+import { RRC_DEFAULTS, type TrainAugment } from "../data/augment.ts";
 import { archConfig } from "../vit/archs.ts";
 import type { ViTConfig } from "../vit/config.ts";
 import type { OptimizerName } from "./optimizer.ts";
@@ -68,6 +77,16 @@ export interface TrainConfig {
    * `crop_padding`); 0 disables it.
    */
   crop_pad: number;
+  /**
+   * `rrc`: timm's RandomResizedCrop to `img_size` (timm's `--train-crop-mode`); absent: no random crop
+   * (see the module doc for when it is on). Always present with `scale` and `ratio` after
+   * {@linkcode mergeConfig}.
+   */
+  train_crop_mode?: "rrc";
+  /** RandomResizedCrop's range of the crop's area fraction (timm's `--scale`, default [0.08, 1]). */
+  scale?: [number, number];
+  /** RandomResizedCrop's range of the crop's aspect ratio w/h (timm's `--ratio`, default [3/4, 4/3]). */
+  ratio?: [number, number];
   /** Run folder: checkpoints, metrics.jsonl, curves.svg. */
   output: string;
   /** Checkpoint every this many optimizer updates (and at every epoch end); 0 = only at epoch ends. */
@@ -175,6 +194,9 @@ const KNOWN = new Set<string>([
   "std",
   "interpolation",
   "crop_pct",
+  "train_crop_mode",
+  "scale",
+  "ratio",
 ]);
 const ALIASES: Record<string, string> = { "smooth": "smoothing", "data": "data_dir", "clip": "clip_grad" };
 
@@ -196,6 +218,50 @@ function parseFreeze(v: unknown, source: string): Freeze {
 }
 
 /**
+ * A list of numbers from YAML (`[0.08, 1]`) or the command line (`"0.08 1"`, `"0.08,1"`); tokens may be
+ * fractions (`3/4`). Undefined when `value` is not such a list.
+ */
+function numberList(value: unknown): number[] | undefined {
+  const items = typeof value === "string"
+    ? value.split(/[ ,]+/).filter(Boolean)
+    : typeof value === "number"
+    ? [value]
+    : value;
+  if (!Array.isArray(items)) return undefined;
+  const nums = items.map((x) => {
+    if (typeof x === "number") return x;
+    if (typeof x !== "string") return NaN;
+    const f = /^\s*([^/]+)\/([^/]+)\s*$/.exec(x);
+    return f ? Number(f[1]) / Number(f[2]) : Number(x);
+  });
+  return nums.every(Number.isFinite) ? nums : undefined;
+}
+
+/** `scale` or `ratio`: two numbers, 0 < lo ≤ hi (and hi ≤ 1 for `scale`, an area fraction). */
+function parseRange(key: "scale" | "ratio", value: unknown, source: string): [number, number] {
+  const v = numberList(value);
+  const max = key === "scale" ? 1 : Infinity;
+  if (!v || v.length !== 2 || !(v[0] > 0 && v[0] <= v[1] && v[1] <= max)) {
+    throw new Error(
+      `${source}: "${key}" must be two numbers [lo, hi] with 0 < lo ≤ hi${key === "scale" ? " ≤ 1" : ""}` +
+        ` (timm's default ${key === "scale" ? "[0.08, 1]" : "[3/4, 4/3]"}), got ${JSON.stringify(value)}`,
+    );
+  }
+  return [v[0], v[1]];
+}
+
+function parseCropMode(value: unknown, source: string): "rrc" | "none" {
+  if (value === "rrc" || value === true) return "rrc";
+  if (value === "none" || value === false) return "none";
+  const note = value === "rkrc" || value === "rkrr" ? " (timm's rkrc/rkrr are not implemented)" : "";
+  throw new Error(
+    `${source}: "train_crop_mode" must be rrc (RandomResizedCrop) or none${note}, got ${
+      JSON.stringify(value)
+    }`,
+  );
+}
+
+/**
  * Merges raw key/value pairs (from YAML or the command line) over `base`, validating each; `source` names
  * where they came from in errors. Unknown keys are an error (a typo must not silently train something else).
  */
@@ -205,6 +271,8 @@ export function mergeConfig(
   source: string,
 ): TrainConfig {
   const out: Record<string, unknown> = { ...base };
+  let cropMode: "rrc" | "none" | undefined;
+  const rrcKeys: string[] = [];
   for (const [key0, value] of Object.entries(raw)) {
     const key = normKey(key0);
     if (!KNOWN.has(key)) throw new Error(`${source}: unknown option "${key0}"`);
@@ -231,6 +299,11 @@ export function mergeConfig(
         throw new Error(`${source}: "${key}" must be three numbers, got ${JSON.stringify(value)}`);
       }
       out[key] = v;
+    } else if (key === "scale" || key === "ratio") {
+      out[key] = parseRange(key, value, source);
+      rrcKeys.push(key);
+    } else if (key === "train_crop_mode") {
+      cropMode = parseCropMode(value, source);
     } else if (key === "resume") {
       out[key] = value === true || value === "true" || value === "";
     } else if (key === "freeze") {
@@ -251,6 +324,24 @@ export function mergeConfig(
       out[key] = value;
     }
   }
+  // This source's word on the crop wins over the base's; scale/ratio alone imply rrc (see the module doc).
+  if (cropMode === "none" && rrcKeys.length) {
+    throw new Error(
+      `${source}: "${rrcKeys[0]}" is a RandomResizedCrop option, but "train_crop_mode" is none ` +
+        `(use train_crop_mode: rrc, or drop ${rrcKeys.join(" and ")})`,
+    );
+  }
+  const rrc = cropMode
+    ? cropMode === "rrc"
+    : rrcKeys.length > 0 || out.train_crop_mode === "rrc" || out.scale !== undefined ||
+      out.ratio !== undefined;
+  const scale = out.scale ?? [...RRC_DEFAULTS.scale], ratio = out.ratio ?? [...RRC_DEFAULTS.ratio];
+  // Absent rather than "none" without RRC, so such runs record the same config as before RRC existed;
+  // with it, all three in a fixed order, so the recorded config (metrics.jsonl, resume checks) is complete.
+  delete out.train_crop_mode;
+  delete out.scale;
+  delete out.ratio;
+  if (rrc) Object.assign(out, { train_crop_mode: "rrc", scale, ratio });
   return validate(out as unknown as TrainConfig, source);
 }
 
@@ -262,6 +353,12 @@ function validate(c: TrainConfig, source: string): TrainConfig {
   if (!(c.smoothing >= 0 && c.smoothing < 1)) throw new Error(`${source}: "smoothing" must be in [0, 1)`);
   if (!(c.hflip >= 0 && c.hflip <= 1)) throw new Error(`${source}: "hflip" must be in [0, 1]`);
   if (!(c.crop_pad >= 0)) throw new Error(`${source}: "crop_pad" must be ≥ 0, got ${c.crop_pad}`);
+  if (c.train_crop_mode === "rrc" && c.crop_pad > 0) {
+    throw new Error(
+      `${source}: "crop_pad" (${c.crop_pad}) and RandomResizedCrop (train_crop_mode rrc, scale, ratio) ` +
+        `are alternative training crops (timm has only RRC); set crop_pad to 0 or train_crop_mode to none`,
+    );
+  }
   for (
     const k of ["momentum", "weight_decay", "warmup_epochs", "warmup_lr", "clip_grad", "min_lr"] as const
   ) {
@@ -292,8 +389,8 @@ export async function readConfigFile(path: string, base: TrainConfig = DEFAULTS)
 }
 
 /**
- * Splits command-line arguments into options: `--key value`, `--key=value`, bare `--flag` (true) and
- * `--no-flag` (false). `--config` is returned separately.
+ * Splits command-line arguments into options: `--key value`, `--key=value`, `--key v1 v2` (the list
+ * `"v1 v2"`), bare `--flag` (true) and `--no-flag` (false). `--config` is returned separately.
  */
 export function parseArgs(args: readonly string[]): { config?: string; options: Record<string, unknown> } {
   const options: Record<string, unknown> = {};
@@ -307,7 +404,10 @@ export function parseArgs(args: readonly string[]): { config?: string; options: 
       value = key.slice(eq + 1);
       key = key.slice(0, eq);
     } else if (i + 1 < args.length && !args[i + 1].startsWith("--")) {
-      value = args[++i];
+      // Several values (timm's nargs lists, `--scale 0.08 1`) are joined as one space-separated list.
+      const values = [args[++i]];
+      while (i + 1 < args.length && !args[i + 1].startsWith("--")) values.push(args[++i]);
+      value = values.join(" ");
     } else if (key.startsWith("no-")) {
       key = key.slice(3);
       value = key === "hflip" ? 0 : false;
@@ -318,6 +418,21 @@ export function parseArgs(args: readonly string[]): { config?: string; options: 
     else options[key] = value;
   }
   return { config, options };
+}
+
+/**
+ * The training augmentation lib/data applies for `c`. Without RandomResizedCrop it is exactly what runs
+ * used before RRC was configurable (same fields, so the same draws).
+ */
+export function trainAugment(c: TrainConfig): TrainAugment {
+  const aug: TrainAugment = { crop_padding: c.crop_pad, hflip: c.hflip };
+  if (c.train_crop_mode === "rrc" || c.scale || c.ratio) {
+    aug.random_resized_crop = {
+      scale: c.scale ?? [...RRC_DEFAULTS.scale],
+      ratio: c.ratio ?? [...RRC_DEFAULTS.ratio],
+    };
+  }
+  return aug;
 }
 
 /** Resolves `model` to a full ViT config with this run's `num_classes` and `img_size`. */

@@ -17,7 +17,7 @@ import type { Preprocessing, SourceInfo } from "../weights/manifest.ts";
 import { resamplePosEmbed } from "../weights/resample.ts";
 import { saveModel } from "../weights/shards.ts";
 import { loadLatestCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
-import { modelConfig, type TrainConfig } from "./config.ts";
+import { modelConfig, trainAugment, type TrainConfig } from "./config.ts";
 import { type EvalResult, evaluate } from "./evaluate.ts";
 import { applyFreeze } from "./freeze.ts";
 import { balancedSubset, evalIndices, type ImageSet } from "./image_set.ts";
@@ -242,7 +242,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
       batchSize: config.batch_size,
       gradAccumSteps: config.grad_accum_steps,
       seed: config.seed,
-      augment: { crop_padding: config.crop_pad, hflip: config.hflip },
+      augment: trainAugment(config),
       smoothing: config.smoothing,
       clipGrad: config.clip_grad,
       schedule,
