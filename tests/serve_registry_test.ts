@@ -361,6 +361,105 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "serve: a model id reserved by a session cannot be registered by URL, in any process, nor the reverse",
+  opts,
+  async () => {
+    const root = await Deno.makeTempDir({ prefix: "vit-serve-resv-" });
+    await writeMicroModel(`${root}/micro`);
+    const files = serveFolders({ micro: `${root}/micro` });
+    const limits = { maxSessions: 2 } as never;
+    const a = await startTestService({ root, tuner: endlessTuner, limits });
+    const b = await startTestService({ root, tuner: endlessTuner, limits });
+    try {
+      await writeImageFolder(`${root}/data/d`, ["x", "y"], 2);
+      const res = await post(a, "/v1/finetune", {
+        base_model: "micro",
+        dataset: "d",
+        steps: 1000,
+        batch_size: 2,
+        model_id: "mine",
+      });
+      assert.equal(res.status, 202, JSON.stringify(res.body));
+      // Registering the id the running session will register would cost the session its result.
+      for (const s of [a, b]) {
+        const reg = await post(s, "/v1/models", { id: "mine", location: files.url("micro") });
+        assert.equal(reg.status, 409, JSON.stringify(reg.body));
+        assert.equal(reg.body.error.code, "model_exists");
+      }
+      assert.deepEqual(listDir(`${root}/state/registered`), []);
+      // The reverse: a registration persisted by another process after this one's request was checked.
+      await Deno.mkdir(`${root}/state/registered`, { recursive: true });
+      await Deno.writeTextFile(
+        `${root}/state/registered/theirs.json`,
+        JSON.stringify({
+          id: "theirs",
+          location: files.url("micro"),
+          registered_at: new Date().toISOString(),
+        }),
+      );
+      await assert.rejects(
+        b.service.sessions.start({ ...res.body.request, model_id: "theirs" }, () => Promise.reject()),
+        (e: { status?: number; code?: string }) => e.status === 409 && e.code === "model_exists",
+      );
+      assert.deepEqual(listDir(`${root}/state/sessions/active`), [".lock", `${res.body.id}.json`]);
+      assert.equal((await del(a, `/v1/finetune/${res.body.id}`)).status, 202);
+      await a.service.sessions.settle();
+    } finally {
+      await a.close();
+      await b.close();
+      await files.shutdown();
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+);
+
+Deno.test(
+  "serve: a removed model whose drain timed out is freed only after the batch on the device",
+  opts,
+  async () => {
+    const root = await Deno.makeTempDir({ prefix: "vit-serve-drain-" });
+    await writeMicroModel(`${root}/micro`);
+    const files = serveFolders({ micro: `${root}/micro` });
+    const s = await startTestService({ root });
+    try {
+      assert.equal((await post(s, "/v1/models", { id: "slow", location: files.url("micro") })).status, 201);
+      const served = await s.service.registry.get("slow");
+      // The batch blocks on the device until `open` is called.
+      let open!: () => void, started!: () => void;
+      const gate = new Promise<void>((r) => open = r);
+      const onDevice = new Promise<void>((r) => started = r);
+      const logits = served.model.logits.bind(served.model);
+      served.model.logits = async (...args: Parameters<typeof logits>) => {
+        started();
+        await gate;
+        return logits(...args);
+      };
+      let disposed = false;
+      const dispose = served.model.dispose.bind(served.model);
+      served.model.dispose = () => {
+        disposed = true;
+        dispose();
+      };
+      const inFlight = classify(s, "slow", await testImage("png"));
+      await onDevice;
+      s.service.registry.drainTimeoutMs = 1;
+      const removed = del(s, "/v1/models/slow");
+      await new Promise((r) => setTimeout(r, 100));
+      assert.ok(!disposed, "the weights were freed while a batch was still using them");
+      open();
+      assert.equal((await removed).status, 200);
+      const out = await inFlight;
+      assert.equal(out.status, 200, JSON.stringify(out.body));
+      assert.ok(disposed);
+    } finally {
+      await s.close();
+      await files.shutdown();
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+);
+
 Deno.test("session leases: limit under concurrency, reserved model ids, stale leases", async () => {
   const dir = await Deno.makeTempDir({ prefix: "vit-leases-" });
   const ended = new Set<string>();

@@ -118,13 +118,15 @@ export class Batcher {
   }
 
   #checkIdle(): void {
-    if (this.#pending.length || this.#scheduled || this.#running) return;
+    // A device job still queued with nothing pending finds an empty batch and never touches the model.
+    if (this.#pending.length || this.#running) return;
     for (const wake of this.#idle.splice(0)) wake();
   }
 
   /**
    * Refuses new work (404 `model_not_found`: the model was removed) and resolves once every image accepted
-   * before has been classified, so removing a model does not fail requests already in its batches.
+   * before has been classified, so removing a model does not fail requests already in its batches. After
+   * {@linkcode close} it resolves once no batch is on the device, i.e. when the model may be freed.
    */
   drain(): Promise<void> {
     this.#closed ??= new ApiError(404, "model_not_found", `model "${this.modelId}" was removed`);
@@ -134,13 +136,13 @@ export class Batcher {
     });
   }
 
-  /** Refuses new work and fails what is still waiting. */
+  /** Refuses new work and fails what is still waiting (a batch already on the device still finishes). */
   close(): void {
     this.#closed ??= new ApiError(503, "model_unloaded", `model "${this.modelId}" was unloaded`);
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     const left = this.#pending.splice(0);
     this.admission.release(left.length);
     for (const p of left) p.reject(this.#closed);
-    for (const wake of this.#idle.splice(0)) wake();
+    this.#checkIdle();
   }
 }

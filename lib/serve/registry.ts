@@ -70,7 +70,7 @@ export const RETRY_UNAVAILABLE_MS = 30_000;
 export const FETCH_TIMEOUT_MS = 120_000;
 
 /** Longest wait for a removed model's accepted images before its batcher is closed anyway. */
-const DRAIN_TIMEOUT_MS = 30_000;
+export const DRAIN_TIMEOUT_MS = 30_000;
 
 const KIND_ORDER: Record<ModelKind, number> = { base: 0, registered: 1, finetuned: 2 };
 
@@ -132,6 +132,13 @@ export class ModelRegistry {
   #defaultId: string | undefined;
   /** How long an unavailable registered model is answered with 503 before a request tries it again. */
   retryUnavailableMs: number = RETRY_UNAVAILABLE_MS;
+  /** How long a removed model's accepted images may wait for the device before they are failed (503). */
+  drainTimeoutMs: number = DRAIN_TIMEOUT_MS;
+  /**
+   * Whether a queued or running fine-tuning session (of any process sharing the state dir) will register
+   * `id`: `register` must not take that id, or the session's result could not be served when it ends.
+   */
+  reservedBySession?: (id: string) => Promise<boolean>;
 
   constructor(
     readonly queue: DeviceQueue,
@@ -332,7 +339,7 @@ export class ModelRegistry {
   async register(id: string, location: string): Promise<ServedModel> {
     checkModelId(id, "id");
     if (!this.registrations) throw new Error("no state dir is configured to keep registrations");
-    if (await this.exists(id)) throw modelExists(id);
+    if (await this.exists(id) || await this.reservedBySession?.(id)) throw modelExists(id);
     // Checked again with no await before load(): a concurrent registration of this id must not share it.
     if (this.#models.has(id) || this.#loading.has(id)) throw modelExists(id);
     const registeredAt = new Date().toISOString();
@@ -354,6 +361,13 @@ export class ModelRegistry {
       // Removed (DELETE) while its record was being written.
       await this.registrations.remove(id);
       throw new ApiError(409, "model_removed", `model "${id}" was removed while it was being registered`);
+    }
+    // A session that reserved the id while the model loaded: checked after the record exists (the session
+    // checks the records after taking its lease), so of the two at most one keeps the id.
+    if (await this.reservedBySession?.(id)) {
+      await this.registrations.remove(id);
+      await this.#retire(m);
+      throw modelExists(id);
     }
     return m;
   }
@@ -422,14 +436,16 @@ export class ModelRegistry {
     try {
       await Promise.race([
         m.batcher.drain(),
-        new Promise<void>((resolve) => timer = setTimeout(resolve, DRAIN_TIMEOUT_MS)),
+        new Promise<void>((resolve) => timer = setTimeout(resolve, this.drainTimeoutMs)),
       ]);
     } finally {
       clearTimeout(timer);
       m.batcher.close();
-      m.model.dispose();
-      this.#retiring.delete(m);
     }
+    // A batch already on the device still uses the weights: free them only once it is done.
+    await m.batcher.drain();
+    m.model.dispose();
+    this.#retiring.delete(m);
   }
 
   /** Loads every model persisted under the models dir; returns the ids loaded and the failures. */
@@ -542,7 +558,7 @@ export class ModelRegistry {
       m.batcher.close();
       m.model.dispose();
     }
-    // Closing wakes the removed models' drains, which then free them.
+    // Closing fails their waiting images; each is freed once its batch on the device (if any) is done.
     for (const m of this.#retiring) m.batcher.close();
     this.#models.clear();
     this.#unavailable.clear();

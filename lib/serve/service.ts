@@ -54,6 +54,7 @@ export class Service {
       deps.tuner ?? fineTune,
       this.metrics,
     );
+    this.registry.reservedBySession = (id) => this.sessions.reserves(id);
     this.metrics.gauge("vit_queue_images", "Images admitted and not yet classified.", () => [[
       {},
       this.admission.pending,

@@ -57,6 +57,11 @@ export class SessionLeases {
     return live;
   }
 
+  /** Whether a live lease reserves model id `modelId` (read without the lock; see `ModelRegistry.register`). */
+  async reserves(modelId: string): Promise<boolean> {
+    return (await this.#live(false)).some((l) => l.model_id === modelId);
+  }
+
   /** How many sessions hold a live lease now (read without the lock: an estimate for a quick refusal). */
   async count(): Promise<number> {
     return (await this.#live(false)).length;

@@ -234,6 +234,20 @@ export class SessionManager {
       );
     }
     if (!ok) throw this.#tooMany(active);
+    // A URL registration of this id that raced prepareSession's check (`register` checks the leases after
+    // persisting its record, this checks the records after taking the lease, so at most one of them wins).
+    const taken = await this.registry.exists(request.model_id).catch(async (e) => {
+      await this.#leases.release(id);
+      throw e;
+    });
+    if (taken) {
+      await this.#leases.release(id);
+      throw new ApiError(
+        409,
+        "model_exists",
+        `a model called "${request.model_id}" was registered meanwhile; choose another model_id`,
+      );
+    }
     const rec: SessionRecord = {
       id,
       state: "queued",
@@ -262,6 +276,11 @@ export class SessionManager {
     });
     this.#running.add(run);
     return rec;
+  }
+
+  /** Whether a queued or running session, of any process sharing the state dir, will register `modelId`. */
+  reserves(modelId: string): Promise<boolean> {
+    return this.#leases.reserves(modelId);
   }
 
   /** `<dir>/<id>.cancel`: asks the process running session `id` to cancel it (see `cancel`). */
