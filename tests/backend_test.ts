@@ -22,9 +22,9 @@ async function withKernelsEnv<T>(value: string | undefined, fn: () => Promise<T>
 Deno.test("initBackend: wasm gets the per-item BatchMatMul, and says so", async () => {
   const info = await withKernelsEnv(undefined, () => initBackend("wasm"));
   assert.equal(info.name, "wasm");
-  assert.deepEqual(info.kernels, ["wasm BatchMatMul"]);
+  assert.deepEqual(info.kernels, ["wasm BatchMatMul", "wasm Slice/SplitV"]);
   assert.ok(wasmBatchMatMulInstalled());
-  assert.equal(describeBackend(info), "wasm (kernels: wasm BatchMatMul)");
+  assert.equal(describeBackend(info), "wasm (kernels: wasm BatchMatMul, wasm Slice/SplitV)");
 });
 
 Deno.test("initBackend: webgpu on a software adapter gets the WGSL matmul and softmax", async () => {

@@ -3,8 +3,9 @@
  * backend. `VIT_BACKEND=webgpu|wasm|cpu` (or the `prefer` argument) forces one.
  *
  * The project's own kernels are registered here too, where they were measured faster than tfjs's (figures in
- * docs/benchmarks.md): the per-item `BatchMatMul` on wasm, and the WGSL matmul and softmax on a software
- * WebGPU adapter (on a hardware GPU tfjs's tiled kernels stay until a GPU bench says otherwise).
+ * docs/benchmarks.md): the per-item `BatchMatMul` and the heap-view `Slice`/`SplitV` on wasm, and the WGSL
+ * matmul and softmax on a software WebGPU adapter (on a hardware GPU tfjs's tiled kernels stay until a GPU
+ * bench says otherwise).
  * `VIT_KERNELS=stock` keeps tfjs's own everywhere, to rule the project's kernels out when chasing a
  * numerical difference.
  *
@@ -14,6 +15,7 @@ import * as tf from "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-webgpu";
 import "@tensorflow/tfjs-backend-wasm";
 import { installWasmBatchMatMul } from "./wasm_batch_matmul.ts";
+import { installWasmSlice } from "./wasm_slice.ts";
 import { installWebGPUMatMul } from "./webgpu_matmul.ts";
 import { installWebGPUSoftmax } from "./webgpu_softmax.ts";
 
@@ -111,6 +113,7 @@ function parseKernels(value: string | undefined): "project" | "stock" {
 function installKernels(info: BackendInfo): void {
   if (parseKernels(Deno.env.get("VIT_KERNELS")) === "stock") return;
   if (info.name === "wasm" && installWasmBatchMatMul()) info.kernels.push("wasm BatchMatMul");
+  if (info.name === "wasm" && installWasmSlice()) info.kernels.push("wasm Slice/SplitV");
   if (info.name === "webgpu") {
     const software = info.adapter?.isFallbackAdapter ?? false;
     if (installWebGPUMatMul(software)) info.kernels.push("WGSL matmul");
