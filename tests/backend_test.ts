@@ -5,6 +5,8 @@
 import assert from "node:assert/strict";
 import { describeBackend, initBackend } from "../lib/backend/backend.ts";
 import { wasmBatchMatMulInstalled } from "../lib/backend/wasm_batch_matmul.ts";
+import { webgpuGeluInstalled } from "../lib/backend/webgpu_gelu.ts";
+import { webgpuLayerNormInstalled } from "../lib/backend/webgpu_layer_norm.ts";
 import { webgpuMatMulInstalled } from "../lib/backend/webgpu_matmul.ts";
 
 async function withKernelsEnv<T>(value: string | undefined, fn: () => Promise<T>): Promise<T> {
@@ -27,13 +29,16 @@ Deno.test("initBackend: wasm gets the per-item BatchMatMul, and says so", async 
   assert.equal(describeBackend(info), "wasm (kernels: wasm BatchMatMul, wasm Slice/SplitV)");
 });
 
-Deno.test("initBackend: webgpu on a software adapter gets the WGSL matmul and softmax", async () => {
+Deno.test("initBackend: webgpu on a software adapter gets the WGSL matmul, softmax, LayerNorm and GELU", async () => {
   const info = await withKernelsEnv(undefined, () => initBackend("webgpu"));
   assert.equal(info.name, "webgpu");
   if (info.adapter?.isFallbackAdapter) {
-    assert.deepEqual(info.kernels, ["WGSL matmul", "WGSL softmax"]);
-    assert.ok(webgpuMatMulInstalled());
-    assert.match(describeBackend(info), /fallback adapter; kernels: WGSL matmul, WGSL softmax\)$/);
+    assert.deepEqual(info.kernels, ["WGSL matmul", "WGSL softmax", "WGSL LayerNorm", "WGSL GELU"]);
+    assert.ok(webgpuMatMulInstalled() && webgpuLayerNormInstalled() && webgpuGeluInstalled());
+    assert.match(
+      describeBackend(info),
+      /fallback adapter; kernels: WGSL matmul, WGSL softmax, WGSL LayerNorm, WGSL GELU\)$/,
+    );
   } else {
     // A hardware GPU keeps tfjs's tiled kernels until a GPU bench shows the WGSL ones faster.
     assert.deepEqual(info.kernels, []);

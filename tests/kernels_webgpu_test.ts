@@ -1,7 +1,9 @@
 /**
- * The WGSL matrix product for tfjs-webgpu (lib/backend/webgpu_matmul.ts): same results as tfjs's kernels on the
- * products it takes over and on those it passes through, nothing leaked, and timm's micro gradients and tiny
- * logits still within the fixtures' tolerances with it installed. Skipped without a WebGPU adapter.
+ * The WGSL kernels for tfjs-webgpu (lib/backend/webgpu_*.ts): the matrix product gives the same results as
+ * tfjs's kernels on the products it takes over and on those it passes through; softmax, LayerNorm and GELU (and
+ * the latter two's gradients) equal host-computed values and the model's tfjs composites; nothing leaked; and
+ * timm's micro gradients and tiny logits still within the fixtures' tolerances with all of them installed.
+ * Skipped without a WebGPU adapter.
  */
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
@@ -12,6 +14,22 @@ import {
   webgpuMatMulInstalled,
 } from "../lib/backend/webgpu_matmul.ts";
 import { installWebGPUSoftmax, uninstallWebGPUSoftmax } from "../lib/backend/webgpu_softmax.ts";
+import {
+  installWebGPULayerNorm,
+  LAYER_NORM_KERNEL,
+  uninstallWebGPULayerNorm,
+  webgpuLayerNorm,
+  webgpuLayerNormInstalled,
+} from "../lib/backend/webgpu_layer_norm.ts";
+import {
+  GELU_KERNEL,
+  installWebGPUGelu,
+  uninstallWebGPUGelu,
+  webgpuGelu,
+  webgpuGeluInstalled,
+} from "../lib/backend/webgpu_gelu.ts";
+import { LayerNorm } from "../lib/vit/layer_norm.ts";
+import { gelu } from "../lib/vit/gelu.ts";
 import { assertClose, haveFixtures } from "./_fixtures.ts";
 import { checkMicro, checkTiny } from "./_timm_oracle.ts";
 
@@ -138,19 +156,203 @@ Deno.test({
   },
 });
 
+/** Deterministic values in [-scale, scale] plus `shift`, different per `seed`. */
+function values(n: number, seed: number, scale = 3, shift = 0): Float32Array {
+  const out = new Float32Array(n);
+  let s = seed;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    out[i] = (s / 2 ** 31 - 1) * scale + shift;
+  }
+  return out;
+}
+
+/** LayerNorm over rows of width `d` and its gradients for the upstream gradient `dy`, in float64 on the host. */
+function hostLayerNorm(
+  x: Float32Array,
+  d: number,
+  gamma: Float32Array,
+  beta: Float32Array,
+  dy: Float32Array,
+) {
+  const eps = 1e-6, rows = x.length / d;
+  const y = new Float64Array(x.length), dx = new Float64Array(x.length);
+  const dGamma = new Float64Array(d), dBeta = new Float64Array(d);
+  for (let r = 0; r < rows; r++) {
+    const row = Array.from(x.subarray(r * d, r * d + d));
+    const mean = row.reduce((a, b) => a + b, 0) / d;
+    const rstd = 1 / Math.sqrt(row.reduce((a, b) => a + (b - mean) ** 2, 0) / d + eps);
+    const xhat = row.map((v) => (v - mean) * rstd);
+    const g = xhat.map((_, j) => dy[r * d + j] * gamma[j]);
+    const mg = g.reduce((a, b) => a + b, 0) / d;
+    const mgx = g.reduce((a, b, j) => a + b * xhat[j], 0) / d;
+    for (let j = 0; j < d; j++) {
+      y[r * d + j] = xhat[j] * gamma[j] + beta[j];
+      dx[r * d + j] = (g[j] - mg - xhat[j] * mgx) * rstd;
+      dGamma[j] += dy[r * d + j] * xhat[j];
+      dBeta[j] += dy[r * d + j];
+    }
+  }
+  return { y, dx, dGamma, dBeta };
+}
+
 Deno.test({
-  name: "WGSL matmul and softmax: micro gradients and tiny logits still match timm",
+  name: "WGSL LayerNorm: forward and gradients equal a host LayerNorm and the composite, odd widths included",
+  ignore: !haveWebGPU,
+  async fn() {
+    await initBackend("webgpu");
+    // x shapes: odd widths (scalar loads), multiples of 4 (vec4 loads), rank 3, one column, ViT-Ti's rows.
+    const shapes = [[5, 7], [9, 20], [2, 3, 12], [4, 1], [3, 13], [197, 192]];
+    try {
+      for (const shape of shapes) {
+        const d = shape[shape.length - 1], size = shape.reduce((a, b) => a * b, 1);
+        const xs = values(size, 1 + d, 3, 2), gs = values(d, 2 + d, 1, 1), bs = values(d, 3 + d);
+        const dys = values(size, 4 + d);
+        const x = tf.tensor(xs, shape), dy = tf.tensor(dys, shape);
+        const ln = new LayerNorm(tf.variable(tf.tensor1d(gs)), tf.variable(tf.tensor1d(bs)));
+        const what = `LayerNorm [${shape}]`;
+        const host = hostLayerNorm(xs, d, gs, bs, dys);
+        // The model's LayerNorm, differentiated: returns [y, dx, dγ, dβ].
+        const run = () =>
+          tf.tidy(() => {
+            const f = (t: tf.Tensor, w: tf.Tensor, b: tf.Tensor) =>
+              tf.sum(tf.mul(new LayerNorm(w as tf.Variable, b as tf.Variable).apply(t), dy));
+            return [ln.apply(x), ...tf.grads(f)([x, ln.weight, ln.bias])];
+          });
+        assert.ok(installWebGPULayerNorm(true, true) && webgpuLayerNormInstalled());
+        const before = tf.memory().numTensors;
+        const direct = webgpuLayerNorm(x, ln.weight, ln.bias, 1e-6)!;
+        assert.equal(tf.memory().numTensors, before + 1, `${what}: one tensor out`);
+        assertClose(await direct.data(), host.y, 1e-6, `${what} kernel vs host`);
+        const profile = await tf.profile(() => ln.apply(x));
+        assert.ok(profile.kernelNames.includes(LAYER_NORM_KERNEL), `${what}: the model runs the kernel`);
+        tf.dispose(profile.result as tf.Tensor);
+        const fused = run();
+        assert.equal(tf.memory().numTensors, before + 1 + 4, `${what}: nothing leaked`);
+        const names = ["y", "dx", "dγ", "dβ"], refs = [host.y, host.dx, host.dGamma, host.dBeta];
+        for (let i = 0; i < 4; i++) {
+          assertClose(await fused[i].data(), refs[i], 1e-5, `${what} ${names[i]} vs host`);
+        }
+        uninstallWebGPULayerNorm();
+        assert.equal(webgpuLayerNorm(x, ln.weight, ln.bias, 1e-6), undefined, "undefined when not installed");
+        const composite = run();
+        for (let i = 0; i < 4; i++) {
+          assert.deepEqual(fused[i].shape, composite[i].shape, `${what} ${names[i]} shape`);
+          assertClose(
+            await fused[i].data(),
+            await composite[i].data(),
+            1e-5,
+            `${what} ${names[i]} vs composite`,
+          );
+        }
+        // The model's tfjs-op gradient, for a kernel forward whose gradient kernels went away meanwhile.
+        installWebGPULayerNorm(true, true);
+        const opsGrads = tf.grads((t: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => {
+          const y = new LayerNorm(w as tf.Variable, b as tf.Variable).apply(t);
+          uninstallWebGPULayerNorm();
+          return tf.sum(tf.mul(y, dy));
+        })([x, ln.weight, ln.bias]);
+        for (let i = 0; i < 3; i++) {
+          assertClose(
+            await opsGrads[i].data(),
+            refs[i + 1],
+            1e-5,
+            `${what} ${names[i + 1]} by tfjs ops vs host`,
+          );
+        }
+        tf.dispose([x, dy, ln.weight, ln.bias, direct, ...fused, ...composite, ...opsGrads]);
+      }
+      installWebGPULayerNorm(true, true);
+      const x = tf.zeros([2, 8]), bad = tf.zeros([6]);
+      assert.throws(() => webgpuLayerNorm(x, bad, bad, 1e-6), /VitLayerNorm: gamma must be float32 \[8\]/);
+      tf.dispose([x, bad]);
+    } finally {
+      uninstallWebGPULayerNorm();
+    }
+  },
+});
+
+/** erf on the host to ~1e-10: its Taylor series below 4, ±1 beyond (erfc(4) ≈ 1.5e-8). */
+function hostErf(x: number): number {
+  if (Math.abs(x) >= 4) return Math.sign(x);
+  let term = x, sum = x;
+  for (let n = 1; n < 120; n++) {
+    term *= -x * x / n;
+    sum += term / (2 * n + 1);
+  }
+  return 2 / Math.sqrt(Math.PI) * sum;
+}
+
+Deno.test({
+  name: "WGSL GELU: value and gradient equal the exact (erf) GELU on the host and the composite",
+  ignore: !haveWebGPU,
+  async fn() {
+    await initBackend("webgpu");
+    try {
+      // Sizes: a multiple of 4 (vec4) and odd ones; values up to ±8, where erf saturates.
+      for (const shape of [[6, 32], [3, 7], [1, 5, 9], [197, 768]]) {
+        const size = shape.reduce((a, b) => a * b, 1);
+        const xs = values(size, 11 + size, 8), dys = values(size, 12 + size);
+        xs[0] = 0;
+        const x = tf.tensor(xs, shape), dy = tf.tensor(dys, shape);
+        const what = `GELU [${shape}]`;
+        const hostY = Array.from(xs, (v) => 0.5 * v * (1 + hostErf(v * Math.SQRT1_2)));
+        const hostDx = Array.from(
+          xs,
+          (v, i) =>
+            dys[i] *
+            (0.5 * (1 + hostErf(v * Math.SQRT1_2)) + v * Math.exp(-0.5 * v * v) / Math.sqrt(2 * Math.PI)),
+        );
+        const run = () => tf.tidy(() => [gelu(x), tf.grad((t: tf.Tensor) => tf.sum(tf.mul(gelu(t), dy)))(x)]);
+        assert.ok(installWebGPUGelu(true, true) && webgpuGeluInstalled());
+        const before = tf.memory().numTensors;
+        const direct = webgpuGelu(x)!;
+        assert.equal(tf.memory().numTensors, before + 1, `${what}: one tensor out`);
+        assertClose(await direct.data(), hostY, 1e-6, `${what} kernel vs host`);
+        const profile = await tf.profile(() => gelu(x));
+        assert.ok(profile.kernelNames.includes(GELU_KERNEL), `${what}: the model runs the kernel`);
+        tf.dispose(profile.result as tf.Tensor);
+        const fused = run();
+        assert.equal(tf.memory().numTensors, before + 1 + 2, `${what}: nothing leaked`);
+        assertClose(await fused[0].data(), hostY, 1e-6, `${what} y vs host`);
+        assertClose(await fused[1].data(), hostDx, 1e-6, `${what} dx vs host`);
+        uninstallWebGPUGelu();
+        assert.equal(webgpuGelu(x), undefined, "undefined when not installed");
+        const composite = run();
+        for (let i = 0; i < 2; i++) {
+          assert.deepEqual(fused[i].shape, composite[i].shape, `${what} shape`);
+          assertClose(
+            await fused[i].data(),
+            await composite[i].data(),
+            1e-6,
+            `${what} ${i ? "dx" : "y"} vs composite`,
+          );
+        }
+        tf.dispose([x, dy, direct, ...fused, ...composite]);
+      }
+    } finally {
+      uninstallWebGPUGelu();
+    }
+  },
+});
+
+Deno.test({
+  name: "WGSL matmul, softmax, LayerNorm and GELU: micro gradients and tiny logits still match timm",
   ignore: !haveWebGPU || !haveFixtures,
   async fn() {
     await initBackend("webgpu");
     installWebGPUMatMul(true, true);
     installWebGPUSoftmax(true, true);
+    installWebGPULayerNorm(true, true);
+    installWebGPUGelu(true, true);
     try {
       await checkMicro({ logits: false, grads: true });
       await checkTiny({ loss: false });
     } finally {
       uninstallWebGPUMatMul();
       uninstallWebGPUSoftmax();
+      uninstallWebGPULayerNorm();
+      uninstallWebGPUGelu();
     }
   },
 });

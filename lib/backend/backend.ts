@@ -4,8 +4,8 @@
  *
  * The project's own kernels are registered here too, where they were measured faster than tfjs's (figures in
  * docs/benchmarks.md): the per-item `BatchMatMul` and the heap-view `Slice`/`SplitV` on wasm, and the WGSL
- * matmul and softmax on a software WebGPU adapter (on a hardware GPU tfjs's tiled kernels stay until a GPU
- * bench says otherwise).
+ * matmul, softmax, LayerNorm and GELU on a software WebGPU adapter (on a hardware GPU tfjs's tiled kernels and
+ * the model's composite LayerNorm and GELU stay until a GPU bench says otherwise).
  * `VIT_KERNELS=stock` keeps tfjs's own everywhere, to rule the project's kernels out when chasing a
  * numerical difference.
  *
@@ -16,6 +16,8 @@ import "@tensorflow/tfjs-backend-webgpu";
 import "@tensorflow/tfjs-backend-wasm";
 import { installWasmBatchMatMul } from "./wasm_batch_matmul.ts";
 import { installWasmSlice } from "./wasm_slice.ts";
+import { installWebGPUGelu } from "./webgpu_gelu.ts";
+import { installWebGPULayerNorm } from "./webgpu_layer_norm.ts";
 import { installWebGPUMatMul } from "./webgpu_matmul.ts";
 import { installWebGPUSoftmax } from "./webgpu_softmax.ts";
 
@@ -118,6 +120,8 @@ function installKernels(info: BackendInfo): void {
     const software = info.adapter?.isFallbackAdapter ?? false;
     if (installWebGPUMatMul(software)) info.kernels.push("WGSL matmul");
     if (installWebGPUSoftmax(software)) info.kernels.push("WGSL softmax");
+    if (installWebGPULayerNorm(software)) info.kernels.push("WGSL LayerNorm");
+    if (installWebGPUGelu(software)) info.kernels.push("WGSL GELU");
   }
 }
 
@@ -139,7 +143,7 @@ async function select(prefer: BackendName | undefined): Promise<BackendInfo> {
 
 /**
  * A one-line description, e.g.
- * `webgpu (llvmpipe (LLVM 15.0.6, 256 bits), fallback adapter; kernels: WGSL matmul, WGSL softmax)`.
+ * `webgpu (llvmpipe (LLVM 15.0.6, 256 bits), fallback adapter; kernels: WGSL matmul, WGSL softmax, …)`.
  */
 export function describeBackend(info: BackendInfo): string {
   const parts: string[] = [];
