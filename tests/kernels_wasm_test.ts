@@ -47,6 +47,53 @@ Deno.test("wasm BatchMatMul override: equals tfjs's kernel on batched, broadcast
   }
 });
 
+Deno.test("wasm BatchMatMul override: a many-item batch matches tfjs's kernel without tfjs's Slice or Concat", async () => {
+  await initBackend("wasm");
+  // tfjs-wasm's Slice copies its whole input per call: slicing each of B items cost B² item copies, which made
+  // ViT forward time per image grow with the batch. The kernel must take items and write results itself.
+  const counted = [tf.Slice, tf.Concat].map((name) => tf.getKernel(name, "wasm")!);
+  const calls = new Map<string, number>();
+  for (const k of counted) {
+    tf.unregisterKernel(k.kernelName, "wasm");
+    tf.registerKernel({
+      ...k,
+      kernelFunc: (args) => {
+        calls.set(k.kernelName, (calls.get(k.kernelName) ?? 0) + 1);
+        return k.kernelFunc(args);
+      },
+    });
+  }
+  const a = tf.randomNormal([4, 6, 70, 64], 0, 1, "float32", 3),
+    b = tf.randomNormal([4, 6, 70, 64], 0, 1, "float32", 4);
+  const p = tf.randomNormal([4, 6, 70, 70], 0, 1, "float32", 5);
+  try {
+    for (const [x, y, tb] of [[a, b, true], [p, b, false]] as const) {
+      uninstallWasmBatchMatMul();
+      const ref = tf.matMul(x, y, false, tb);
+      installWasmBatchMatMul();
+      calls.clear();
+      const before = tf.engine().backend.numDataIds();
+      const out = tf.matMul(x, y, false, tb);
+      assert.equal(
+        tf.engine().backend.numDataIds(),
+        before + 1,
+        `[${x.shape}]·[${y.shape}] leaves only its output`,
+      );
+      assert.deepEqual([...calls], [], "no Slice or Concat kernel call");
+      assert.deepEqual(out.shape, ref.shape);
+      assertClose(await out.data(), await ref.data(), 1e-6, `[${x.shape}]·[${y.shape}] tB=${tb}`);
+      tf.dispose([ref, out]);
+    }
+  } finally {
+    tf.dispose([a, b, p]);
+    for (const k of counted) {
+      tf.unregisterKernel(k.kernelName, "wasm");
+      tf.registerKernel(k);
+    }
+    uninstallWasmBatchMatMul();
+  }
+});
+
 Deno.test({
   name: "wasm BatchMatMul override: micro gradients and tiny logits still match timm",
   ignore: !haveFixtures,
