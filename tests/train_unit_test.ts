@@ -19,7 +19,7 @@ import { applyFreeze } from "../lib/train/freeze.ts";
 import { balancedSubset, firstPerClass } from "../lib/train/image_set.ts";
 import { initStateDict } from "../lib/train/init.ts";
 import { readMetrics } from "../lib/train/metrics.ts";
-import { type StepReport, trainLoop } from "../lib/train/loop.ts";
+import { type StepReport, trainLoop, updatesPerEpoch } from "../lib/train/loop.ts";
 import { clipGradNorm, decays, Optimizer, type OptimizerName } from "../lib/train/optimizer.ts";
 import { learningRate } from "../lib/train/scheduler.ts";
 import { syntheticImageSet, syntheticPreprocessing } from "../lib/train/synthetic.ts";
@@ -467,6 +467,15 @@ Deno.test("trainLoop: hooks per update and epoch, stop and resume from the posit
   optimizer.dispose();
   model.dispose();
   assert.equal(tf.memory().numTensors, tensors, "an aborted loop left tensors behind");
+});
+
+Deno.test("updatesPerEpoch drops the last partial batch and refuses a set smaller than one batch", () => {
+  assert.equal(updatesPerEpoch(50000, 128), 390);
+  assert.equal(updatesPerEpoch(1024, 64, 8), 2);
+  assert.throws(
+    () => updatesPerEpoch(300, 64, 8),
+    /the training set has 300 images, fewer than one effective batch \(512\)/,
+  );
 });
 
 Deno.test("trainLoop: a non-finite loss stops it before the update touches the weights", async () => {

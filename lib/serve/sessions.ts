@@ -111,6 +111,10 @@ export class SessionManager {
     readonly metrics?: ServeMetrics,
   ) {
     this.#leases = new SessionLeases(`${options.dir}/active`, async (id) => {
+      // This process's own sessions: the in-memory record turns terminal before the persisted one and the
+      // lease's release, and a client that saw it end may start the next session at once.
+      const own = this.#records.get(id);
+      if (own) return isTerminal(own.state);
       try {
         const rec = JSON.parse(await Deno.readTextFile(`${options.dir}/${id}.json`)) as SessionRecord;
         return isTerminal(rec.state);

@@ -89,9 +89,20 @@ export interface LoopOptions {
   signal?: AbortSignal;
 }
 
-/** Full updates in one epoch over `samples` samples (a last, partial effective batch is dropped). */
+/**
+ * Full updates in one epoch over `samples` samples (a last, partial effective batch is dropped). Throws when
+ * the samples do not fill one effective batch, since such a run would never update.
+ */
 export function updatesPerEpoch(samples: number, batchSize: number, gradAccumSteps = 1): number {
-  return Math.floor(samples / (batchSize * gradAccumSteps));
+  const perEpoch = Math.floor(samples / (batchSize * gradAccumSteps));
+  if (perEpoch < 1) {
+    throw new Error(
+      `the training set has ${samples} images, fewer than one effective batch (${
+        batchSize * gradAccumSteps
+      })`,
+    );
+  }
+  return perEpoch;
 }
 
 /**
@@ -103,14 +114,9 @@ export async function trainLoop(o: LoopOptions): Promise<{ stopped: boolean; los
   if (!Number.isInteger(o.batchSize) || o.batchSize < 1 || !Number.isInteger(accum) || accum < 1) {
     throw new Error(`batch size ${o.batchSize} × ${accum} accumulation steps: expected positive integers`);
   }
-  const pool = o.pool
-    ? Int32Array.from(o.pool as ArrayLike<number>)
-    : Int32Array.from({ length: o.data.size }, (_, i) => i);
+  const pool = o.pool ? Int32Array.from(o.pool) : Int32Array.from({ length: o.data.size }, (_, i) => i);
   const eff = o.batchSize * accum;
   const perEpoch = updatesPerEpoch(pool.length, o.batchSize, accum);
-  if (perEpoch < 1) {
-    throw new Error(`the training set has ${pool.length} images, fewer than one effective batch (${eff})`);
-  }
   const shape = [o.batchSize, ...o.data.shape] as [number, number, number, number];
   const pos = o.position;
   let loss = NaN;

@@ -193,9 +193,6 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
   const pool = balancedSubset(inputs.train.labels, config.train_subset, mixSeed(config.seed, 0x5b5e7));
   const eff = config.batch_size * config.grad_accum_steps;
   const perEpoch = updatesPerEpoch(pool.length, config.batch_size, config.grad_accum_steps);
-  if (perEpoch < 1) {
-    throw new Error(`the training set has ${pool.length} images, fewer than one effective batch (${eff})`);
-  }
   const total = perEpoch * config.epochs;
   const schedule = {
     sched: config.sched,
