@@ -7,13 +7,8 @@
 import * as tf from "@tensorflow/tfjs";
 import { parseArgs } from "node:util";
 import { type BackendInfo, type BackendName, initBackend } from "../lib/backend/backend.ts";
-import { installWasmBatchMatMul, uninstallWasmBatchMatMul } from "../lib/backend/wasm_batch_matmul.ts";
-import {
-  installWebGPUMatMul,
-  uninstallWebGPUMatMul,
-  webgpuMatMulInstalled,
-} from "../lib/backend/webgpu_matmul.ts";
-import { installWebGPUSoftmax, uninstallWebGPUSoftmax } from "../lib/backend/webgpu_softmax.ts";
+import { installProjectKernels, uninstallProjectKernels } from "../lib/backend/kernels.ts";
+import { webgpuMatMulInstalled } from "../lib/backend/webgpu_matmul.ts";
 import { denoRunArgs, runTimed } from "../lib/bench/child.ts";
 import type { ColdStartMarks } from "../lib/bench/cold_start.ts";
 import { loadAverage, machineInfo, peakRssBytes, resetPeakRss } from "../lib/bench/machine.ts";
@@ -280,9 +275,8 @@ class Bench {
       });
       return;
     }
-    if (backendName === "webgpu" && this.o.fastKernels) {
-      installWebGPUMatMul(info.adapter?.isFallbackAdapter ?? false, this.o.forceWgsl);
-      installWebGPUSoftmax(info.adapter?.isFallbackAdapter ?? false, this.o.forceWgsl);
+    if (backendName === "webgpu" && this.o.fastKernels && this.o.forceWgsl) {
+      installProjectKernels("webgpu", info.adapter?.isFallbackAdapter ?? false, true);
     }
     const adapter = info.adapter
       ? `${info.adapter.description}${info.adapter.isFallbackAdapter ? " (fallback)" : ""}`
@@ -429,26 +423,18 @@ class Bench {
     const shape = [1, c.in_chans, c.img_size, c.img_size];
     const input = benchInput(1, c);
     const wasm = backendName === "wasm";
-    if (wasm) uninstallWasmBatchMatMul();
-    else {
-      uninstallWebGPUMatMul();
-      uninstallWebGPUSoftmax();
-    }
+    const restore = uninstallProjectKernels(backendName);
     let t: Timing;
     try {
       t = await this.timed(() => vit.logits(input, shape));
     } finally {
-      if (wasm) installWasmBatchMatMul();
-      else {
-        installWebGPUMatMul(true, true);
-        installWebGPUSoftmax(true, true);
-      }
+      restore();
     }
-    const what = wasm ? "per-item BatchMatMul" : "WGSL matmul + softmax";
-    const file = wasm ? "wasm_batch_matmul.ts" : "webgpu_matmul.ts, webgpu_softmax.ts";
+    const what = wasm ? "wasm BatchMatMul + Slice/SplitV" : "WGSL matmul, softmax, LayerNorm, GELU";
+    const file = "kernels.ts";
     this.add({
       ...base,
-      engine: wasm ? "vit-deno, stock tfjs BatchMatMul" : "vit-deno, stock tfjs matmul + softmax",
+      engine: "vit-deno, stock tfjs kernels",
       metric: "latency",
       batch: 1,
       value: t.medianMs,

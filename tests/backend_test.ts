@@ -4,7 +4,9 @@
  */
 import assert from "node:assert/strict";
 import { describeBackend, initBackend } from "../lib/backend/backend.ts";
+import { uninstallProjectKernels } from "../lib/backend/kernels.ts";
 import { wasmBatchMatMulInstalled } from "../lib/backend/wasm_batch_matmul.ts";
+import { wasmSliceInstalled } from "../lib/backend/wasm_slice.ts";
 import { webgpuGeluInstalled } from "../lib/backend/webgpu_gelu.ts";
 import { webgpuLayerNormInstalled } from "../lib/backend/webgpu_layer_norm.ts";
 import { webgpuMatMulInstalled } from "../lib/backend/webgpu_matmul.ts";
@@ -53,4 +55,13 @@ Deno.test("initBackend: VIT_KERNELS=stock registers nothing; a bad value names t
     withKernelsEnv("fast", () => initBackend("wasm")),
     /VIT_KERNELS: unknown value "fast", expected "project" \(the default\) or "stock"/,
   );
+});
+
+Deno.test("uninstallProjectKernels puts tfjs's kernels back and restores exactly the project's", async () => {
+  await withKernelsEnv(undefined, () => initBackend("wasm"));
+  assert.ok(wasmBatchMatMulInstalled() && wasmSliceInstalled());
+  const restore = uninstallProjectKernels("wasm");
+  assert.ok(!wasmBatchMatMulInstalled() && !wasmSliceInstalled());
+  restore();
+  assert.ok(wasmBatchMatMulInstalled() && wasmSliceInstalled());
 });

@@ -14,12 +14,7 @@
 import * as tf from "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-webgpu";
 import "@tensorflow/tfjs-backend-wasm";
-import { installWasmBatchMatMul } from "./wasm_batch_matmul.ts";
-import { installWasmSlice } from "./wasm_slice.ts";
-import { installWebGPUGelu } from "./webgpu_gelu.ts";
-import { installWebGPULayerNorm } from "./webgpu_layer_norm.ts";
-import { installWebGPUMatMul } from "./webgpu_matmul.ts";
-import { installWebGPUSoftmax } from "./webgpu_softmax.ts";
+import { installProjectKernels } from "./kernels.ts";
 
 /** The tfjs backends this project runs on. */
 export type BackendName = "webgpu" | "wasm" | "cpu";
@@ -114,15 +109,7 @@ function parseKernels(value: string | undefined): "project" | "stock" {
 /** Registers the project's kernels that apply to `info`'s backend and records them in `info.kernels`. */
 function installKernels(info: BackendInfo): void {
   if (parseKernels(Deno.env.get("VIT_KERNELS")) === "stock") return;
-  if (info.name === "wasm" && installWasmBatchMatMul()) info.kernels.push("wasm BatchMatMul");
-  if (info.name === "wasm" && installWasmSlice()) info.kernels.push("wasm Slice/SplitV");
-  if (info.name === "webgpu") {
-    const software = info.adapter?.isFallbackAdapter ?? false;
-    if (installWebGPUMatMul(software)) info.kernels.push("WGSL matmul");
-    if (installWebGPUSoftmax(software)) info.kernels.push("WGSL softmax");
-    if (installWebGPULayerNorm(software)) info.kernels.push("WGSL LayerNorm");
-    if (installWebGPUGelu(software)) info.kernels.push("WGSL GELU");
-  }
+  info.kernels.push(...installProjectKernels(info.name, info.adapter?.isFallbackAdapter ?? false));
 }
 
 async function select(prefer: BackendName | undefined): Promise<BackendInfo> {

@@ -92,3 +92,8 @@ export function uninstallWebGPUSoftmax(): void {
   tf.registerKernel(stock);
   stock = undefined;
 }
+
+/** Whether the WGSL softmax is the one registered now. */
+export function webgpuSoftmaxInstalled(): boolean {
+  return stock !== undefined;
+}
