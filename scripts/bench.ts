@@ -51,11 +51,10 @@ Options:
   --no-convert           skip the conversion figure
   --no-profile           skip the per-kernel tf.profile pass
   --no-wasm-variants     skip the tfjs-wasm SIMD / no-SIMD / threads comparison
-  --stock-kernels        tfjs's own kernels only (default: the project's faster wasm BatchMatMul and, on a
-                         software WebGPU adapter, its WGSL matmul and softmax, with a stock-kernel batch-1 figure beside
-                         each for before/after)
-  --force-wgsl-matmul    install the WGSL matmul and softmax on a hardware WebGPU adapter too (to measure
-                         them on a GPU)
+  --stock-kernels        tfjs's own kernels only (default: the project's kernels of lib/backend/kernels.ts, as
+                         initBackend installs them, with a stock-kernel batch-1 figure beside each for before/after)
+  --force-wgsl-matmul    install every WGSL kernel (matmul, softmax, LayerNorm, GELU) on a hardware WebGPU
+                         adapter too (to measure them on a GPU)
   --ort-threads <n>      onnxruntime-node intraOpNumThreads                [2]
   --cache <dir>          scratch folder for the .safetensors and shards    [.cache/bench]
   --json <file>          JSON output                                       [docs/benchmarks.json]
@@ -941,9 +940,9 @@ async function main(): Promise<number> {
   const bench = new Bench(o);
   bench.notes.push(
     o.fastKernels
-      ? "Kernels: the per-item wasm BatchMatMul (lib/backend/wasm_batch_matmul.ts) and, on a software WebGPU " +
-        "adapter, the WGSL matmul and softmax (lib/backend/webgpu_matmul.ts, webgpu_softmax.ts) were installed for " +
-        'every figure except the rows marked "stock tfjs …" and the tfjs-wasm variant rows.'
+      ? "Kernels: the project's (lib/backend/kernels.ts: wasm BatchMatMul and Slice/SplitV; on a software WebGPU " +
+        "adapter the WGSL matmul, softmax, LayerNorm and GELU) were installed for every figure except the rows " +
+        'marked "stock tfjs kernels" and the tfjs-wasm variant rows.'
       : "Kernels: tfjs's own only (--stock-kernels).",
   );
   const date = new Date().toISOString();
