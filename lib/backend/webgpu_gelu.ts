@@ -14,17 +14,9 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-webgpu";
+import type { WebGPUBackendLike } from "./webgpu_program.ts";
 
 type Info = tf.TensorInfo;
-interface WebGPUBackendLike extends tf.KernelBackend {
-  runWebGPUProgram(
-    program: unknown,
-    inputs: Info[],
-    outputDtype: tf.DataType,
-    uniforms?: Array<{ type: string; data: number[] }>,
-  ): Info;
-}
-
 const BACKEND = "webgpu";
 /** The names the kernels are registered under (tfjs has no GELU kernel). */
 export const GELU_KERNEL = "VitGelu", GELU_GRAD_KERNEL = "VitGeluGrad";

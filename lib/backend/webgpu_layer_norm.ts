@@ -18,17 +18,9 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-webgpu";
+import type { WebGPUBackendLike } from "./webgpu_program.ts";
 
 type Info = tf.TensorInfo;
-interface WebGPUBackendLike extends tf.KernelBackend {
-  runWebGPUProgram(
-    program: unknown,
-    inputs: Info[],
-    outputDtype: tf.DataType,
-    uniforms?: Array<{ type: string; data: number[] }>,
-  ): Info;
-}
-
 const BACKEND = "webgpu";
 /** The names the kernels are registered under (tfjs has none for LayerNorm). */
 export const LAYER_NORM_KERNEL = "VitLayerNorm", LAYER_NORM_GRAD_KERNEL = "VitLayerNormGrad";

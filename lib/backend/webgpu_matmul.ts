@@ -20,6 +20,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-webgpu";
+import type { WebGPUBackendLike } from "./webgpu_program.ts";
 
 type Info = tf.TensorInfo;
 interface KernelArgs {
@@ -27,15 +28,6 @@ interface KernelArgs {
   backend: tf.KernelBackend;
   attrs?: tf.NamedAttrMap;
 }
-interface WebGPUBackendLike extends tf.KernelBackend {
-  runWebGPUProgram(
-    program: unknown,
-    inputs: Info[],
-    outputDtype: tf.DataType,
-    uniforms?: Array<{ type: string; data: number[] }>,
-  ): Info;
-}
-
 const BACKEND = "webgpu";
 /** Output rows per invocation and the workgroup shape (columns of vec4 × row groups). */
 const ROWS = 8, WG_X = 16, WG_Y = 4;

@@ -10,17 +10,9 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-webgpu";
+import type { WebGPUBackendLike } from "./webgpu_program.ts";
 
 type Info = tf.TensorInfo;
-interface WebGPUBackendLike extends tf.KernelBackend {
-  runWebGPUProgram(
-    program: unknown,
-    inputs: Info[],
-    outputDtype: tf.DataType,
-    uniforms?: Array<{ type: string; data: number[] }>,
-  ): Info;
-}
-
 const BACKEND = "webgpu";
 const WG = 64;
 let stock: tf.KernelConfig | undefined;
