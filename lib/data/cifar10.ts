@@ -16,6 +16,7 @@ import type { Dataset } from "./dataset.ts";
 import { downloadFile, md5File } from "./download.ts";
 import { openImageFolder } from "./image_folder.ts";
 import { extractTar, fileStream } from "./tar.ts";
+import { pathExists } from "../weights/path_exists.ts";
 
 /** The canonical binary archive and its published MD5. */
 export const CIFAR10_BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
@@ -27,20 +28,10 @@ export const CIFAR10_COUNTS = { train: 50_000, test: 10_000 } as const;
 /** A progress / status line sink (defaults to nothing). */
 export type Log = (line: string) => void;
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
-}
-
 /** Images per class folder of `<dir>` (a missing folder counts nothing). */
 export async function countClassImages(dir: string): Promise<Map<string, number>> {
   const counts = new Map<string, number>();
-  if (!(await exists(dir))) return counts;
+  if (!(await pathExists(dir))) return counts;
   for await (const c of Deno.readDir(dir)) {
     if (!c.isDirectory || c.name.startsWith(".")) continue;
     let n = 0;
@@ -83,7 +74,7 @@ export async function prepareCifar10Jpeg(
       continue;
     }
     const archive = `${from}/${split}.tar.gz`;
-    if (!(await exists(archive))) {
+    if (!(await pathExists(archive))) {
       throw new Error(`${archive} is missing (pass --from <folder with ${split}.tar.gz>)`);
     }
     const tmp = `${to}/.${split}.tmp-${Deno.pid}`;
@@ -153,7 +144,7 @@ export async function downloadCifar10Binary(
   }
   await Deno.mkdir(dataDir, { recursive: true });
   const archive = `${dataDir}/cifar-10-binary.tar.gz`;
-  if (!(await exists(archive)) || (await md5File(archive)) !== md5) {
+  if (!(await pathExists(archive)) || (await md5File(archive)) !== md5) {
     log(`downloading ${url}`);
     let shown = -1;
     await downloadFile(url, archive, {

@@ -20,6 +20,7 @@ import { ApiError, notFound } from "./errors.ts";
 import { removeOrphans } from "./liveness.ts";
 import type { ServeMetrics } from "./metrics.ts";
 import type { Registration, RegistrationStore, StoredRegistration } from "./registrations.ts";
+import { pathExists } from "../weights/path_exists.ts";
 
 /** How a model came to be served: `--model` at startup, `POST /v1/models`, or a fine-tuning session. */
 export type ModelKind = "base" | "registered" | "finetuned";
@@ -102,17 +103,6 @@ export function defaultModelId(location: string, manifest: ModelManifest): strin
   return cleaned || "model";
 }
 
-/** Whether something exists at `path`. */
-async function present(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
-}
-
 function modelExists(id: string): ApiError {
   return new ApiError(
     409,
@@ -180,7 +170,7 @@ export class ModelRegistry {
   async exists(id: string): Promise<boolean> {
     if (this.#models.has(id) || this.#loading.has(id) || this.#unavailable.has(id)) return true;
     if (!ID_RE.test(id)) return false;
-    if (this.modelsDir && await present(`${this.modelsDir}/${id}`)) return true;
+    if (this.modelsDir && await pathExists(`${this.modelsDir}/${id}`)) return true;
     return (await this.registrations?.version(id)) !== undefined;
   }
 
@@ -381,7 +371,7 @@ export class ModelRegistry {
     const key = this.#resolve(id);
     const m = this.#models.get(key);
     const finetuned = m?.kind === "finetuned" ||
-      (!m && this.modelsDir !== undefined && ID_RE.test(key) && await present(`${this.modelsDir}/${key}`));
+      (!m && this.modelsDir !== undefined && ID_RE.test(key) && await pathExists(`${this.modelsDir}/${key}`));
     if (m?.kind === "base" || finetuned) {
       throw new ApiError(
         409,
