@@ -15,6 +15,7 @@ import { loadWeights, readManifest } from "../lib/weights/load.ts";
 import type { Preprocessing } from "../lib/weights/manifest.ts";
 import { saveModel } from "../lib/weights/shards.ts";
 import { datasetImageSet, openEvalData } from "../lib/train/dataset_set.ts";
+import { HOLDOUT_PATTERN, holdoutSplit } from "../lib/data/dataset.ts";
 
 const USAGE = `usage: deno task train --config <file.yml> [--<option> <value> ...] [--resume] [--export <dir>]
 options (timm train.py names): model, initial-checkpoint, num_classes, img_size, batch_size, grad_accum_steps,
@@ -65,7 +66,14 @@ async function openData(
     };
   }
   const train = await openEvalData(c.data_dir, c.train_split);
-  const val = await openEvalData(c.data_dir, c.val_split);
+  const holdout = HOLDOUT_PATTERN.exec(c.val_split);
+  const val = holdout ? { ...train } : await openEvalData(c.data_dir, c.val_split);
+  if (holdout) {
+    const parts = holdoutSplit(train.dataset, Number(holdout[1]));
+    train.dataset = parts.train;
+    val.dataset = parts.val;
+    val.name = `${train.name} (held out: the last ${holdout[1]} class-balanced)`;
+  }
   const classes = [...train.dataset.classes];
   if (classes.length !== c.num_classes) {
     throw new Error(

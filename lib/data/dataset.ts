@@ -85,6 +85,24 @@ export function subsetDataset(ds: Dataset, indices: ArrayLike<number>): Dataset 
   };
 }
 
+/** `val_split` value that carves a fixed validation split out of the training split (`holdout:5000`). */
+export const HOLDOUT_PATTERN = /^holdout:(\d+)$/;
+
+/**
+ * Splits `ds` into a training part and a fixed, class-balanced validation part of `total` samples: the last
+ * `total / k` samples of each of the `k` classes in sample order. The split depends on nothing but the
+ * dataset's labels, so every run that names the same `total` validates on the same images (selection
+ * never looks at the test set).
+ */
+export function holdoutSplit(ds: Dataset, total: number): { train: Dataset; val: Dataset } {
+  const reversed = Int32Array.from(ds.labels).reverse();
+  const tail = classBalancedSubset(reversed, total, ds.classes.length);
+  const held = new Set(Array.from(tail, (i) => ds.length - 1 - i));
+  const val = [...held].sort((a, b) => a - b);
+  const train = Array.from(ds.labels.keys()).filter((i) => !held.has(i));
+  return { train: subsetDataset(ds, train), val: subsetDataset(ds, val) };
+}
+
 /**
  * Keeps decoded images in memory (up to `maxBytes` of pixels, default 512 MiB; later images are decoded
  * each time), so small images (CIFAR's 32×32: 150 MB for 50,000) are decoded once per run. Only raw 8-bit

@@ -64,7 +64,7 @@ export interface TrainConfig {
   data_dir: string;
   /** Training split name. */
   train_split: string;
-  /** Evaluation split name. */
+  /** Evaluation split name, or `holdout:N`: N class-balanced images carved out of the training split. */
   val_split: string;
   /** Use only this many training images (class-balanced, seeded); 0 = all. */
   train_subset: number;
