@@ -8,17 +8,14 @@
  * @module
  */
 import { createApp } from "../routes/app.ts";
-import { parseServeArgs } from "../lib/serve/options.ts";
+import { parseServeArgs, SERVE_OPTIONS, SERVE_USAGE } from "../lib/serve/options.ts";
+import { commandLine } from "./_cli.ts";
 import { Service } from "../lib/serve/service.ts";
 
 if (import.meta.main) {
-  let options;
-  try {
-    options = parseServeArgs(Deno.args, (k) => Deno.env.get(k));
-  } catch (e) {
-    console.error((e as Error).message);
-    Deno.exit(2);
-  }
+  const env = (k: string) => Deno.env.get(k);
+  commandLine("serve", SERVE_USAGE, SERVE_OPTIONS, Deno.args, { env });
+  const options = parseServeArgs(Deno.args, env);
   const service = new Service(options);
   try {
     await service.checkModels();

@@ -7,7 +7,17 @@
  * @module
  */
 import { type BackendName, initBackend } from "../lib/backend/backend.ts";
-import { DEFAULTS, mergeConfig, parseArgs, readConfigFile, type TrainConfig } from "../lib/train/config.ts";
+import {
+  checkpointDefaults,
+  DEFAULTS,
+  explicitKeys,
+  mergeConfig,
+  parseArgs,
+  readConfigSource,
+  TRAIN_CLI,
+  type TrainConfig,
+} from "../lib/train/config.ts";
+import { helpText } from "../lib/util/options.ts";
 import type { ImageSet } from "../lib/train/image_set.ts";
 import { syntheticImageSet } from "../lib/train/synthetic.ts";
 import { train } from "../lib/train/trainer.ts";
@@ -17,14 +27,10 @@ import { saveModel } from "../lib/weights/shards.ts";
 import { datasetImageSet, openEvalData } from "../lib/train/dataset_set.ts";
 import { HOLDOUT_PATTERN, holdoutSplit } from "../lib/data/dataset.ts";
 
-const USAGE = `usage: deno task train --config <file.yml> [--<option> <value> ...] [--resume] [--export <dir>]
-options (timm train.py names): model, initial-checkpoint, num_classes, img_size, batch_size, grad_accum_steps,
-  opt (sgd|momentum|adamw), momentum, weight_decay, lr, min_lr, sched (cosine|step|constant), warmup_epochs,
-  warmup_lr, epochs, smoothing, clip_grad, seed, freeze (none|head-only|blocks:N), data_dir, train_subset,
-  eval_subset, hflip, crop_pad, train_crop_mode (rrc|none), scale, ratio, mean, std, output, checkpoint_every,
-  backend, max_updates
-lists: --scale 0.08 1, --scale 0.08,1 or --ratio 3/4,4/3; scale or ratio turns RandomResizedCrop on
-  (train_crop_mode rrc, timm's defaults scale 0.08 1, ratio 3/4 4/3); it cannot be combined with crop_pad`;
+const USAGE = `Usage: deno task train --config <file.yml> [--<option> <value> ...] [--resume] [--export <dir>]
+
+Trains or fine-tunes a ViT with timm train.py's option names (YAML keys or flags, "_" or "-"); flags override
+the file. Lists in timm's form: --scale 0.08 1, --scale 0.08,1, --ratio 3/4 4/3.`;
 
 async function preprocessingOf(c: TrainConfig): Promise<Preprocessing> {
   const base: Preprocessing = c.initial_checkpoint
@@ -96,17 +102,21 @@ async function openData(
 }
 
 if (import.meta.main) {
-  const args = [...Deno.args];
-  if (args.includes("--help") || args.includes("-h")) {
-    console.log(USAGE);
-    Deno.exit(0);
-  }
   try {
-    const { config: file, options } = parseArgs(args);
-    const exportDir = options["export"] as string | undefined;
-    delete options["export"];
-    const base = file ? await readConfigFile(file) : DEFAULTS;
-    const config = mergeConfig(base, options, "command line");
+    const { config: file, export: exportDir, help, options } = parseArgs(Deno.args);
+    if (help) {
+      console.log(helpText(USAGE, TRAIN_CLI, { style: "snake" }));
+      Deno.exit(0);
+    }
+    const raw = file ? await readConfigSource(file) : {};
+    const merged = mergeConfig(mergeConfig(DEFAULTS, raw, `config ${file}`), options, "command line");
+    const config = merged.initial_checkpoint
+      ? checkpointDefaults(
+        merged,
+        (await readManifest(merged.initial_checkpoint)).vit,
+        explicitKeys(raw, options),
+      )
+      : merged;
     await initBackend((config.backend || undefined) as BackendName | undefined);
     const pre = await preprocessingOf(config);
     const data = await openData(config, pre);

@@ -46,8 +46,8 @@ Deno.test("serve options: flags, id=path models, URLs, env fallbacks", () => {
 Deno.test("serve options: bad flags are errors with the usage", () => {
   assert.throws(
     () => parseServeArgs(["--port", "abc"], noEnv),
-    /--port must be a non-negative integer.*\nusage:/s,
+    /command line: "port" must be an integer, got "abc"/,
   );
   assert.throws(() => parseServeArgs(["--bogus"], noEnv), /unknown option "--bogus"/);
-  assert.throws(() => parseServeArgs(["--model"], noEnv), /--model needs a folder or URL/);
+  assert.throws(() => parseServeArgs(["--model"], noEnv), /"--model" needs a value/);
 });

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { OptionError, parseCommandLine, type Schema } from "../util/options.ts";
 
 /** One model to serve: a folder or URL, and optionally the id to serve it as. */
 export interface ModelSpec {
@@ -68,114 +69,116 @@ export function parseModelSpec(text: string): ModelSpec {
   return m && !/^https?:$/i.test(m[1]) ? { id: m[1], location: m[2] } : { location: text };
 }
 
-const USAGE = `usage: deno task serve [--model [id=]dir|url ...] [--port 8000] [--host 127.0.0.1]
-  [--state-dir runs/serve] [--data-root data] [--max-batch 16] [--max-wait-ms 5] [--max-queue 256]
-  [--max-body-mb 32] [--max-upload-mb 256] [--max-pixels 40000000] [--max-images 32] [--max-sessions 2]
-  [--access-log]
-environment: VIT_API_TOKEN (bearer token for fine-tuning and model registration), VIT_MODELS (comma-separated
-  models, when no --model is given), VIT_PORT, VIT_HOST, VIT_STATE_DIR, VIT_DATA_ROOT, VIT_BACKEND`;
+/** Every flag of `deno task serve`, declared once: defaults, validation, environment fallbacks, `--help`. */
+export const SERVE_OPTIONS = {
+  model: {
+    type: "string",
+    multiple: true,
+    aliases: ["-m"],
+    metavar: "[id=]dir|url",
+    env: "VIT_MODELS",
+    defaultText: "weights",
+    help: "a model to serve (repeatable; the environment's list is comma-separated)",
+  },
+  port: { type: "integer", default: 8000, range: [0, 65535], env: "VIT_PORT", help: "port to listen on" },
+  host: { type: "string", default: "127.0.0.1", env: "VIT_HOST", help: "address to listen on" },
+  "state-dir": {
+    type: "string",
+    default: "runs/serve",
+    metavar: "dir",
+    env: "VIT_STATE_DIR",
+    help: "persisted sessions and fine-tuned models",
+  },
+  "data-root": {
+    type: "string",
+    default: "data",
+    metavar: "dir",
+    env: "VIT_DATA_ROOT",
+    help: 'datasets POST /v1/finetune may name ("" = uploads only)',
+  },
+  "max-batch": { type: "integer", default: 16, range: [1, Infinity], help: "images per forward pass" },
+  "max-wait-ms": {
+    type: "number",
+    default: 5,
+    range: [0, Infinity],
+    help: "how long a batch waits for more images",
+  },
+  "max-queue": {
+    type: "integer",
+    default: DEFAULT_LIMITS.maxQueue,
+    range: [1, Infinity],
+    help: "images accepted and not yet classified; beyond it 503",
+  },
+  "max-body-mb": {
+    type: "number",
+    default: DEFAULT_LIMITS.maxBodyBytes / 2 ** 20,
+    range: [0, Infinity],
+    help: "largest classification request body, MiB",
+  },
+  "max-upload-mb": {
+    type: "number",
+    default: DEFAULT_LIMITS.maxUploadBytes / 2 ** 20,
+    range: [0, Infinity],
+    help: "largest fine-tuning upload, MiB",
+  },
+  "max-pixels": {
+    type: "integer",
+    default: DEFAULT_LIMITS.maxPixels,
+    range: [1, Infinity],
+    help: "largest decoded image (width·height)",
+  },
+  "max-images": {
+    type: "integer",
+    default: DEFAULT_LIMITS.maxImagesPerRequest,
+    range: [1, Infinity],
+    help: "images in one classification request",
+  },
+  "max-sessions": {
+    type: "integer",
+    default: DEFAULT_LIMITS.maxSessions,
+    range: [0, Infinity],
+    help: "fine-tuning sessions queued or running at once",
+  },
+  "access-log": { type: "boolean", default: false, help: "one JSON line per request on stdout" },
+} satisfies Schema;
 
-/** The usage text. */
-export function usage(): string {
-  return USAGE;
-}
+/** The usage line of `deno task serve --help`. */
+export const SERVE_USAGE = `Usage: deno task serve [--model [id=]dir|url ...] [options]
 
-function num(flag: string, value: string | undefined, integer = true): number {
-  const n = Number(value);
-  if (
-    value === undefined || value === "" || !Number.isFinite(n) || n < 0 || (integer && !Number.isInteger(n))
-  ) {
-    throw new Error(
-      `${flag} must be a non-negative ${integer ? "integer" : "number"}, got ${
-        JSON.stringify(value)
-      }\n${USAGE}`,
-    );
-  }
-  return n;
-}
+Serves the models over HTTP. Environment: VIT_API_TOKEN (bearer token of fine-tuning and model registration;
+unset disables them), VIT_BACKEND (webgpu, wasm or cpu), and the variables named below.`;
 
-/** Options from flags, then environment, then defaults. Throws with the usage on a bad flag. */
+/** Options from flags, then environment, then defaults. Throws an {@linkcode OptionError} on a bad flag. */
 export function parseServeArgs(
   args: readonly string[],
   env: (name: string) => string | undefined,
 ): ServeOptions {
-  const models: ModelSpec[] = [];
-  const limits = { ...DEFAULT_LIMITS };
-  const o: ServeOptions = {
+  // VIT_MODELS is a comma-separated list, read here rather than as one value.
+  const { values: v } = parseCommandLine(SERVE_OPTIONS, args, {
+    env: (name) => (name === "VIT_MODELS" ? undefined : env(name)),
+  });
+  const flags = (v.model as string[] | undefined) ?? [];
+  const fromEnv = (env("VIT_MODELS") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  const models = (flags.length ? flags : fromEnv.length ? fromEnv : ["weights"]).map(parseModelSpec);
+  if (!v["state-dir"]) throw new OptionError(`"state-dir" must not be empty`);
+  return {
     models,
-    port: num("VIT_PORT", env("VIT_PORT") ?? "8000"),
-    host: env("VIT_HOST") ?? "127.0.0.1",
-    stateDir: env("VIT_STATE_DIR") ?? "runs/serve",
-    dataRoot: env("VIT_DATA_ROOT") ?? "data",
+    port: v.port as number,
+    host: v.host as string,
+    stateDir: v["state-dir"] as string,
+    dataRoot: (v["data-root"] as string) || undefined,
     token: env("VIT_API_TOKEN") || undefined,
-    maxBatch: 16,
-    maxWaitMs: 5,
-    limits,
+    maxBatch: v["max-batch"] as number,
+    maxWaitMs: v["max-wait-ms"] as number,
+    limits: {
+      ...DEFAULT_LIMITS,
+      maxQueue: v["max-queue"] as number,
+      maxBodyBytes: Math.floor((v["max-body-mb"] as number) * 2 ** 20),
+      maxUploadBytes: Math.floor((v["max-upload-mb"] as number) * 2 ** 20),
+      maxPixels: v["max-pixels"] as number,
+      maxImagesPerRequest: v["max-images"] as number,
+      maxSessions: v["max-sessions"] as number,
+    },
+    ...(v["access-log"] ? { accessLog: true } : {}),
   };
-  for (let i = 0; i < args.length; i++) {
-    let flag = args[i];
-    let value: string | undefined;
-    const eq = flag.indexOf("=");
-    if (flag.startsWith("--") && eq > 0) [flag, value] = [flag.slice(0, eq), flag.slice(eq + 1)];
-    const next = () => value ?? args[++i];
-    switch (flag) {
-      case "--model":
-      case "-m": {
-        const v = next();
-        if (!v) throw new Error(`--model needs a folder or URL\n${USAGE}`);
-        models.push(parseModelSpec(v));
-        break;
-      }
-      case "--port":
-        o.port = num(flag, next());
-        break;
-      case "--host":
-        o.host = next() ?? "";
-        break;
-      case "--state-dir":
-        o.stateDir = next() ?? "";
-        break;
-      case "--data-root":
-        o.dataRoot = next() || undefined;
-        break;
-      case "--max-batch":
-        o.maxBatch = Math.max(1, num(flag, next()));
-        break;
-      case "--max-wait-ms":
-        o.maxWaitMs = num(flag, next(), false);
-        break;
-      case "--max-queue":
-        limits.maxQueue = Math.max(1, num(flag, next()));
-        break;
-      case "--max-body-mb":
-        limits.maxBodyBytes = Math.floor(num(flag, next(), false) * 2 ** 20);
-        break;
-      case "--max-upload-mb":
-        limits.maxUploadBytes = Math.floor(num(flag, next(), false) * 2 ** 20);
-        break;
-      case "--max-pixels":
-        limits.maxPixels = num(flag, next());
-        break;
-      case "--max-images":
-        limits.maxImagesPerRequest = Math.max(1, num(flag, next()));
-        break;
-      case "--max-sessions":
-        limits.maxSessions = num(flag, next());
-        break;
-      case "--access-log":
-        o.accessLog = true;
-        break;
-      case "--help":
-      case "-h":
-        throw new Error(USAGE);
-      default:
-        throw new Error(`unknown option ${JSON.stringify(args[i])}\n${USAGE}`);
-    }
-  }
-  if (models.length === 0) {
-    const fromEnv = (env("VIT_MODELS") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
-    models.push(...(fromEnv.length ? fromEnv : ["weights"]).map(parseModelSpec));
-  }
-  if (!o.stateDir) throw new Error(`--state-dir must not be empty\n${USAGE}`);
-  return o;
 }

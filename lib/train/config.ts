@@ -18,6 +18,14 @@ import { RRC_DEFAULTS, type TrainAugment } from "../data/augment.ts";
 import { archConfig } from "../vit/archs.ts";
 import type { ViTConfig } from "../vit/config.ts";
 import type { OptimizerName } from "./optimizer.ts";
+import {
+  OptionError,
+  optionKey,
+  optionValue,
+  readCommandLine,
+  type Schema,
+  schemaDefaults,
+} from "../util/options.ts";
 
 /** What `freeze` may say: nothing, everything but the head, or the patch embedding plus the first N blocks. */
 export type Freeze = "none" | "head-only" | { blocks: number };
@@ -101,111 +109,216 @@ export interface TrainConfig {
   max_updates: number;
 }
 
-/** Defaults (timm's where timm has one). */
-export const DEFAULTS: TrainConfig = {
-  model: "vit_base_patch16_224",
-  num_classes: 10,
-  img_size: 224,
-  batch_size: 64,
-  grad_accum_steps: 1,
-  opt: "sgd",
-  momentum: 0.9,
-  weight_decay: 0,
-  lr: 0.03,
-  min_lr: 0,
-  sched: "cosine",
-  warmup_epochs: 0,
-  warmup_lr: 0,
-  decay_epochs: 30,
-  decay_rate: 0.1,
-  epochs: 10,
-  smoothing: 0,
-  clip_grad: 0,
-  seed: 42,
-  freeze: "none",
-  data_dir: "data/cifar10-jpeg",
-  train_split: "train",
-  val_split: "test",
-  train_subset: 0,
-  eval_subset: 0,
-  hflip: 0.5,
-  crop_pad: 0,
-  output: "runs/train",
-  checkpoint_every: 0,
-  checkpoint_keep: 2,
-  backend: "",
-  resume: false,
-  max_updates: 0,
+const positiveInt = [1, Infinity] as const, nonNegative = [0, Infinity] as const;
+
+/**
+ * Every option of `deno task train`, in timm's names, declared once: the defaults, the validation, `--help`
+ * and README's option list come from here. The order of the keys with a default is the order a run records
+ * its config in (metrics.jsonl, checkpoints), which resume compares: append new keys, never reorder.
+ */
+export const TRAIN_OPTIONS = {
+  model: {
+    type: "string",
+    default: "vit_base_patch16_224",
+    defaultText: "vit_base_patch16_224, or initial_checkpoint's",
+    metavar: "arch",
+    help: "timm arch name, or a ViT config object (JSON) to train from scratch; left out with " +
+      "initial_checkpoint, the checkpoint's architecture, img_size and preprocessing",
+    parse: parseModel,
+  },
+  num_classes: {
+    type: "integer",
+    default: 10,
+    range: positiveInt,
+    help: "classes (the head is replaced when it differs)",
+  },
+  img_size: {
+    type: "integer",
+    default: 224,
+    range: positiveInt,
+    help: "input resolution (pos_embed is resampled)",
+  },
+  batch_size: { type: "integer", default: 64, range: positiveInt, help: "images per forward/backward pass" },
+  grad_accum_steps: {
+    type: "integer",
+    default: 1,
+    range: positiveInt,
+    help: "passes accumulated per optimizer update (effective batch = batch_size × grad_accum_steps)",
+  },
+  opt: { type: "string", default: "sgd", range: ["sgd", "momentum", "adamw"], help: "optimizer" },
+  momentum: { type: "number", default: 0.9, range: nonNegative, help: "SGD momentum" },
+  weight_decay: { type: "number", default: 0, range: nonNegative, help: "weight decay" },
+  lr: { type: "number", default: 0.03, range: [Number.MIN_VALUE, Infinity], help: "peak learning rate" },
+  min_lr: { type: "number", default: 0, range: nonNegative, help: "cosine schedule's floor" },
+  sched: { type: "string", default: "cosine", range: ["cosine", "step", "constant"], help: "LR schedule" },
+  warmup_epochs: { type: "number", default: 0, range: nonNegative, help: "linear warm-up, in epochs" },
+  warmup_lr: {
+    type: "number",
+    default: 0,
+    range: nonNegative,
+    help: "learning rate the warm-up starts from",
+  },
+  decay_epochs: { type: "number", default: 30, help: "step schedule: epochs between decays" },
+  decay_rate: { type: "number", default: 0.1, help: "step schedule: LR factor per decay" },
+  epochs: { type: "integer", default: 10, range: positiveInt, help: "epochs" },
+  smoothing: { type: "number", default: 0, aliases: ["smooth"], help: "label smoothing, in [0, 1)" },
+  clip_grad: {
+    type: "number",
+    default: 0,
+    range: nonNegative,
+    aliases: ["clip"],
+    help: "max global gradient norm; 0 disables clipping",
+  },
+  seed: { type: "integer", default: 42, help: "random seed (init, order, augmentation)" },
+  freeze: {
+    type: "string",
+    default: "none",
+    metavar: "none|head-only|blocks:N",
+    help: "train everything, only the head, or freeze the patch embedding and the first N blocks",
+    parse: parseFreeze,
+  },
+  data_dir: {
+    type: "string",
+    default: "data/cifar10-jpeg",
+    metavar: "dir",
+    aliases: ["data"],
+    help: "dataset folder (<split>/<class>/*.jpg or CIFAR-10's binary batches), or synthetic:N",
+  },
+  train_split: { type: "string", default: "train", help: "training split" },
+  val_split: {
+    type: "string",
+    default: "test",
+    help: "evaluation split, or holdout:N (N class-balanced images held out of the training split)",
+  },
+  train_subset: {
+    type: "integer",
+    default: 0,
+    range: nonNegative,
+    help: "use only this many training images (class-balanced, seeded); 0 = all",
+  },
+  eval_subset: {
+    type: "integer",
+    default: 0,
+    range: nonNegative,
+    help: "evaluate each epoch on this many validation images (class-balanced); 0 = all",
+  },
+  hflip: { type: "number", default: 0.5, range: [0, 1], negate: 0, help: "horizontal flip probability" },
+  crop_pad: {
+    type: "integer",
+    default: 0,
+    range: nonNegative,
+    help: "random-crop padding in source pixels (CIFAR's pad-and-crop); 0 disables it",
+  },
+  output: {
+    type: "string",
+    default: "runs/train",
+    metavar: "dir",
+    help: "run folder: checkpoints, metrics, curves",
+  },
+  checkpoint_every: {
+    type: "integer",
+    default: 0,
+    range: nonNegative,
+    help: "checkpoint every N optimizer updates (and at each epoch end); 0 = epoch ends only",
+  },
+  checkpoint_keep: { type: "integer", default: 2, range: nonNegative, help: "step checkpoints to keep" },
+  backend: {
+    type: "string",
+    default: "",
+    range: ["webgpu", "wasm", "cpu"],
+    defaultText: "automatic",
+    metavar: "webgpu|wasm|cpu",
+    help: "tfjs backend",
+  },
+  resume: { type: "boolean", default: false, help: "continue from the last checkpoint in output" },
+  max_updates: {
+    type: "integer",
+    default: 0,
+    range: nonNegative,
+    help: "stop after this many optimizer updates in this process; 0 = no limit",
+  },
+  initial_checkpoint: {
+    type: "string",
+    metavar: "dir",
+    help: "converted weights folder to fine-tune from (deno task convert, or a trained model)",
+  },
+  mean: {
+    type: "numbers",
+    metavar: "r g b",
+    help: "normalisation mean [initial_checkpoint's, else 0.5]",
+    parse: triple,
+  },
+  std: {
+    type: "numbers",
+    metavar: "r g b",
+    help: "normalisation std [initial_checkpoint's, else 0.5]",
+    parse: triple,
+  },
+  interpolation: {
+    type: "string",
+    range: ["bilinear", "bicubic"],
+    help: "resize interpolation [initial_checkpoint's, else bicubic]",
+  },
+  crop_pct: { type: "number", range: [Number.MIN_VALUE, 1], help: "center-crop fraction at evaluation [1]" },
+  train_crop_mode: {
+    type: "string",
+    bare: "rrc",
+    negate: "none",
+    metavar: "rrc|none",
+    help: "rrc: timm's RandomResizedCrop (on by itself when scale or ratio is set); not with crop_pad",
+    parse: parseCropMode,
+  },
+  scale: {
+    type: "numbers",
+    nargs: true,
+    metavar: "lo hi",
+    help: "RandomResizedCrop area fraction range [0.08 1]",
+    parse: (v: unknown) => parseRange("scale", v),
+  },
+  ratio: {
+    type: "numbers",
+    nargs: true,
+    metavar: "lo hi",
+    help: "RandomResizedCrop aspect-ratio range, fractions allowed [3/4 4/3]",
+    parse: (v: unknown) => parseRange("ratio", v),
+  },
+} satisfies Schema;
+
+/** `deno task train`'s command line: the config keys, plus the file and the export folder. */
+export const TRAIN_CLI: Schema = {
+  config: {
+    type: "string",
+    metavar: "file.yml",
+    cliOnly: true,
+    help: "YAML config (timm's --config); flags override it",
+  },
+  ...TRAIN_OPTIONS,
+  export: {
+    type: "string",
+    metavar: "dir",
+    cliOnly: true,
+    help: "also write the final model there as float16 shards (what weights/ ships)",
+  },
 };
 
-const NUMBER_KEYS = [
-  "num_classes",
-  "img_size",
-  "batch_size",
-  "grad_accum_steps",
-  "momentum",
-  "weight_decay",
-  "lr",
-  "min_lr",
-  "warmup_epochs",
-  "warmup_lr",
-  "decay_epochs",
-  "decay_rate",
-  "epochs",
-  "smoothing",
-  "clip_grad",
-  "seed",
-  "train_subset",
-  "eval_subset",
-  "hflip",
-  "crop_pad",
-  "checkpoint_every",
-  "checkpoint_keep",
-  "max_updates",
-  "crop_pct",
-] as const;
-const INT_KEYS = new Set([
-  "num_classes",
-  "img_size",
-  "batch_size",
-  "grad_accum_steps",
-  "epochs",
-  "seed",
-  "train_subset",
-  "eval_subset",
-  "crop_pad",
-  "checkpoint_every",
-  "checkpoint_keep",
-  "max_updates",
-]);
-const STRING_KEYS = [
-  "interpolation",
-  "initial_checkpoint",
-  "data_dir",
-  "train_split",
-  "val_split",
-  "output",
-  "backend",
-] as const;
-const KNOWN = new Set<string>([
-  ...Object.keys(DEFAULTS),
-  "initial_checkpoint",
-  "mean",
-  "std",
-  "interpolation",
-  "crop_pct",
-  "train_crop_mode",
-  "scale",
-  "ratio",
-]);
-const ALIASES: Record<string, string> = { "smooth": "smoothing", "data": "data_dir", "clip": "clip_grad" };
+/** Defaults (timm's where timm has one), from {@linkcode TRAIN_OPTIONS}. */
+export const DEFAULTS: TrainConfig = schemaDefaults(TRAIN_OPTIONS) as unknown as TrainConfig;
 
-function normKey(key: string): string {
-  const k = key.replace(/^--?/, "").replaceAll("-", "_");
-  return ALIASES[k] ?? k;
+function parseModel(value: unknown): string | Partial<ViTConfig> {
+  if (typeof value === "string" && value.trim().startsWith("{")) return JSON.parse(value);
+  if (typeof value === "string" || (typeof value === "object" && value !== null)) {
+    return value as string | Partial<ViTConfig>;
+  }
+  throw new Error("a timm arch name or a ViT config object");
 }
 
-function parseFreeze(v: unknown, source: string): Freeze {
+function triple(value: unknown): [number, number, number] {
+  const v = numberList(value);
+  if (!v || v.length !== 3) throw new Error("three numbers");
+  return v as [number, number, number];
+}
+
+function parseFreeze(v: unknown): Freeze {
   if (v === undefined || v === null || v === "none" || v === false) return "none";
   if (v === "head-only" || v === "head_only") return "head-only";
   if (typeof v === "number" && Number.isInteger(v) && v >= 0) return v === 0 ? "none" : { blocks: v };
@@ -214,7 +327,7 @@ function parseFreeze(v: unknown, source: string): Freeze {
   }
   const m = typeof v === "string" ? /^(?:blocks?[:=]|first[_-])?(\d+)$/.exec(v) : null;
   if (m) return Number(m[1]) === 0 ? "none" : { blocks: Number(m[1]) };
-  throw new Error(`${source}: "freeze" must be none, head-only or blocks:N, got ${JSON.stringify(v)}`);
+  throw new Error("none, head-only or blocks:N");
 }
 
 /**
@@ -238,27 +351,23 @@ function numberList(value: unknown): number[] | undefined {
 }
 
 /** `scale` or `ratio`: two numbers, 0 < lo ≤ hi (and hi ≤ 1 for `scale`, an area fraction). */
-function parseRange(key: "scale" | "ratio", value: unknown, source: string): [number, number] {
+function parseRange(key: "scale" | "ratio", value: unknown): [number, number] {
   const v = numberList(value);
   const max = key === "scale" ? 1 : Infinity;
   if (!v || v.length !== 2 || !(v[0] > 0 && v[0] <= v[1] && v[1] <= max)) {
     throw new Error(
-      `${source}: "${key}" must be two numbers [lo, hi] with 0 < lo ≤ hi${key === "scale" ? " ≤ 1" : ""}` +
-        ` (timm's default ${key === "scale" ? "[0.08, 1]" : "[3/4, 4/3]"}), got ${JSON.stringify(value)}`,
+      `two numbers [lo, hi] with 0 < lo ≤ hi${key === "scale" ? " ≤ 1" : ""}` +
+        ` (timm's default ${key === "scale" ? "[0.08, 1]" : "[3/4, 4/3]"})`,
     );
   }
   return [v[0], v[1]];
 }
 
-function parseCropMode(value: unknown, source: string): "rrc" | "none" {
+function parseCropMode(value: unknown): "rrc" | "none" {
   if (value === "rrc" || value === true) return "rrc";
   if (value === "none" || value === false) return "none";
   const note = value === "rkrc" || value === "rkrr" ? " (timm's rkrc/rkrr are not implemented)" : "";
-  throw new Error(
-    `${source}: "train_crop_mode" must be rrc (RandomResizedCrop) or none${note}, got ${
-      JSON.stringify(value)
-    }`,
-  );
+  throw new Error(`rrc (RandomResizedCrop) or none${note}`);
 }
 
 /**
@@ -274,55 +383,12 @@ export function mergeConfig(
   let cropMode: "rrc" | "none" | undefined;
   const rrcKeys: string[] = [];
   for (const [key0, value] of Object.entries(raw)) {
-    const key = normKey(key0);
-    if (!KNOWN.has(key)) throw new Error(`${source}: unknown option "${key0}"`);
-    if ((NUMBER_KEYS as readonly string[]).includes(key)) {
-      const n = typeof value === "string" ? Number(value) : value;
-      if (typeof n !== "number" || !Number.isFinite(n) || (INT_KEYS.has(key) && !Number.isInteger(n))) {
-        throw new Error(
-          `${source}: "${key}" must be ${INT_KEYS.has(key) ? "an integer" : "a number"}, got ${
-            JSON.stringify(value)
-          }`,
-        );
-      }
-      out[key] = n;
-    } else if ((STRING_KEYS as readonly string[]).includes(key)) {
-      if (typeof value !== "string") {
-        throw new Error(`${source}: "${key}" must be a string, got ${JSON.stringify(value)}`);
-      }
-      out[key] = value;
-    } else if (key === "mean" || key === "std") {
-      const v = typeof value === "string" ? value.split(/[ ,]+/).filter(Boolean).map(Number) : value;
-      if (
-        !Array.isArray(v) || v.length !== 3 || !v.every((x) => typeof x === "number" && Number.isFinite(x))
-      ) {
-        throw new Error(`${source}: "${key}" must be three numbers, got ${JSON.stringify(value)}`);
-      }
-      out[key] = v;
-    } else if (key === "scale" || key === "ratio") {
-      out[key] = parseRange(key, value, source);
-      rrcKeys.push(key);
-    } else if (key === "train_crop_mode") {
-      cropMode = parseCropMode(value, source);
-    } else if (key === "resume") {
-      out[key] = value === true || value === "true" || value === "";
-    } else if (key === "freeze") {
-      out[key] = parseFreeze(value, source);
-    } else if (key === "model") {
-      if (typeof value === "string" && value.trim().startsWith("{")) out[key] = JSON.parse(value);
-      else if (typeof value === "string" || (typeof value === "object" && value !== null)) out[key] = value;
-      else throw new Error(`${source}: "model" must be a timm arch name or a ViT config object`);
-    } else if (key === "opt") {
-      if (!["sgd", "momentum", "adamw"].includes(String(value))) {
-        throw new Error(`${source}: "opt" must be sgd, momentum or adamw, got ${JSON.stringify(value)}`);
-      }
-      out[key] = value;
-    } else if (key === "sched") {
-      if (!["cosine", "step", "constant"].includes(String(value))) {
-        throw new Error(`${source}: "sched" must be cosine, step or constant, got ${JSON.stringify(value)}`);
-      }
-      out[key] = value;
-    }
+    const key = optionKey(TRAIN_OPTIONS, key0);
+    if (key === undefined) throw new OptionError(`${source}: unknown option "${key0}"`);
+    const v = optionValue(TRAIN_OPTIONS, key, value, source);
+    if (key === "train_crop_mode") cropMode = v as "rrc" | "none";
+    else out[key] = v;
+    if (key === "scale" || key === "ratio") rrcKeys.push(key);
   }
   // This source's word on the crop wins over the base's; scale/ratio alone imply rrc (see the module doc).
   if (cropMode === "none" && rrcKeys.length) {
@@ -345,30 +411,20 @@ export function mergeConfig(
   return validate(out as unknown as TrainConfig, source);
 }
 
+/** Checks across keys (each key's own range is checked by its schema entry). */
 function validate(c: TrainConfig, source: string): TrainConfig {
-  const positive = ["num_classes", "img_size", "batch_size", "grad_accum_steps", "epochs", "lr"] as const;
-  for (const k of positive) {
-    if (!(c[k] > 0)) throw new Error(`${source}: "${k}" must be positive, got ${c[k]}`);
-  }
   if (!(c.smoothing >= 0 && c.smoothing < 1)) throw new Error(`${source}: "smoothing" must be in [0, 1)`);
-  if (!(c.hflip >= 0 && c.hflip <= 1)) throw new Error(`${source}: "hflip" must be in [0, 1]`);
-  if (!(c.crop_pad >= 0)) throw new Error(`${source}: "crop_pad" must be ≥ 0, got ${c.crop_pad}`);
   if (c.train_crop_mode === "rrc" && c.crop_pad > 0) {
     throw new Error(
       `${source}: "crop_pad" (${c.crop_pad}) and RandomResizedCrop (train_crop_mode rrc, scale, ratio) ` +
         `are alternative training crops (timm has only RRC); set crop_pad to 0 or train_crop_mode to none`,
     );
   }
-  for (
-    const k of ["momentum", "weight_decay", "warmup_epochs", "warmup_lr", "clip_grad", "min_lr"] as const
-  ) {
-    if (!(c[k] >= 0)) throw new Error(`${source}: "${k}" must be ≥ 0, got ${c[k]}`);
-  }
   return c;
 }
 
-/** Reads a YAML config file over the defaults. */
-export async function readConfigFile(path: string, base: TrainConfig = DEFAULTS): Promise<TrainConfig> {
+/** A YAML config file's options as written (keys in any spelling; {@linkcode mergeConfig} checks them). */
+export async function readConfigSource(path: string): Promise<Record<string, unknown>> {
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -381,43 +437,55 @@ export async function readConfigFile(path: string, base: TrainConfig = DEFAULTS)
   } catch (e) {
     throw new Error(`config ${path}: not valid YAML (${(e as Error).message})`);
   }
-  if (raw === null || raw === undefined) return base;
+  if (raw === null || raw === undefined) return {};
   if (typeof raw !== "object" || Array.isArray(raw)) {
     throw new Error(`config ${path}: expected a mapping of options`);
   }
-  return mergeConfig(base, raw as Record<string, unknown>, `config ${path}`);
+  return raw as Record<string, unknown>;
+}
+
+/** Reads a YAML config file over the defaults. */
+export async function readConfigFile(path: string, base: TrainConfig = DEFAULTS): Promise<TrainConfig> {
+  const raw = await readConfigSource(path);
+  return Object.keys(raw).length ? mergeConfig(base, raw, `config ${path}`) : base;
 }
 
 /**
- * Splits command-line arguments into options: `--key value`, `--key=value`, `--key v1 v2` (the list
- * `"v1 v2"`), bare `--flag` (true) and `--no-flag` (false). `--config` is returned separately.
+ * What the initial checkpoint decides when the config leaves it out (timm fine-tunes the checkpoint's own
+ * model): without `model`, the architecture is the checkpoint's, and so are `img_size` and `num_classes`
+ * unless set. `explicit` holds the keys a source set.
  */
-export function parseArgs(args: readonly string[]): { config?: string; options: Record<string, unknown> } {
-  const options: Record<string, unknown> = {};
-  let config: string | undefined;
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (!a.startsWith("--")) throw new Error(`unexpected argument "${a}" (options are --key value)`);
-    let key = a.slice(2), value: unknown;
-    const eq = key.indexOf("=");
-    if (eq >= 0) {
-      value = key.slice(eq + 1);
-      key = key.slice(0, eq);
-    } else if (i + 1 < args.length && !args[i + 1].startsWith("--")) {
-      // Several values (timm's nargs lists, `--scale 0.08 1`) are joined as one space-separated list.
-      const values = [args[++i]];
-      while (i + 1 < args.length && !args[i + 1].startsWith("--")) values.push(args[++i]);
-      value = values.join(" ");
-    } else if (key.startsWith("no-")) {
-      key = key.slice(3);
-      value = key === "hflip" ? 0 : false;
-    } else {
-      value = true;
-    }
-    if (normKey(key) === "config") config = String(value);
-    else options[key] = value;
-  }
-  return { config, options };
+export function checkpointDefaults(
+  c: TrainConfig,
+  vit: ViTConfig,
+  explicit: ReadonlySet<string>,
+): TrainConfig {
+  if (!c.initial_checkpoint || explicit.has("model")) return c;
+  const { img_size, num_classes, ...arch } = vit;
+  return {
+    ...c,
+    model: arch,
+    img_size: explicit.has("img_size") ? c.img_size : img_size,
+    num_classes: explicit.has("num_classes") ? c.num_classes : num_classes,
+  };
+}
+
+/** The schema keys `raw` sets (its keys in any spelling). */
+export function explicitKeys(...raw: Record<string, unknown>[]): Set<string> {
+  return new Set(raw.flatMap((r) => Object.keys(r).map((k) => optionKey(TRAIN_OPTIONS, k) ?? k)));
+}
+
+/**
+ * Splits command-line arguments by {@linkcode TRAIN_CLI}: `--key value`, `--key=value`, `--key v1 v2` for
+ * timm's nargs lists (the list `"v1 v2"`), bare `--flag` (true) and `--no-flag`. `--config` and `--export`
+ * are returned separately; values stay as typed ({@linkcode mergeConfig} checks them).
+ */
+export function parseArgs(
+  args: readonly string[],
+): { config?: string; export?: string; help: boolean; options: Record<string, unknown> } {
+  const { values, help } = readCommandLine(TRAIN_CLI, args);
+  const { config, export: exportDir, ...options } = values;
+  return { config: config as string | undefined, export: exportDir as string | undefined, help, options };
 }
 
 /**

@@ -113,9 +113,11 @@ function sameShape(a: number[], b: number[]): boolean {
   return a.length === b.length && a.every((v, i) => v === b[i]);
 }
 
+const SHOWN_PROBLEMS = 6;
+
 /**
- * Checks a state dict against the specs: every missing, unexpected or mis-shaped tensor is named in one
- * error. Shapes that differ only by size-1 dimensions are accepted (timm's `[D]` vs `[1, 1, D]` variants
+ * Checks a state dict against the specs: the missing, unexpected or mis-shaped tensors are counted in one
+ * error that names the first few. Shapes that differ only by size-1 dimensions are accepted (timm's `[D]` vs `[1, 1, D]` variants
  * do not occur here, but e.g. a `[1, D]` bias would be a clear error).
  */
 export function checkStateDict(specs: ParamSpec[], state: StateDict, source = "state dict"): void {
@@ -139,6 +141,14 @@ export function checkStateDict(specs: ParamSpec[], state: StateDict, source = "s
     if (!known.has(name)) problems.push(`unexpected tensor "${name}" [${state.get(name)!.shape}]`);
   }
   if (problems.length) {
-    throw new Error(`${source} does not match the ViT config:\n  ${problems.join("\n  ")}`);
+    // A whole other architecture mismatches hundreds of tensors: the first few say what is wrong.
+    const shown = problems.slice(0, SHOWN_PROBLEMS);
+    const more = problems.length - shown.length;
+    throw new Error(
+      `${source} does not match the ViT config (${problems.length} problem${
+        problems.length > 1 ? "s" : ""
+      }):` +
+        `\n  ${shown.join("\n  ")}${more ? `\n  … and ${more} more` : ""}`,
+    );
   }
 }
