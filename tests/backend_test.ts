@@ -7,6 +7,7 @@ import { describeBackend, initBackend } from "../lib/backend/backend.ts";
 import { uninstallProjectKernels } from "../lib/backend/kernels.ts";
 import { wasmBatchMatMulInstalled } from "../lib/backend/wasm_batch_matmul.ts";
 import { wasmSliceInstalled } from "../lib/backend/wasm_slice.ts";
+import { wasmThreadsWanted } from "../lib/backend/wasm_threads.ts";
 import { webgpuGeluInstalled } from "../lib/backend/webgpu_gelu.ts";
 import { webgpuLayerNormInstalled } from "../lib/backend/webgpu_layer_norm.ts";
 import { webgpuMatMulInstalled } from "../lib/backend/webgpu_matmul.ts";
@@ -28,7 +29,12 @@ Deno.test("initBackend: wasm gets the per-item BatchMatMul, and says so", async 
   assert.equal(info.name, "wasm");
   assert.deepEqual(info.kernels, ["wasm BatchMatMul", "wasm Slice/SplitV"]);
   assert.ok(wasmBatchMatMulInstalled());
-  assert.equal(describeBackend(info), "wasm (kernels: wasm BatchMatMul, wasm Slice/SplitV)");
+  const threads = wasmThreadsWanted();
+  assert.equal(info.threads, threads);
+  assert.equal(
+    describeBackend(info),
+    `wasm (${threads} thread${threads > 1 ? "s" : ""}; kernels: wasm BatchMatMul, wasm Slice/SplitV)`,
+  );
 });
 
 Deno.test("initBackend: webgpu on a software adapter gets the WGSL matmul, softmax, LayerNorm and GELU", async () => {

@@ -33,7 +33,8 @@ function trainCmd(configPath: string, output: string, extra: string[] = []): Den
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `${ROOT}scripts/train.ts`, "--config", configPath, "--output", output, ...extra],
     cwd: ROOT,
-    env: { VIT_QUIET: "1" },
+    // Two wasm threads (the default on this 2-core machine, explicit here): resume stays bit-exact with them.
+    env: { VIT_QUIET: "1", VIT_WASM_THREADS: "2" },
     stdout: "null",
     stderr: "piped",
   });

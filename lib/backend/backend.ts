@@ -15,6 +15,7 @@ import * as tf from "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-webgpu";
 import "@tensorflow/tfjs-backend-wasm";
 import { installProjectKernels } from "./kernels.ts";
+import { startWasm, wasmThreadsWanted } from "./wasm_threads.ts";
 
 /** The tfjs backends this project runs on. */
 export type BackendName = "webgpu" | "wasm" | "cpu";
@@ -40,6 +41,8 @@ export interface BackendInfo {
    * with `VIT_KERNELS=stock` or where none is faster.
    */
   kernels: string[];
+  /** tfjs-wasm's threads (`VIT_WASM_THREADS`, see wasm_threads.ts); absent on other backends. */
+  threads?: number;
 }
 
 const WASM_BUDGET_BYTES = 1.75 * 2 ** 30;
@@ -86,9 +89,17 @@ async function tryBackend(name: BackendName): Promise<BackendInfo | undefined> {
       kernels: [],
     };
   }
+  let threads: number | undefined;
+  // Outside the try: a malformed VIT_WASM_THREADS is the user's error to see, not a backend that failed.
+  const wanted = name === "wasm" ? wasmThreadsWanted() : 1;
   try {
-    if (!(await tf.setBackend(name))) return undefined;
-    await tf.ready();
+    if (name === "wasm") {
+      threads = (await startWasm({ threads: wanted }))?.threads;
+      if (threads === undefined) return undefined;
+    } else {
+      if (!(await tf.setBackend(name))) return undefined;
+      await tf.ready();
+    }
   } catch {
     return undefined;
   }
@@ -97,6 +108,7 @@ async function tryBackend(name: BackendName): Promise<BackendInfo | undefined> {
     maxBindingBytes: Infinity,
     memoryBudgetBytes: name === "wasm" ? WASM_BUDGET_BYTES : Infinity,
     kernels: [],
+    ...(threads !== undefined ? { threads } : {}),
   };
 }
 
@@ -137,6 +149,7 @@ export function describeBackend(info: BackendInfo): string {
   if (info.adapter) {
     parts.push(info.adapter.description + (info.adapter.isFallbackAdapter ? ", fallback adapter" : ""));
   }
+  if (info.threads !== undefined) parts.push(`${info.threads} thread${info.threads > 1 ? "s" : ""}`);
   if (info.kernels.length) parts.push(`kernels: ${info.kernels.join(", ")}`);
   return parts.length ? `${info.name} (${parts.join("; ")})` : info.name;
 }

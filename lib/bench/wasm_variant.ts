@@ -7,7 +7,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { getThreadsCount, setThreadsCount } from "@tensorflow/tfjs-backend-wasm";
+import { getThreadsCount } from "@tensorflow/tfjs-backend-wasm";
 import { initBackend } from "../backend/backend.ts";
 import { archConfig } from "../vit/archs.ts";
 import { createViT } from "../vit/model.ts";
@@ -17,12 +17,15 @@ import { measure } from "./stats.ts";
 async function main(): Promise<void> {
   const [variant, runsArg] = Deno.args;
   const runs = Number(runsArg ?? "3");
+  if (!["simd", "nosimd", "threads"].includes(variant)) {
+    throw new Error(`variant must be simd, nosimd or threads, got "${variant}"`);
+  }
   if (variant === "nosimd") tf.env().set("WASM_HAS_SIMD_SUPPORT", false);
-  else if (variant === "threads") {
-    // tfjs turns threads off whenever it thinks it runs in Node (Deno included); force them on.
-    tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", true);
-    setThreadsCount(navigator.hardwareConcurrency);
-  } else if (variant !== "simd") throw new Error(`variant must be simd, nosimd or threads, got "${variant}"`);
+  // initBackend starts the threaded build (lib/backend/wasm_threads.ts) unless told to use one thread.
+  if (variant !== "threads") Deno.env.set("VIT_WASM_THREADS", "1");
+  else if (!Deno.env.get("VIT_WASM_THREADS")) {
+    Deno.env.set("VIT_WASM_THREADS", String(navigator.hardwareConcurrency));
+  }
   // Through initBackend, so that createViT below stays on wasm instead of choosing the default backend.
   await initBackend("wasm");
   const a = tf.randomNormal([197, 768]), b = tf.randomNormal([768, 3072]);
