@@ -84,7 +84,7 @@ async function main(): Promise<number> {
       });
     }
     if (!o.json) {
-      console.error(`classify: ${ok.length} image(s) in ${ms.toFixed(0)} ms on ${model.backend.name}`);
+      console.error(`classify: ${ok.length} image(s) in ${ms.toFixed(0)} ms on ${model.backend.engine}`);
     }
   }
   model.dispose();

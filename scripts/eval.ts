@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { type BackendName, describeBackend, initBackend } from "../lib/backend/backend.ts";
+import { describeBackend, initBackend, parseEngine } from "../lib/backend/backend.ts";
 import { writeFileAtomic } from "../lib/weights/atomic.ts";
 import { loadModel } from "../lib/weights/load.ts";
 import { datasetImageSet, openEvalData } from "../lib/train/dataset_set.ts";
@@ -22,7 +22,7 @@ const USAGE = `usage: deno task eval --model <dir|url> --data <dir> [options]
   --split <name>      split to evaluate (default test)
   --subset <n>        only a fixed class-balanced subset of n images (the first n/k of each class)
   --batch <n>         images per forward pass (default 250)
-  --backend <name>    webgpu, wasm or cpu (default: automatic)
+  --backend <name>    webgpu, onnx, wasm or cpu (default: automatic)
   --report <file.md>  Markdown report to write (default docs/cifar10_eval.md; "-" for none)
   --record <file>     also record the images right on this backend into an accuracy JSON file (as
                       weights/accuracy.json, which tests/accuracy_test.ts checks); --floor sets its floor`;
@@ -55,8 +55,8 @@ if (import.meta.main) {
     if (!Number.isInteger(batch) || batch < 1) {
       throw new Error(`--batch must be a positive integer, got ${batch}`);
     }
-    const backend = await initBackend(flag(args, "backend") as BackendName | undefined);
-    const { model, manifest } = await loadModel(modelAt);
+    const backend = await initBackend(parseEngine(flag(args, "backend"), "--backend"));
+    const { model, manifest } = await loadModel(modelAt, { trainable: false });
     const { dataset, name } = await openEvalData(data, split);
     if (dataset.classes.join() !== manifest.labels.join()) {
       throw new Error(
@@ -101,7 +101,7 @@ if (import.meta.main) {
       }
       const correct = {
         ...(record.correct as Record<string, number> ?? {}),
-        [backend.name]: Math.round(result.top1 * result.n),
+        [backend.engine]: Math.round(result.top1 * result.n),
       };
       const floor = flag(args, "floor");
       record = {
@@ -118,7 +118,7 @@ if (import.meta.main) {
         ),
       };
       await writeFileAtomic(recordPath, JSON.stringify(record, null, 1) + "\n");
-      console.log(`recorded ${backend.name}: ${correct[backend.name]}/${result.n} in ${recordPath}`);
+      console.log(`recorded ${backend.engine}: ${correct[backend.engine]}/${result.n} in ${recordPath}`);
     }
     if (reportPath !== "-") {
       const svgPath = reportPath.replace(/\.md$/, "") + "_confusion.svg";

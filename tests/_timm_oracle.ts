@@ -26,6 +26,11 @@ export interface OracleCheck {
   grads?: boolean;
 }
 
+/** Whether a check needs a trainable model (on the onnx engine, an untrainable one has no tfjs Variables). */
+function needsGrads(o: OracleCheck): boolean {
+  return Boolean((o.loss ?? true) || o.grads);
+}
+
 async function check(model: ViTModel, goldenFile: string, what: string, o: OracleCheck): Promise<void> {
   try {
     const g = await golden(goldenFile);
@@ -52,7 +57,13 @@ async function check(model: ViTModel, goldenFile: string, what: string, o: Oracl
 /** The fixtures' micro ViT (F32 weights); its golden file has a gradient for every parameter. */
 export async function checkMicro(o: OracleCheck = {}): Promise<void> {
   const config = JSON.parse(await Deno.readTextFile(`${FIXTURES}/micro/config.json`));
-  const model = await createViT(config, floats(await readSafetensors(`${FIXTURES}/micro/micro.safetensors`)));
+  const model = await createViT(
+    config,
+    floats(await readSafetensors(`${FIXTURES}/micro/micro.safetensors`)),
+    {
+      trainable: needsGrads(o),
+    },
+  );
   if (o.grads) {
     const g = await golden("micro/golden.safetensors");
     const listed = [...g.keys()].filter((k) => k.startsWith("grad.")).length;
@@ -65,9 +76,8 @@ export async function checkMicro(o: OracleCheck = {}): Promise<void> {
 export async function checkTiny(o: OracleCheck = {}): Promise<void> {
   const weights = await readSafetensors(`${FIXTURES}/tiny/vit_tiny_patch16_224.f16.safetensors`);
   assert.ok([...weights.values()].every((t) => t.dtype === "F16"), "the tiny fixture is F16");
-  const needGrads = (o.loss ?? true) || o.grads;
   const model = await createViT(archConfig("vit_tiny_patch16_224")!, floats(weights), {
-    trainable: Boolean(needGrads),
+    trainable: needsGrads(o),
   });
   await check(model, "tiny/golden.safetensors", "tiny", o);
 }
@@ -80,5 +90,6 @@ export async function checkBase(o: OracleCheck = {}): Promise<void> {
     const listed = [...g.keys()].filter((k) => k.startsWith("grad.")).length;
     assert.ok(listed >= 9, `expected the README's 9 gradients, found ${listed}`);
   }
-  await check(await createViT(config, formulaStateDict(config)), "base/golden.safetensors", "ViT-B/16", o);
+  const model = await createViT(config, formulaStateDict(config), { trainable: needsGrads(o) });
+  await check(model, "base/golden.safetensors", "ViT-B/16", o);
 }

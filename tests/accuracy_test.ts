@@ -2,13 +2,14 @@
  * Accuracy regression of the shipped model (`weights/`): on a fixed, class-balanced 1,000-image subset of the
  * CIFAR-10 test split (JPEG copy; the first 100 images of each class by file name) it must get exactly the
  * number of images right that `weights/accuracy.json` records for the backend (inference is deterministic),
- * on wasm and on WebGPU, and stay at or above the recorded floor.
+ * on wasm, on WebGPU and on the onnx engine, and stay at or above the recorded floor.
  *
  * Refresh the record after shipping new weights with
  * `deno task eval --model weights --data <dir> --subset 1000 --backend <b> --record weights/accuracy.json`.
  */
 import assert from "node:assert/strict";
 import { initBackend } from "../lib/backend/backend.ts";
+import { loadOrt } from "../lib/onnx/ort.ts";
 import { openImageFolder } from "../lib/data/image_folder.ts";
 import { datasetImageSet } from "../lib/train/dataset_set.ts";
 import { evaluate } from "../lib/train/evaluate.ts";
@@ -48,7 +49,7 @@ async function webgpuAvailable(): Promise<boolean> {
   }
 }
 
-for (const backend of ["wasm", "webgpu"] as const) {
+for (const backend of ["wasm", "webgpu", "onnx"] as const) {
   Deno.test({
     name: `shipped model: recorded accuracy on the fixed 1,000-image CIFAR-10 subset, ${backend}`,
     ignore: !haveData || !haveWeights,
@@ -57,11 +58,16 @@ for (const backend of ["wasm", "webgpu"] as const) {
         console.warn("SKIP webgpu accuracy: no WebGPU adapter on this machine");
         return;
       }
+      const ort = backend === "onnx" ? await loadOrt() : undefined;
+      if (ort && "error" in ort) {
+        console.warn(`SKIP onnx accuracy: ${ort.error}`);
+        return;
+      }
       const record: AccuracyRecord = JSON.parse(await Deno.readTextFile(`${WEIGHTS}/accuracy.json`));
       await initBackend(backend);
       const folder = await openImageFolder(await subset());
       assert.equal(folder.length, 1000);
-      const { model, manifest } = await loadModel(WEIGHTS);
+      const { model, manifest } = await loadModel(WEIGHTS, { trainable: false });
       try {
         assert.deepEqual([...folder.classes], manifest.labels);
         const set = datasetImageSet(folder, manifest.preprocessing);

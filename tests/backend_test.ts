@@ -1,6 +1,7 @@
 /**
  * Backend selection (lib/backend/backend.ts): the project's kernels are registered by `initBackend` where
  * they apply, `VIT_KERNELS=stock` keeps tfjs's own, and a bad value is refused with the variable's name.
+ * The onnx engine's selection is tested in onnx_engine_test.ts.
  */
 import assert from "node:assert/strict";
 import { describeBackend, initBackend } from "../lib/backend/backend.ts";
@@ -33,7 +34,7 @@ Deno.test("initBackend: wasm gets the per-item BatchMatMul, and says so", async 
   assert.equal(info.threads, threads);
   assert.equal(
     describeBackend(info),
-    `wasm (${threads} thread${threads > 1 ? "s" : ""}; kernels: wasm BatchMatMul, wasm Slice/SplitV)`,
+    `wasm (${threads} thread${threads > 1 ? "s" : ""}; kernels: wasm BatchMatMul, wasm Slice/SplitV; requested)`,
   );
 });
 
@@ -45,7 +46,7 @@ Deno.test("initBackend: webgpu on a software adapter gets the WGSL matmul, softm
     assert.ok(webgpuMatMulInstalled() && webgpuLayerNormInstalled() && webgpuGeluInstalled());
     assert.match(
       describeBackend(info),
-      /fallback adapter; kernels: WGSL matmul, WGSL softmax, WGSL LayerNorm, WGSL GELU\)$/,
+      /fallback adapter; kernels: WGSL matmul, WGSL softmax, WGSL LayerNorm, WGSL GELU; requested\)$/,
     );
   } else {
     // A hardware GPU keeps tfjs's tiled kernels until a GPU bench shows the WGSL ones faster.
@@ -56,7 +57,7 @@ Deno.test("initBackend: webgpu on a software adapter gets the WGSL matmul, softm
 Deno.test("initBackend: VIT_KERNELS=stock registers nothing; a bad value names the variable", async () => {
   const info = await withKernelsEnv("stock", () => initBackend("cpu"));
   assert.deepEqual(info.kernels, []);
-  assert.equal(describeBackend(info), "cpu");
+  assert.equal(describeBackend(info), "cpu (requested)");
   await assert.rejects(
     withKernelsEnv("fast", () => initBackend("wasm")),
     /VIT_KERNELS: unknown value "fast", expected "project" \(the default\) or "stock"/,

@@ -13,7 +13,7 @@ import {
   fieldText,
   packedVarints,
   varintField,
-} from "../lib/bench/protobuf.ts";
+} from "../lib/onnx/protobuf.ts";
 import { BEGIN, END, spliceGenerated } from "../lib/bench/report.ts";
 import { median } from "../lib/bench/stats.ts";
 import type { StateDict } from "../lib/vit/params.ts";

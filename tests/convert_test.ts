@@ -16,7 +16,8 @@ import { encodePth } from "./_pth_writer.ts";
 const MICRO = `${FIXTURES}/micro`;
 
 async function logitsOf(dir: string, input: { data: Float32Array | Int32Array; shape: number[] }) {
-  const { model } = await loadModel(dir);
+  // Untrainable, as every inference caller loads it: on the onnx engine that is ONNX Runtime alone.
+  const { model } = await loadModel(dir, { trainable: false });
   try {
     return await model.logits(input.data as Float32Array, input.shape);
   } finally {
@@ -24,67 +25,69 @@ async function logitsOf(dir: string, input: { data: Float32Array | Int32Array; s
   }
 }
 
-Deno.test({
-  name: "every micro checkpoint format converts, loads and reproduces timm's logits",
-  ignore: !haveFixtures,
-  async fn() {
-    await initBackend("wasm");
-    const tmp = await Deno.makeTempDir();
-    try {
-      const g = await golden("micro/golden.safetensors");
-      const results: Float32Array[] = [];
-      for (const file of ["micro.safetensors", "micro.pth", "micro.npz"]) {
-        const out = `${tmp}/${file}`;
-        const m = await convertCheckpoint(`${MICRO}/${file}`, out, { config: { num_heads: 4 } });
-        assert.equal(m.vit.num_heads, 4);
-        assert.equal(m.vit.img_size, 32);
-        assert.equal(m.vit.depth, 2);
-        const logits = await logitsOf(out, g.get("input")!);
-        assertClose(logits, g.get("logits")!.data, TOL.logits, `${file} logits`);
-        results.push(logits);
-      }
-      for (const r of results.slice(1)) {
-        assert.ok(relError(r, results[0]) < 1e-6, "formats give identical logits");
-      }
+for (const engine of ["wasm", "onnx"] as const) {
+  Deno.test({
+    name: `[${engine}] every micro checkpoint format converts, loads and reproduces timm's logits`,
+    ignore: !haveFixtures,
+    async fn() {
+      await initBackend(engine);
+      const tmp = await Deno.makeTempDir();
+      try {
+        const g = await golden("micro/golden.safetensors");
+        const results: Float32Array[] = [];
+        for (const file of ["micro.safetensors", "micro.pth", "micro.npz"]) {
+          const out = `${tmp}/${file}`;
+          const m = await convertCheckpoint(`${MICRO}/${file}`, out, { config: { num_heads: 4 } });
+          assert.equal(m.vit.num_heads, 4);
+          assert.equal(m.vit.img_size, 32);
+          assert.equal(m.vit.depth, 2);
+          const logits = await logitsOf(out, g.get("input")!);
+          assertClose(logits, g.get("logits")!.data, TOL.logits, `${file} logits`);
+          results.push(logits);
+        }
+        for (const r of results.slice(1)) {
+          assert.ok(relError(r, results[0]) < 1e-6, "formats give identical logits");
+        }
 
-      const t = await golden("micro/golden_train_checkpoint.safetensors");
-      const out = `${tmp}/train_ckpt`;
-      const m = await convertCheckpoint(`${MICRO}/micro_train_checkpoint.pth.tar`, out, {
-        config: { num_heads: 4 },
-      });
-      assert.equal(m.source.format, "pth");
-      assertClose(
-        await logitsOf(out, t.get("input")!),
-        t.get("logits")!.data,
-        TOL.logits,
-        "train.py checkpoint logits",
-      );
-    } finally {
-      await Deno.remove(tmp, { recursive: true });
-    }
-  },
-});
+        const t = await golden("micro/golden_train_checkpoint.safetensors");
+        const out = `${tmp}/train_ckpt`;
+        const m = await convertCheckpoint(`${MICRO}/micro_train_checkpoint.pth.tar`, out, {
+          config: { num_heads: 4 },
+        });
+        assert.equal(m.source.format, "pth");
+        assertClose(
+          await logitsOf(out, t.get("input")!),
+          t.get("logits")!.data,
+          TOL.logits,
+          "train.py checkpoint logits",
+        );
+      } finally {
+        await Deno.remove(tmp, { recursive: true });
+      }
+    },
+  });
 
-Deno.test({
-  name: "tiny F16 safetensors converts (arch from the file name) and reproduces timm's logits",
-  ignore: !haveFixtures,
-  async fn() {
-    await initBackend("wasm");
-    const tmp = await Deno.makeTempDir();
-    try {
-      const m = await convertCheckpoint(`${FIXTURES}/tiny/vit_tiny_patch16_224.f16.safetensors`, tmp, {
-        dtype: "float16",
-      });
-      assert.equal(m.source.arch, "vit_tiny_patch16_224");
-      assert.equal(m.vit.num_heads, 3);
-      const g = await golden("tiny/golden.safetensors");
-      // F16 → F16 shards is lossless, so the fp32 tolerance applies.
-      assertClose(await logitsOf(tmp, g.get("input")!), g.get("logits")!.data, TOL.logits, "tiny logits");
-    } finally {
-      await Deno.remove(tmp, { recursive: true });
-    }
-  },
-});
+  Deno.test({
+    name: `[${engine}] tiny F16 safetensors converts (arch from the file name) and reproduces timm's logits`,
+    ignore: !haveFixtures,
+    async fn() {
+      await initBackend(engine);
+      const tmp = await Deno.makeTempDir();
+      try {
+        const m = await convertCheckpoint(`${FIXTURES}/tiny/vit_tiny_patch16_224.f16.safetensors`, tmp, {
+          dtype: "float16",
+        });
+        assert.equal(m.source.arch, "vit_tiny_patch16_224");
+        assert.equal(m.vit.num_heads, 3);
+        const g = await golden("tiny/golden.safetensors");
+        // F16 → F16 shards is lossless, so the fp32 tolerance applies.
+        assertClose(await logitsOf(tmp, g.get("input")!), g.get("logits")!.data, TOL.logits, "tiny logits");
+      } finally {
+        await Deno.remove(tmp, { recursive: true });
+      }
+    },
+  });
+}
 
 Deno.test({
   name: "full-size ViT-B/16 from .safetensors and .pth, fp32 and fp16, reproduces timm's logits",

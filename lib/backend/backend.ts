@@ -1,6 +1,10 @@
 /**
- * Backend selection, in one place: WebGPU when an adapter exists, else tfjs-wasm, else the pure-JS cpu
- * backend. `VIT_BACKEND=webgpu|wasm|cpu` (or the `prefer` argument) forces one.
+ * Engine and backend selection, in one place. The engine answers `logits`; the tfjs backend trains (and
+ * answers `logits` too unless the engine is onnx). The automatic choice: a hardware WebGPU adapter → webgpu;
+ * else ONNX Runtime (`onnx`, with training on tfjs-wasm, else cpu) when onnxruntime-node loads; else tfjs-wasm;
+ * else the pure-JS cpu backend. A software WebGPU adapter (llvmpipe, lavapipe, SwiftShader: WebGPU's
+ * "fallback adapter") is never chosen automatically, for inference or training, since every CPU engine beats
+ * it; it still runs when forced. `VIT_BACKEND=webgpu|onnx|wasm|cpu` (or the `prefer` argument) forces one.
  *
  * The project's own kernels are registered here too, where they were measured faster than tfjs's (figures in
  * docs/benchmarks.md): the per-item `BatchMatMul` and the heap-view `Slice`/`SplitV` on wasm, and the WGSL
@@ -14,15 +18,26 @@
 import * as tf from "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-webgpu";
 import "@tensorflow/tfjs-backend-wasm";
+import { defaultThreads, loadOrt } from "../onnx/ort.ts";
 import { installProjectKernels } from "./kernels.ts";
 import { startWasm, wasmThreadsWanted } from "./wasm_threads.ts";
 
 /** The tfjs backends this project runs on. */
 export type BackendName = "webgpu" | "wasm" | "cpu";
 
+/** What answers `logits`: a tfjs backend, or ONNX Runtime. */
+export type EngineName = BackendName | "onnx";
+
 /** What was chosen, and the limits the model must respect on it. */
 export interface BackendInfo {
+  /** The tfjs backend: it trains, and it answers `logits` unless {@linkcode engine} is onnx. */
   name: BackendName;
+  /** The engine that answers `logits`. */
+  engine: EngineName;
+  /** Why this engine was chosen, e.g. "no hardware GPU adapter" or "VIT_BACKEND=onnx". */
+  reason: string;
+  /** ONNX Runtime's version and intra-op threads, when the engine is onnx. */
+  ort?: { version: string; threads: number };
   /** The WebGPU adapter, when the backend is webgpu. */
   adapter?: { description: string; vendor: string; isFallbackAdapter: boolean };
   /**
@@ -47,26 +62,63 @@ export interface BackendInfo {
 
 const WASM_BUDGET_BYTES = 1.75 * 2 ** 30;
 
-const ORDER: BackendName[] = ["webgpu", "wasm", "cpu"];
+const ENGINES: EngineName[] = ["webgpu", "onnx", "wasm", "cpu"];
 let current: Promise<BackendInfo> | undefined;
-let currentPrefer: BackendName | undefined;
+let currentPrefer: EngineName | undefined;
 
-function parseName(value: string | undefined, source: string): BackendName | undefined {
+/** Parses a backend name as `VIT_BACKEND` or a `--backend` flag gives it; `source` names it in errors. */
+export function parseEngine(value: string | undefined, source: string): EngineName | undefined {
   if (value === undefined || value === "") return undefined;
-  if ((ORDER as string[]).includes(value)) return value as BackendName;
-  throw new Error(`${source}: unknown backend "${value}", expected one of ${ORDER.join(", ")}`);
+  if ((ENGINES as string[]).includes(value)) return value as EngineName;
+  throw new Error(`${source}: unknown backend "${value}", expected one of ${ENGINES.join(", ")}`);
 }
 
-async function webgpuAdapter(): Promise<GPUAdapter | null> {
-  if (typeof navigator === "undefined" || !("gpu" in navigator)) return null;
+/**
+ * Mesa's Vulkan drivers print `error: XDG_RUNTIME_DIR is invalid or not set in the environment.` when probed
+ * without a desktop session. Probing with a private runtime folder of our own keeps that line, which asks
+ * nothing of the user, off their terminal.
+ */
+function quietRuntimeDir(): void {
+  const dir = Deno.env.get("XDG_RUNTIME_DIR");
   try {
-    return await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+    if (dir && Deno.statSync(dir).isDirectory) return;
   } catch {
-    return null;
+    // not a folder: replaced below
+  }
+  try {
+    const own = `${Deno.env.get("TMPDIR") || "/tmp"}/vit-deno-runtime-${Deno.uid() ?? "user"}`;
+    Deno.mkdirSync(own, { recursive: true, mode: 0o700 });
+    Deno.env.set("XDG_RUNTIME_DIR", own);
+  } catch {
+    // Nothing more to do: the line is cosmetic.
   }
 }
 
-async function tryBackend(name: BackendName): Promise<BackendInfo | undefined> {
+let adapterProbe: Promise<GPUAdapter | null> | undefined;
+
+function webgpuAdapter(): Promise<GPUAdapter | null> {
+  adapterProbe ??= (async () => {
+    if (typeof navigator === "undefined" || !("gpu" in navigator)) return null;
+    if (Deno.build.os === "linux") quietRuntimeDir();
+    try {
+      return await navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+    } catch {
+      return null;
+    }
+  })();
+  return adapterProbe;
+}
+
+function isFallback(adapter: GPUAdapter): boolean {
+  return Boolean(
+    (adapter.info as { isFallbackAdapter?: boolean }).isFallbackAdapter ??
+      (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter,
+  );
+}
+
+type Chosen = Omit<BackendInfo, "engine" | "reason">;
+
+async function tryBackend(name: BackendName): Promise<Chosen | undefined> {
   if (name === "webgpu") {
     const adapter = await webgpuAdapter();
     if (!adapter) return undefined;
@@ -79,10 +131,7 @@ async function tryBackend(name: BackendName): Promise<BackendInfo | undefined> {
       adapter: {
         description: info.description || info.device || "unknown",
         vendor: info.vendor || "unknown",
-        isFallbackAdapter: Boolean(
-          (info as { isFallbackAdapter?: boolean }).isFallbackAdapter ??
-            (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter,
-        ),
+        isFallbackAdapter: isFallback(adapter),
       },
       maxBindingBytes: Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize),
       memoryBudgetBytes: Infinity,
@@ -119,49 +168,104 @@ function parseKernels(value: string | undefined): "project" | "stock" {
 }
 
 /** Registers the project's kernels that apply to `info`'s backend and records them in `info.kernels`. */
-function installKernels(info: BackendInfo): void {
+function installKernels(info: Chosen): void {
   if (parseKernels(Deno.env.get("VIT_KERNELS")) === "stock") return;
   info.kernels.push(...installProjectKernels(info.name, info.adapter?.isFallbackAdapter ?? false));
 }
 
-async function select(prefer: BackendName | undefined): Promise<BackendInfo> {
-  const forced = prefer ?? parseName(Deno.env.get("VIT_BACKEND"), "VIT_BACKEND");
-  const candidates = forced ? [forced] : ORDER;
-  for (const name of candidates) {
+/** The first tfjs backend of `names` that starts, with its kernels installed. */
+async function firstTfjs(names: BackendName[]): Promise<Chosen | undefined> {
+  for (const name of names) {
     const info = await tryBackend(name);
     if (info) {
       installKernels(info);
-      if (Deno.env.get("VIT_QUIET") !== "1") console.error(`vit-deno: backend ${describeBackend(info)}`);
       return info;
     }
   }
-  throw new Error(
-    forced ? `backend "${forced}" was requested but could not be initialised` : "no tfjs backend could start",
-  );
+  return undefined;
+}
+
+/** The automatic training backend: a hardware GPU, else wasm, else cpu (never a software adapter). */
+async function trainingBackend(hardwareGpu: boolean): Promise<Chosen> {
+  const info = await firstTfjs(hardwareGpu ? ["webgpu", "wasm", "cpu"] : ["wasm", "cpu"]);
+  if (!info) throw new Error("no tfjs backend could start (tried wasm and cpu)");
+  return info;
+}
+
+async function onnxEngine(reason: string, hardwareGpu: boolean): Promise<BackendInfo | string> {
+  const ort = await loadOrt();
+  if ("error" in ort) return ort.error;
+  const training = await trainingBackend(hardwareGpu);
+  return { ...training, engine: "onnx", reason, ort: { version: ort.version, threads: defaultThreads() } };
+}
+
+async function select(prefer: EngineName | undefined): Promise<BackendInfo> {
+  const envValue = Deno.env.get("VIT_BACKEND");
+  const forced = prefer ?? parseEngine(envValue, "VIT_BACKEND");
+  if (forced) {
+    const reason = prefer ? "requested" : `VIT_BACKEND=${envValue}`;
+    if (forced === "onnx") {
+      const adapter = await webgpuAdapter();
+      const info = await onnxEngine(reason, adapter !== null && !isFallback(adapter));
+      if (typeof info === "string") throw new Error(`backend "onnx" was requested but ${info}`);
+      return info;
+    }
+    const info = await firstTfjs([forced]);
+    if (!info) throw new Error(`backend "${forced}" was requested but could not be initialised`);
+    return { ...info, engine: forced, reason };
+  }
+  const adapter = await webgpuAdapter();
+  const noGpu = adapter
+    ? `software GPU adapter (${adapter.info.description || "unknown"})`
+    : "no GPU adapter";
+  if (adapter && !isFallback(adapter)) {
+    const info = await firstTfjs(["webgpu"]);
+    if (info) return { ...info, engine: "webgpu", reason: "hardware GPU adapter" };
+  }
+  const onnx = await onnxEngine(noGpu, false);
+  if (typeof onnx !== "string") return onnx;
+  // The one line that says why the CPU engine is not ONNX Runtime.
+  console.error(`vit-deno: ${onnx}; serving on tfjs instead`);
+  const info = await trainingBackend(false);
+  return { ...info, engine: info.name, reason: `${noGpu}; onnxruntime-node unavailable` };
 }
 
 /**
- * A one-line description, e.g.
- * `webgpu (llvmpipe (LLVM 15.0.6, 256 bits), fallback adapter; kernels: WGSL matmul, WGSL softmax, …)`.
+ * A one-line description: the engine, what it runs with, why it was chosen and, for onnx, where training
+ * runs, e.g. `onnx (onnxruntime-node 1.30.0, 2 threads; no GPU adapter; training on wasm)` or
+ * `webgpu (llvmpipe (LLVM 15.0.6, 256 bits), fallback adapter; kernels: WGSL matmul, …; VIT_BACKEND=webgpu)`.
  */
 export function describeBackend(info: BackendInfo): string {
   const parts: string[] = [];
+  if (info.engine === "onnx") {
+    parts.push(
+      `onnxruntime-node ${info.ort?.version ?? "?"}, ${info.ort?.threads ?? "?"} threads`,
+      info.reason,
+    );
+    parts.push(`training on ${info.name}`);
+    return `onnx (${parts.join("; ")})`;
+  }
   if (info.adapter) {
     parts.push(info.adapter.description + (info.adapter.isFallbackAdapter ? ", fallback adapter" : ""));
   }
   if (info.threads !== undefined) parts.push(`${info.threads} thread${info.threads > 1 ? "s" : ""}`);
   if (info.kernels.length) parts.push(`kernels: ${info.kernels.join(", ")}`);
-  return parts.length ? `${info.name} (${parts.join("; ")})` : info.name;
+  parts.push(info.reason);
+  return `${info.name} (${parts.join("; ")})`;
 }
 
 /**
- * Selects and initialises the backend once per process (later calls return the same choice; asking for a
- * different backend switches to it). The choice is logged once to stderr (`VIT_QUIET=1` silences it).
+ * Selects and initialises the engine and tfjs backend once per process (later calls return the same choice;
+ * asking for a different one switches to it). The choice is logged once to stderr (`VIT_QUIET=1` silences
+ * it).
  */
-export function initBackend(prefer?: BackendName): Promise<BackendInfo> {
+export function initBackend(prefer?: EngineName): Promise<BackendInfo> {
   if (!current || (prefer && prefer !== currentPrefer)) {
     currentPrefer = prefer;
-    const attempt: Promise<BackendInfo> = select(prefer).catch((e) => {
+    const attempt: Promise<BackendInfo> = select(prefer).then((info) => {
+      if (Deno.env.get("VIT_QUIET") !== "1") console.error(`vit-deno: backend ${describeBackend(info)}`);
+      return info;
+    }).catch((e) => {
       // A failed start is not remembered: the next call (e.g. after fixing VIT_BACKEND) tries again.
       if (current === attempt) current = undefined;
       throw e;

@@ -11,7 +11,9 @@
  * @module
  */
 import type { StateDict } from "../vit/params.ts";
-import { bytesField, decodeMessage, encodeMessage, type Field, fieldText, varintField } from "./protobuf.ts";
+import { DataType, tensorProto } from "../onnx/graph.ts";
+import { loadOrt, openSession, type OrtSession } from "../onnx/ort.ts";
+import { decodeMessage, encodeMessage, type Field, fieldText, messageField } from "../onnx/protobuf.ts";
 
 // Field numbers from onnx.proto.
 const MODEL_GRAPH = 7;
@@ -19,8 +21,7 @@ const GRAPH_NODE = 1, GRAPH_INITIALIZER = 5, GRAPH_INPUT = 11;
 const NODE_INPUT = 1, NODE_OUTPUT = 2, NODE_OP_TYPE = 4;
 const VALUE_NAME = 1, VALUE_TYPE = 2;
 const TYPE_TENSOR = 1, TENSOR_TYPE_SHAPE = 2, SHAPE_DIM = 1, DIM_VALUE = 1;
-const TENSOR_DIMS = 1, TENSOR_DATA_TYPE = 2, TENSOR_NAME = 8, TENSOR_RAW_DATA = 9;
-const FLOAT = 1;
+const TENSOR_NAME = 8;
 
 /** What {@linkcode embedWeights} did. */
 export interface EmbedResult {
@@ -48,20 +49,6 @@ function valueDims(info: Field[]): number[] | undefined {
     const v = child(decodeMessage(d.bytes!), DIM_VALUE);
     return v ? Number(v.varint) : -1;
   });
-}
-
-function initializer(name: string, shape: readonly number[], data: Float32Array): Field {
-  const raw = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-  return bytesField(
-    GRAPH_INITIALIZER,
-    encodeMessage([
-      ...shape.map((d) => varintField(TENSOR_DIMS, d)),
-      varintField(TENSOR_DATA_TYPE, FLOAT),
-      bytesField(TENSOR_NAME, name),
-      // ONNX raw_data is little-endian; so is every platform Deno runs on.
-      bytesField(TENSOR_RAW_DATA, raw),
-    ]),
-  );
 }
 
 /**
@@ -127,50 +114,25 @@ export function embedWeights(onnx: Uint8Array, state: StateDict, source = "onnx 
   }
   for (const name of placed) {
     const t = state.get(name)!;
-    newGraph.push(initializer(name, t.shape, t.data));
+    newGraph.push(tensorProto(GRAPH_INITIALIZER, name, t.shape, DataType.FLOAT, t.data));
   }
   const newModel = model.slice();
-  newModel[graphIndex] = bytesField(MODEL_GRAPH, encodeMessage(newGraph));
+  newModel[graphIndex] = messageField(MODEL_GRAPH, newGraph);
   return { model: encodeMessage(newModel), fromInputs, untied, inputs };
 }
 
 /** A running ONNX Runtime session for an image model: logits for a batch of NCHW images. */
-export interface OrtAnchor {
+export interface OrtAnchor extends OrtSession {
   /** `onnxruntime-node`'s version. */
   version: string;
-  run(input: Float32Array, shape: readonly number[]): Promise<Float32Array>;
-  release(): Promise<void>;
 }
 
 /**
- * Opens `onnxruntime-node` (CPU execution provider) on an embedded model. The package is imported lazily so
- * that the rest of the bench runs where it is not installed; the error then says why it failed to load.
+ * Opens `onnxruntime-node` (CPU execution provider) on an embedded model, with the engine's session options
+ * and `threads` intra-op threads. When the package cannot load, the error says why.
  */
 export async function openOrtAnchor(model: Uint8Array, threads: number): Promise<OrtAnchor> {
-  let ort: typeof import("onnxruntime-node");
-  try {
-    ort = await import("onnxruntime-node");
-  } catch (e) {
-    throw new Error(`onnxruntime-node could not be loaded in Deno: ${(e as Error).message}`);
-  }
-  const session = await ort.InferenceSession.create(model, {
-    executionProviders: ["cpu"],
-    intraOpNumThreads: threads,
-    interOpNumThreads: 1,
-    graphOptimizationLevel: "all",
-  });
-  const inputName = session.inputNames[0], outputName = session.outputNames[0];
-  return {
-    version: ort.env.versions?.node ?? ort.env.versions?.common ?? "unknown",
-    async run(input, shape) {
-      const tensor = new ort.Tensor("float32", input, [...shape]);
-      const out = await session.run({ [inputName]: tensor });
-      const logits = out[outputName];
-      const data = (logits.data as Float32Array).slice();
-      logits.dispose();
-      tensor.dispose();
-      return data;
-    },
-    release: () => session.release(),
-  };
+  const loaded = await loadOrt();
+  if ("error" in loaded) throw new Error(loaded.error);
+  return { version: loaded.version, ...(await openSession(model, { threads })) };
 }

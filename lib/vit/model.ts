@@ -3,6 +3,11 @@
  * entry points in timm's names and layouts (logits, loss and gradients), batch splitting to respect WebGPU's
  * buffer-binding limit, and no tensor left behind between calls.
  *
+ * On the onnx engine `logits` runs on ONNX Runtime, over the graph {@linkcode vitOnnxModel} writes from the
+ * weights, while gradients and training stay on the tfjs backend. A model created with `trainable: false`
+ * there holds its weights in ONNX Runtime only (one copy per served model); a trainable one keeps its tfjs
+ * Variables as the truth and rebuilds the ONNX Runtime session from them after they may have changed.
+ *
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
@@ -20,6 +25,8 @@ import {
   toTimmLayout,
 } from "./params.ts";
 import { VisionTransformer } from "./vision_transformer.ts";
+import { openSession, type OrtSession } from "../onnx/ort.ts";
+import { vitOnnxModel } from "./onnx_graph.ts";
 
 /** Options of {@linkcode ViTModel.lossAndGrads}. */
 export interface LossOptions {
@@ -34,9 +41,15 @@ export interface CreateOptions {
    * limit so that the largest activation of one pass fits in one binding.
    */
   maxChunk?: number;
-  /** Whether the parameters can be trained (tfjs `trainable`); true by default. */
+  /**
+   * Whether the parameters can be trained (tfjs `trainable`); true by default. On the onnx engine a model
+   * created with false has no tfjs Variables at all: it answers `logits` only.
+   */
   trainable?: boolean;
 }
+
+/** Images per ONNX Runtime run: bounds the activations of one run (a ViT-B/16 image needs ~5 MB). */
+const ORT_CHUNK = 32;
 
 /** Device-side gradients in timm names (device layouts); the caller disposes them. */
 export interface DeviceGrads {
@@ -86,10 +99,14 @@ export class ViTModel {
   readonly maxChunk: number;
   /** The most images per forward+backward pass: {@linkcode maxChunk}, lowered to fit the memory budget. */
   readonly trainChunk: number;
-  readonly net: VisionTransformer;
+  readonly #net: VisionTransformer | undefined;
   readonly #vars = new Map<string, tf.Variable>();
   readonly #timmNameOf = new Map<string, string>();
   #disposed = false;
+  /** The ONNX Runtime session (onnx engine), opened on first use and again after the Variables may change. */
+  #session: Promise<OrtSession> | undefined;
+  /** Weights to open the first session from, dropped once it is open. */
+  #pending: StateDict | undefined;
 
   constructor(
     config: ResolvedViTConfig,
@@ -107,6 +124,10 @@ export class ViTModel {
     const free = backend.memoryBudgetBytes - 3 * paramBytes;
     this.trainChunk = Math.max(1, Math.min(this.maxChunk, Math.floor(free / trainBytesPerImage(config))));
     const id = nextModelId++;
+    if (backend.engine === "onnx" && options.trainable === false) {
+      this.#pending = state;
+      return;
+    }
     for (const spec of this.specs) {
       const host = state.get(spec.name)!;
       const varName = `vit${id}/${spec.name}`;
@@ -120,16 +141,67 @@ export class ViTModel {
       this.#vars.set(spec.name, v);
       this.#timmNameOf.set(varName, spec.name);
     }
-    this.net = new VisionTransformer(config, (name) => {
+    this.#net = new VisionTransformer(config, (name) => {
       const v = this.#vars.get(name);
       if (!v) throw new Error(`internal: no parameter "${name}"`);
       return v;
     });
   }
 
-  /** The parameter variables by timm name (device layouts). */
+  /** Whether this model answers `logits` on ONNX Runtime. */
+  get onOnnx(): boolean {
+    return this.backend.engine === "onnx";
+  }
+
+  #tfjsOnly(what: string): void {
+    this.#check();
+    if (!this.#net) {
+      throw new Error(
+        `${what} needs the model's tfjs Variables, and this model was created with trainable: false on the ` +
+          `onnx engine (inference only); create it with trainable: true to train on tfjs ${this.backend.name}`,
+      );
+    }
+  }
+
+  /** The forward pass on the tfjs backend (absent on an inference-only onnx model). */
+  get net(): VisionTransformer {
+    this.#tfjsOnly("the tfjs forward pass");
+    return this.#net!;
+  }
+
+  /**
+   * The parameter variables by timm name (device layouts). Whoever takes them may change them, so on the
+   * onnx engine the next `logits` call rebuilds its session from them.
+   */
   get variables(): ReadonlyMap<string, tf.Variable> {
+    this.#tfjsOnly("model.variables");
+    this.#stale();
     return this.#vars;
+  }
+
+  /** Marks the ONNX Runtime session out of date: the next `logits` opens one from the current Variables. */
+  #stale(): void {
+    if (!this.onOnnx || this.#pending) return;
+    const old = this.#session;
+    this.#session = undefined;
+    old?.then((s) => s.release()).catch(() => {});
+  }
+
+  #ortSession(): Promise<OrtSession> {
+    if (!this.#session) {
+      const attempt = (async () => {
+        const state = this.#pending ?? await this.#readVariables();
+        const session = await openSession(vitOnnxModel(this.config, state));
+        this.#pending = undefined;
+        return session;
+      })();
+      // A failed open is not remembered: the next call tries again.
+      attempt.catch(() => {
+        if (this.#session === attempt) this.#session = undefined;
+      });
+      this.#session = attempt;
+    }
+    return this.#session;
   }
 
   #check(): void {
@@ -166,10 +238,30 @@ export class ViTModel {
     return tf.tensor4d(input.subarray(start * per, end * per), [end - start, shape[1], shape[2], shape[3]]);
   }
 
-  /** Runs the forward pass on device tensors (no batch splitting); the caller owns the result. */
+  /** Runs the tfjs forward pass on device tensors (no batch splitting); the caller owns the result. */
   forward(x: tf.Tensor4D): tf.Tensor2D {
     this.#check();
     return this.net.apply(x);
+  }
+
+  /**
+   * Opens the ONNX Runtime session of an inference-only onnx model now (createViT does), so that a rejected
+   * graph fails at load and the caller's state dict is no longer referenced; a no-op otherwise.
+   */
+  async ready(): Promise<void> {
+    if (this.#pending) await this.#ortSession();
+  }
+
+  async #ortLogits(input: Float32Array, shape: readonly number[]): Promise<Float32Array> {
+    const session = await this.#ortSession();
+    this.#check();
+    const k = this.config.num_classes, per = shape[1] * shape[2] * shape[3];
+    const out = new Float32Array(shape[0] * k);
+    for (const [start, end] of this.#chunks(shape[0], ORT_CHUNK)) {
+      const x = input.subarray(start * per, end * per);
+      out.set(await session.run(x, [end - start, shape[1], shape[2], shape[3]]), start * k);
+    }
+    return out;
   }
 
   /** Logits `[n, num_classes]`, row-major, for preprocessed NCHW images (as timm's `model(x)`). */
@@ -179,6 +271,7 @@ export class ViTModel {
   ): Promise<Float32Array> {
     this.#check();
     this.#checkInput(input, shape);
+    if (this.onOnnx) return await this.#ortLogits(input, shape);
     const out = new Float32Array(shape[0] * this.config.num_classes);
     for (const [start, end] of this.#chunks(shape[0])) {
       const logits = tf.tidy(() => this.net.apply(this.#imageTensor(input, shape, start, end)));
@@ -214,10 +307,12 @@ export class ViTModel {
     labels: Int32Array,
     options: LossOptions = {},
   ): Promise<DeviceGrads> {
-    this.#check();
+    this.#tfjsOnly("lossAndGrads");
     this.#checkInput(input, shape);
     const n = shape[0];
     this.#checkLabels(labels, n);
+    // Gradients are taken to change the weights: logits on onnx must then see the new ones.
+    this.#stale();
     const varList = [...this.#vars.values()].filter((v) => v.trainable);
     let grads: Map<string, tf.Tensor> | undefined;
     let loss = 0;
@@ -279,7 +374,11 @@ export class ViTModel {
 
   /** The current weights as a state dict in timm's names and layouts. */
   async stateDict(): Promise<StateDict> {
-    this.#check();
+    this.#tfjsOnly("stateDict");
+    return await this.#readVariables();
+  }
+
+  async #readVariables(): Promise<StateDict> {
     const out: StateDict = new Map();
     for (const spec of this.specs) {
       const data = await this.#vars.get(spec.name)!.data() as Float32Array;
@@ -294,6 +393,9 @@ export class ViTModel {
     this.#disposed = true;
     for (const v of this.#vars.values()) v.dispose();
     this.#vars.clear();
+    this.#pending = undefined;
+    this.#session?.then((s) => s.release()).catch(() => {});
+    this.#session = undefined;
   }
 }
 
@@ -307,5 +409,7 @@ export async function createViT(
   options?: CreateOptions,
 ): Promise<ViTModel> {
   const backend = await initBackend();
-  return new ViTModel(resolveConfig(config), stateDict, backend, options);
+  const model = new ViTModel(resolveConfig(config), stateDict, backend, options);
+  await model.ready();
+  return model;
 }

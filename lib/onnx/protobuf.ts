@@ -1,7 +1,12 @@
 /**
- * The protobuf wire format, just enough to edit ONNX models: a message is read as a flat list of fields
- * that keep their raw bytes, so a message can be re-encoded with some fields changed and every other field
- * passed through untouched (unknown fields included).
+ * The protobuf wire format, just enough to write and edit ONNX models: a message is read as a flat list of
+ * fields that keep their raw bytes, so a message can be re-encoded with some fields changed and every other
+ * field passed through untouched (unknown fields included). Embedded messages can also be given as fields
+ * ({@linkcode messageField}) and are then written straight into the one output buffer, so a model with
+ * hundreds of megabytes of weights is copied once, not once per nesting level.
+ *
+ * Hand-written rather than protobufjs: the bench and the engine need only the wire format of a handful of
+ * ONNX messages, and writing a 344 MB model with one copy needs the size-first encoder below anyway.
  *
  * @module
  */
@@ -18,6 +23,8 @@ export interface Field {
   varint?: bigint;
   /** The payload: the bytes of a length-delimited field, or the 4 / 8 raw bytes of a fixed field. */
   bytes?: Uint8Array;
+  /** An embedded message not yet encoded (length-delimited fields made by {@linkcode messageField}). */
+  fields?: readonly Field[];
 }
 
 function readVarint(buf: Uint8Array, at: number, what: string): [bigint, number] {
@@ -88,37 +95,68 @@ export function bytesField(no: number, value: Uint8Array | string): Field {
   return { no, wire: 2, bytes: typeof value === "string" ? new TextEncoder().encode(value) : value };
 }
 
+/** A length-delimited field holding an embedded message, encoded together with its parent. */
+export function messageField(no: number, fields: readonly Field[]): Field {
+  return { no, wire: 2, fields };
+}
+
 /** A packed repeated varint field (e.g. ONNX `TensorProto.dims`). */
 export function packedVarints(no: number, values: readonly (number | bigint)[]): Field {
   return bytesField(no, new Uint8Array(values.flatMap((v) => varintBytes(BigInt(v)))));
 }
 
-/** Serialises fields back into a message, in the order given. */
-export function encodeMessage(fields: readonly Field[]): Uint8Array {
-  const heads: number[][] = [];
-  let total = 0;
+function payloadSize(f: Field, sizes: Map<Field, number>): number {
+  if (f.wire === 0) return 0;
+  if (f.fields) {
+    let n = 0;
+    for (const c of f.fields) n += fieldSize(c, sizes);
+    sizes.set(f, n);
+    return n;
+  }
+  return f.bytes!.length;
+}
+
+function fieldSize(f: Field, sizes: Map<Field, number>): number {
+  const key = varintBytes(BigInt((f.no << 3) | f.wire)).length;
+  if (f.wire === 0) return key + varintBytes(f.varint ?? 0n).length;
+  const n = payloadSize(f, sizes);
+  return key + (f.wire === 2 ? varintBytes(BigInt(n)).length : 0) + n;
+}
+
+function writeFields(
+  fields: readonly Field[],
+  out: Uint8Array,
+  at: number,
+  sizes: Map<Field, number>,
+): number {
   for (const f of fields) {
     const head = varintBytes(BigInt((f.no << 3) | f.wire));
     if (f.wire === 0) head.push(...varintBytes(f.varint ?? 0n));
-    else if (f.wire === 2) head.push(...varintBytes(BigInt(f.bytes!.length)));
-    heads.push(head);
-    total += head.length + (f.wire === 0 ? 0 : f.bytes!.length);
-  }
-  const out = new Uint8Array(total);
-  let at = 0;
-  fields.forEach((f, i) => {
-    out.set(heads[i], at);
-    at += heads[i].length;
-    if (f.wire !== 0) {
+    else if (f.wire === 2) head.push(...varintBytes(BigInt(f.fields ? sizes.get(f)! : f.bytes!.length)));
+    out.set(head, at);
+    at += head.length;
+    if (f.fields) at = writeFields(f.fields, out, at, sizes);
+    else if (f.wire !== 0) {
       out.set(f.bytes!, at);
       at += f.bytes!.length;
     }
-  });
+  }
+  return at;
+}
+
+/** Serialises fields back into a message, in the order given; embedded messages are written in place. */
+export function encodeMessage(fields: readonly Field[]): Uint8Array {
+  const sizes = new Map<Field, number>();
+  let total = 0;
+  for (const f of fields) total += fieldSize(f, sizes);
+  const out = new Uint8Array(total);
+  const end = writeFields(fields, out, 0, sizes);
+  if (end !== total) throw new Error(`internal: protobuf encoder wrote ${end} bytes, sized ${total}`);
   return out;
 }
 
 /** The UTF-8 text of a length-delimited field. */
 export function fieldText(f: Field): string {
-  if (f.wire !== 2) throw new Error(`field ${f.no} is not length-delimited`);
+  if (f.wire !== 2 || !f.bytes) throw new Error(`field ${f.no} is not length-delimited`);
   return new TextDecoder().decode(f.bytes);
 }
