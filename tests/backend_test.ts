@@ -34,7 +34,9 @@ Deno.test("initBackend: wasm gets the per-item BatchMatMul, and says so", async 
   assert.equal(info.threads, threads);
   assert.equal(
     describeBackend(info),
-    `wasm (${threads} thread${threads > 1 ? "s" : ""}; kernels: wasm BatchMatMul, wasm Slice/SplitV; requested)`,
+    `wasm (${threads} thread${
+      threads > 1 ? "s" : ""
+    }; kernels: wasm BatchMatMul, wasm Slice/SplitV; requested)`,
   );
 });
 
