@@ -32,8 +32,15 @@ export function finetuneRoutes(service: Service): Hono {
     const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
     let raw: Record<string, unknown>, archive;
     if (type === "multipart/form-data") {
-      ({ fields: raw, archive } = await fieldsFromForm(
-        await readMultipart(c.req.raw, limits.maxUploadBytes),
+      ({ fields: raw, archive } = fieldsFromForm(
+        await readMultipart(c.req.raw, {
+          maxBytes: limits.maxUploadBytes,
+          maxFiles: 1,
+          maxFileBytes: limits.maxUploadBytes,
+          maxFields: 16,
+          tooManyFiles: () =>
+            new ApiError(400, "invalid_field", 'upload one dataset archive, as the file field "archive"'),
+        }),
       ));
     } else if (type === "application/json") {
       const json = await readJson(c.req.raw, 1024 * 1024);

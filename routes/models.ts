@@ -74,15 +74,11 @@ export function modelRoutes(service: Service): Hono {
     const done = service.queue.expect();
     try {
       const served = await service.registry.get(c.req.param("id"));
-      const input = await parseClassifyRequest(c.req.raw, service.options.limits.maxBodyBytes);
-      const max = service.options.limits.maxImagesPerRequest;
-      if (input.images.length > max) {
-        throw new ApiError(
-          413,
-          "too_many_images",
-          `the request holds ${input.images.length} images; at most ${max} per request`,
-        );
-      }
+      const input = await parseClassifyRequest(
+        c.req.raw,
+        service.options.limits.maxBodyBytes,
+        service.options.limits.maxImagesPerRequest,
+      );
       const k = parseTopK(input.topK, served.manifest.labels.length);
       const results = await classifyImages(served, input.images, k, service.options.limits.maxPixels);
       return c.json({

@@ -5,6 +5,7 @@
  * @module
  */
 import type { Freeze } from "../train/config.ts";
+import type { Multipart } from "./body.ts";
 import { ApiError, badRequest } from "./errors.ts";
 import { checkDatasetName } from "./datasets.ts";
 import { checkModelId } from "./registry.ts";
@@ -114,21 +115,20 @@ export function parseFineTuneFields(
   };
 }
 
-/** Reads the form fields of a multipart fine-tuning request. */
-export async function fieldsFromForm(
-  form: FormData,
-): Promise<{ fields: Record<string, unknown>; archive?: FineTuneFields["archive"] }> {
-  const fields: Record<string, unknown> = {};
+/** The fields and the archive of a multipart fine-tuning request. */
+export function fieldsFromForm(
+  form: Multipart,
+): { fields: Record<string, unknown>; archive?: FineTuneFields["archive"] } {
   let archive: FineTuneFields["archive"];
-  for (const [k, v] of form.entries()) {
-    if (typeof v === "string") fields[k] = v;
-    else if (k === "archive") {
-      archive = { name: v.name || "archive", bytes: new Uint8Array(await v.arrayBuffer()) };
-    } else {throw new ApiError(
+  for (const f of form.files) {
+    if (f.field !== "archive") {
+      throw new ApiError(
         400,
         "invalid_field",
-        `unexpected file field "${k}"; upload the dataset as "archive"`,
-      );}
+        `unexpected file field "${f.field.slice(0, 100)}"; upload the dataset as "archive"`,
+      );
+    }
+    archive = { name: f.name || "archive", bytes: f.bytes };
   }
-  return { fields, archive };
+  return { fields: { ...form.fields }, archive };
 }

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { readBody, readJson, readMultipart } from "./body.ts";
+import { LongJsonString, readBody, readJson, readMultipart } from "./body.ts";
 import { ApiError, badRequest } from "./errors.ts";
 
 /** One uploaded image, still encoded. */
@@ -22,21 +22,81 @@ export interface ClassifyInput {
   topK?: unknown;
 }
 
-function decodeBase64(text: string, what: string): Uint8Array {
-  const m = /^data:[^;,]*(;base64)?,/.exec(text);
-  const body = (m ? text.slice(m[0].length) : text).replace(/\s+/g, "");
-  if (!/^[A-Za-z0-9+/_-]*={0,2}$/.test(body)) {
-    throw new ApiError(400, "invalid_base64", `${what} is not valid base64`);
+/** Base64 characters decoded per turn of the event loop. */
+const B64_SLICE = 1 << 20;
+
+/**
+ * The pieces of a base64 value as text of at most `B64_SLICE` characters: a string sliced, or a long JSON
+ * literal decoded slice by slice from the body's bytes (never one large string).
+ */
+function* textPieces(value: string | LongJsonString): Generator<string> {
+  if (typeof value === "string") {
+    for (let i = 0; i < value.length; i += B64_SLICE) yield value.slice(i, i + B64_SLICE);
+    return;
   }
-  try {
-    const bin = atob(body.replaceAll("-", "+").replaceAll("_", "/"));
-    return Uint8Array.from(bin, (c) => c.charCodeAt(0));
-  } catch {
-    throw new ApiError(400, "invalid_base64", `${what} is not valid base64`);
+  const d = new TextDecoder();
+  for (const p of value.pieces) {
+    for (let i = 0; i < p.length; i += B64_SLICE) {
+      yield d.decode(p.subarray(i, i + B64_SLICE), { stream: true });
+    }
   }
+  yield d.decode();
 }
 
-function fromJson(json: unknown): ClassifyInput {
+/**
+ * Decodes base64 (standard or URL-safe, whitespace and a data-URL prefix allowed) in linear time, a slice
+ * per turn of the event loop, so a large image never holds the loop for long.
+ */
+async function decodeBase64(value: string | LongJsonString, what: string): Promise<Uint8Array> {
+  const invalid = () => new ApiError(400, "invalid_base64", `${what} is not valid base64`);
+  // Base64 in JSON may escape "/" as `\/` and hold `\n` line breaks; any other escape is not base64.
+  const escaped = value instanceof LongJsonString && value.escaped;
+  const size = typeof value === "string" ? value.length : value.byteLength;
+  const out = new Uint8Array(Math.ceil(size * 3 / 4));
+  let at = 0, carry = "", first = true, padded = false, turns = 0;
+  for (let piece of textPieces(value)) {
+    if (turns++ > 0) await new Promise((r) => setTimeout(r, 0));
+    if (first) {
+      const m = /^\s*data:[^;,]*(;base64)?,/.exec(piece.slice(0, 512));
+      if (m) piece = piece.slice(m[0].length);
+      first = false;
+    }
+    let text = carry + piece;
+    if (escaped) {
+      // An escape split between two pieces waits for the next one.
+      const cut = text.endsWith("\\") ? text.length - 1 : text.length;
+      carry = text.slice(cut);
+      text = text.slice(0, cut).replace(/\\[nrt]/g, "").replaceAll("\\/", "/");
+    } else carry = "";
+    text = text.replace(/\s+/g, "");
+    if (!/^[A-Za-z0-9+/_-]*=*$/.test(text) || (padded && text.length > 0)) throw invalid();
+    if (text.includes("=")) padded = true;
+    const whole = padded ? text.length : text.length - (text.length % 4);
+    carry = text.slice(whole) + carry;
+    if (whole === 0) continue;
+    try {
+      const chunk = text.slice(0, whole).replaceAll("-", "+").replaceAll("_", "/");
+      at += out.subarray(at).setFromBase64(chunk).written;
+    } catch {
+      throw invalid();
+    }
+  }
+  if (carry) {
+    try {
+      at += out.subarray(at).setFromBase64(carry.replaceAll("-", "+").replaceAll("_", "/")).written;
+    } catch {
+      throw invalid();
+    }
+  }
+  return out.subarray(0, at);
+}
+
+/** A base64 value of a JSON body: a string, or a long literal left as bytes. */
+function isBase64Value(v: unknown): v is string | LongJsonString {
+  return typeof v === "string" || v instanceof LongJsonString;
+}
+
+async function fromJson(json: unknown, maxImages: number): Promise<ClassifyInput> {
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     throw badRequest(
       'the JSON body must be an object: {"image": "<base64>"} or {"images": [...]}',
@@ -46,27 +106,28 @@ function fromJson(json: unknown): ClassifyInput {
   const o = json as Record<string, unknown>;
   const images: InputImage[] = [];
   if (o.image !== undefined) {
-    if (typeof o.image !== "string") throw badRequest('"image" must be a base64 string', "invalid_request");
-    images.push({ name: "image", bytes: decodeBase64(o.image, '"image"') });
+    if (!isBase64Value(o.image)) throw badRequest('"image" must be a base64 string', "invalid_request");
+    images.push({ name: "image", bytes: await decodeBase64(o.image, '"image"') });
   }
   if (o.images !== undefined) {
     if (!Array.isArray(o.images)) throw badRequest('"images" must be an array', "invalid_request");
-    o.images.forEach((item, i) => {
-      if (typeof item === "string") {
-        images.push({ name: `images[${i}]`, bytes: decodeBase64(item, `images[${i}]`) });
+    if (o.images.length > maxImages) throw tooManyImages(maxImages, o.images.length);
+    for (const [i, item] of o.images.entries()) {
+      if (isBase64Value(item)) {
+        images.push({ name: `images[${i}]`, bytes: await decodeBase64(item, `images[${i}]`) });
       } else if (
-        typeof item === "object" && item !== null && typeof (item as { data?: unknown }).data === "string"
+        typeof item === "object" && item !== null && isBase64Value((item as { data?: unknown }).data)
       ) {
-        const it = item as { name?: unknown; data: string };
+        const it = item as { name?: unknown; data: string | LongJsonString };
         const name = typeof it.name === "string" && it.name ? it.name.slice(0, 200) : `images[${i}]`;
-        images.push({ name, bytes: decodeBase64(it.data, `images[${i}].data`) });
+        images.push({ name, bytes: await decodeBase64(it.data, `images[${i}].data`) });
       } else {
         throw badRequest(
           `images[${i}] must be a base64 string or {"name", "data": "<base64>"}`,
           "invalid_request",
         );
       }
-    });
+    }
   }
   if (o.image === undefined && o.images === undefined) {
     throw badRequest('the JSON body has no "image" or "images" field', "no_images");
@@ -74,27 +135,40 @@ function fromJson(json: unknown): ClassifyInput {
   return { images, topK: o.top_k };
 }
 
-/** Reads and parses a classification request's body (at most `maxBytes`). */
-export async function parseClassifyRequest(req: Request, maxBytes: number): Promise<ClassifyInput> {
+/** 413 `too_many_images`. */
+export function tooManyImages(max: number, count?: number): ApiError {
+  return new ApiError(
+    413,
+    "too_many_images",
+    `the request holds ${count ?? "more than " + max} images; at most ${max} per request`,
+  );
+}
+
+/**
+ * Reads and parses a classification request's body: at most `maxBytes`, at most `maxImages` images (both
+ * enforced while the body is read).
+ */
+export async function parseClassifyRequest(
+  req: Request,
+  maxBytes: number,
+  maxImages: number,
+): Promise<ClassifyInput> {
   const type = (req.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
   const query = new URL(req.url).searchParams.get("top_k") ?? undefined;
   let input: ClassifyInput;
   if (type === "multipart/form-data") {
-    const form = await readMultipart(req, maxBytes);
-    const images: InputImage[] = [];
-    let topK: unknown;
-    for (const [field, value] of form.entries()) {
-      if (typeof value === "string") {
-        if (field === "top_k") topK = value;
-        continue;
-      }
-      images.push({ name: value.name || field, bytes: new Uint8Array(await value.arrayBuffer()) });
-    }
-    input = { images, topK };
+    const form = await readMultipart(req, {
+      maxBytes,
+      maxFiles: maxImages,
+      maxFileBytes: maxBytes,
+      maxFields: 4,
+      tooManyFiles: () => tooManyImages(maxImages),
+    });
+    input = { images: form.files.map((f) => ({ name: f.name, bytes: f.bytes })), topK: form.fields.top_k };
   } else if (type.startsWith("image/")) {
     input = { images: [{ name: "body", bytes: await readBody(req, maxBytes) }] };
   } else if (type === "application/json" || type.endsWith("+json")) {
-    input = fromJson(await readJson(req, maxBytes));
+    input = await fromJson(await readJson(req, maxBytes, { longStrings: "raw" }), maxImages);
   } else {
     throw new ApiError(
       415,
@@ -103,6 +177,7 @@ export async function parseClassifyRequest(req: Request, maxBytes: number): Prom
         `an image/* body, or application/json with base64 images`,
     );
   }
+  if (input.images.length > maxImages) throw tooManyImages(maxImages, input.images.length);
   if (input.images.length === 0) {
     throw badRequest("the request holds no image; send at least one file or base64 image", "no_images");
   }
