@@ -5,7 +5,6 @@
  * Run `deno task bench --help` for the flags.
  */
 import * as tf from "@tensorflow/tfjs";
-import { parseArgs } from "node:util";
 import { type BackendInfo, type BackendName, initBackend } from "../lib/backend/backend.ts";
 import { installProjectKernels, uninstallProjectKernels } from "../lib/backend/kernels.ts";
 import { webgpuMatMulInstalled } from "../lib/backend/webgpu_matmul.ts";
@@ -26,42 +25,97 @@ import { encodeSafetensors } from "../lib/weights/safetensors.ts";
 import { saveModel } from "../lib/weights/shards.ts";
 import { defaultPreprocessing } from "../lib/weights/manifest.ts";
 import { writeFileAtomic } from "../lib/weights/atomic.ts";
+import type { Schema } from "../lib/util/options.ts";
+import { commandLine } from "./_cli.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const SHARED = Deno.env.get("VIT_SHARED") ?? `${ROOT}/../shared`;
 
-const HELP = `Usage: deno task bench [options]
+const USAGE = `Usage: deno task bench [options]
 
 Every figure is the median of --runs timed runs after --warmup untimed ones. Slow combinations are skipped
-with an explicit "skipped: would take ~N min" note when the estimate exceeds --budget.
+with an explicit "skipped: would take ~N min" note when the estimate exceeds --budget.`;
 
-Options:
-  --models <list>        micro,tiny,base                                   [micro,tiny,base]
-  --backends <list>      webgpu,wasm,cpu (unavailable ones are noted)      [webgpu,wasm,cpu]
-  --batches <list>       forward batch sizes (1 = latency)                 [1,8,32,64]
-  --train-batch <n>      batch of the training-step figure (0 = none)      [8]
-  --runs <n>             timed runs per figure                             [5]
-  --warmup <n>           untimed runs first                                [1]
-  --budget <s>           skip a figure whose estimate exceeds this         [120]
-  --quick                --runs 3 --batches 1,8 --budget 30, no cold start/conversion/wasm variants
-  --no-anchor            skip onnxruntime-node
-  --torch                require the timm/PyTorch anchor (else: used when python3 imports torch+timm)
-  --no-torch             skip the timm/PyTorch anchor
-  --no-cold-start        skip the cold-start figure
-  --no-convert           skip the conversion figure
-  --no-profile           skip the per-kernel tf.profile pass
-  --no-wasm-variants     skip the tfjs-wasm SIMD / no-SIMD / threads comparison
-  --stock-kernels        tfjs's own kernels only (default: the project's kernels of lib/backend/kernels.ts, as
-                         initBackend installs them, with a stock-kernel batch-1 figure beside each for before/after)
-  --force-wgsl-matmul    install every WGSL kernel (matmul, softmax, LayerNorm, GELU) on a hardware WebGPU
-                         adapter too (to measure them on a GPU)
-  --ort-threads <n>      onnxruntime-node intraOpNumThreads                [2]
-  --cache <dir>          scratch folder for the .safetensors and shards    [.cache/bench]
-  --json <file>          JSON output                                       [docs/benchmarks.json]
-  --md <file>            Markdown output (generated block replaced)        [docs/benchmarks.md]
-  --no-write             print only
-  -h, --help             this text
-`;
+/** The options of `deno task bench`. */
+export const BENCH_OPTIONS = {
+  models: { type: "string", default: "micro,tiny,base", metavar: "list", help: "micro,tiny,base" },
+  backends: {
+    type: "string",
+    default: "webgpu,wasm,cpu",
+    metavar: "list",
+    help: "webgpu,wasm,cpu (unavailable ones are noted)",
+  },
+  batches: {
+    type: "string",
+    metavar: "list",
+    defaultText: "1,8,32,64",
+    help: "forward batch sizes (1 = latency)",
+  },
+  "train-batch": {
+    type: "integer",
+    default: 8,
+    range: [0, Infinity],
+    help: "batch of the training-step figure (0 = none)",
+  },
+  runs: { type: "integer", range: [1, Infinity], defaultText: "5", help: "timed runs per figure" },
+  warmup: { type: "integer", default: 1, range: [0, Infinity], help: "untimed runs first" },
+  budget: {
+    type: "integer",
+    range: [1, Infinity],
+    defaultText: "120",
+    help: "skip a figure whose estimate exceeds this many seconds",
+  },
+  quick: {
+    type: "boolean",
+    default: false,
+    help: "--runs 3 --batches 1,8 --budget 30, no cold start/conversion/wasm variants",
+  },
+  anchor: { type: "boolean", default: true, help: "skip onnxruntime-node" },
+  torch: {
+    type: "boolean",
+    help:
+      "require the timm/PyTorch anchor; --no-torch skips it (default: used when python3 imports torch+timm)",
+  },
+  "cold-start": { type: "boolean", default: true, help: "skip the cold-start figure" },
+  convert: { type: "boolean", default: true, help: "skip the conversion figure" },
+  profile: { type: "boolean", default: true, help: "skip the per-kernel tf.profile pass" },
+  "wasm-variants": {
+    type: "boolean",
+    default: true,
+    help: "skip the tfjs-wasm SIMD / no-SIMD / threads comparison",
+  },
+  "stock-kernels": {
+    type: "boolean",
+    default: false,
+    help: "tfjs's own kernels only (default: the project's kernels of lib/backend/kernels.ts, with a " +
+      "stock-kernel batch-1 figure beside each for before/after)",
+  },
+  "force-wgsl-matmul": {
+    type: "boolean",
+    default: false,
+    help: "install every WGSL kernel (matmul, softmax, LayerNorm, GELU) on a hardware WebGPU adapter too",
+  },
+  "ort-threads": {
+    type: "integer",
+    default: 2,
+    range: [1, Infinity],
+    help: "onnxruntime-node intraOpNumThreads",
+  },
+  cache: {
+    type: "string",
+    metavar: "dir",
+    defaultText: ".cache/bench",
+    help: "scratch folder for the .safetensors and shards",
+  },
+  json: { type: "string", metavar: "file", defaultText: "docs/benchmarks.json", help: "JSON output" },
+  md: {
+    type: "string",
+    metavar: "file",
+    defaultText: "docs/benchmarks.md",
+    help: "Markdown output (generated block replaced)",
+  },
+  write: { type: "boolean", default: true, help: "print only" },
+} satisfies Schema;
 
 const MODEL_LABEL: Record<string, string> = { micro: "micro", tiny: "ViT-Ti/16", base: "ViT-B/16" };
 
@@ -106,89 +160,54 @@ interface Options {
 
 function list(value: string, flag: string): string[] {
   const items = value.split(",").map((s) => s.trim()).filter(Boolean);
-  if (!items.length) throw new Error(`${flag}: empty list`);
+  if (!items.length) throw new Error(`--${flag}: empty list`);
   return items;
 }
 
-function positive(value: string, flag: string, allowZero = false): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < (allowZero ? 0 : 1)) {
-    throw new Error(`${flag} must be a ${allowZero ? "non-negative" : "positive"} integer, got "${value}"`);
-  }
-  return n;
-}
-
-function parseOptions(args: string[]): Options | undefined {
-  const { values } = parseArgs({
-    args,
-    options: {
-      models: { type: "string" },
-      backends: { type: "string" },
-      batches: { type: "string" },
-      "train-batch": { type: "string" },
-      runs: { type: "string" },
-      warmup: { type: "string" },
-      budget: { type: "string" },
-      quick: { type: "boolean" },
-      "no-anchor": { type: "boolean" },
-      torch: { type: "boolean" },
-      "no-torch": { type: "boolean" },
-      "no-cold-start": { type: "boolean" },
-      "no-convert": { type: "boolean" },
-      "no-profile": { type: "boolean" },
-      "no-wasm-variants": { type: "boolean" },
-      "stock-kernels": { type: "boolean" },
-      "force-wgsl-matmul": { type: "boolean" },
-      "ort-threads": { type: "string" },
-      cache: { type: "string" },
-      json: { type: "string" },
-      md: { type: "string" },
-      "no-write": { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  if (values.help) {
-    console.log(HELP);
-    return undefined;
-  }
-  const quick = values.quick ?? false;
-  const models = list(values.models ?? "micro,tiny,base", "--models");
+function parseOptions(args: readonly string[]): Options {
+  const { values: v } = commandLine("bench", USAGE, BENCH_OPTIONS, args);
+  const quick = v.quick as boolean;
+  const models = list(v.models as string, "models");
   for (const m of models) {
     if (!MODELS[m]) {
       throw new Error(`--models: unknown model "${m}", expected ${Object.keys(MODELS).join(", ")}`);
     }
   }
-  const backends = list(values.backends ?? "webgpu,wasm,cpu", "--backends");
+  const backends = list(v.backends as string, "backends");
   for (const b of backends) {
     if (!["webgpu", "wasm", "cpu"].includes(b)) {
       throw new Error(`--backends: unknown backend "${b}", expected webgpu, wasm, cpu`);
     }
   }
-  const batches = list(values.batches ?? (quick ? "1,8" : "1,8,32,64"), "--batches").map((b) =>
-    positive(b, "--batches")
+  const batches = list((v.batches as string | undefined) ?? (quick ? "1,8" : "1,8,32,64"), "batches").map(
+    (b) => {
+      const n = Number(b);
+      if (!Number.isInteger(n) || n < 1) throw new Error(`--batches: "${b}" is not a positive integer`);
+      return n;
+    },
   );
   return {
     models,
     backends: backends as BackendName[],
     batches: [...new Set(batches)].sort((a, b) => a - b),
-    trainBatch: positive(values["train-batch"] ?? "8", "--train-batch", true),
-    runs: positive(values.runs ?? (quick ? "3" : "5"), "--runs"),
-    warmup: positive(values.warmup ?? "1", "--warmup", true),
-    budgetS: positive(values.budget ?? (quick ? "30" : "120"), "--budget"),
-    anchor: !values["no-anchor"],
-    torch: values.torch ?? false,
-    noTorch: values["no-torch"] ?? false,
-    coldStart: !values["no-cold-start"] && !quick,
-    convert: !values["no-convert"] && !quick,
-    profile: !values["no-profile"],
-    wasmVariants: !values["no-wasm-variants"] && !quick,
-    fastKernels: !values["stock-kernels"],
-    forceWgsl: values["force-wgsl-matmul"] ?? false,
-    ortThreads: positive(values["ort-threads"] ?? "2", "--ort-threads"),
-    cache: values.cache ?? `${ROOT}/.cache/bench`,
-    json: values.json ?? `${ROOT}/docs/benchmarks.json`,
-    md: values.md ?? `${ROOT}/docs/benchmarks.md`,
-    write: !values["no-write"],
+    trainBatch: v["train-batch"] as number,
+    runs: (v.runs as number | undefined) ?? (quick ? 3 : 5),
+    warmup: v.warmup as number,
+    budgetS: (v.budget as number | undefined) ?? (quick ? 30 : 120),
+    anchor: v.anchor as boolean,
+    torch: v.torch === true,
+    noTorch: v.torch === false,
+    coldStart: v["cold-start"] as boolean && !quick,
+    convert: v.convert as boolean && !quick,
+    profile: v.profile as boolean,
+    wasmVariants: v["wasm-variants"] as boolean && !quick,
+    fastKernels: !v["stock-kernels"],
+    forceWgsl: v["force-wgsl-matmul"] as boolean,
+    ortThreads: v["ort-threads"] as number,
+    cache: (v.cache as string | undefined) ?? `${ROOT}/.cache/bench`,
+    json: (v.json as string | undefined) ?? `${ROOT}/docs/benchmarks.json`,
+    md: (v.md as string | undefined) ?? `${ROOT}/docs/benchmarks.md`,
+    write: v.write as boolean,
   };
 }
 
@@ -933,7 +952,6 @@ class Bench {
 
 async function main(): Promise<number> {
   const o = parseOptions(Deno.args);
-  if (!o) return 0;
   Deno.env.set("VIT_QUIET", "1");
   // initBackend registers the project's kernels unless told not to; the stock rows swap them out themselves.
   if (!o.fastKernels) Deno.env.set("VIT_KERNELS", "stock");

@@ -10,32 +10,50 @@ import { decodeImage, DEFAULT_MAX_PIXELS } from "../lib/data/decode.ts";
 import { preprocessEval } from "../lib/data/preprocess.ts";
 import { topK } from "../lib/serve/classify.ts";
 import { loadModel } from "../lib/weights/load.ts";
+import type { Schema } from "../lib/util/options.ts";
+import { commandLine } from "./_cli.ts";
 
-const USAGE = "usage: deno task classify [--model dir|url] [--top-k 5] [--json] [--max-pixels N] image...";
+const USAGE = `Usage: deno task classify [--model dir|url] [--top-k 5] [--json] [--max-pixels N] image...
 
-function parse(args: string[]) {
-  const o = { model: "weights", topK: 5, json: false, maxPixels: DEFAULT_MAX_PIXELS, files: [] as string[] };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    const [flag, inline] = a.startsWith("--") ? a.split("=", 2) : [a, undefined];
-    const value = () => inline ?? args[++i];
-    if (flag === "--model" || flag === "-m") o.model = value();
-    else if (flag === "--top-k" || flag === "-k") o.topK = Number(value());
-    else if (flag === "--max-pixels") o.maxPixels = Number(value());
-    else if (flag === "--json") o.json = true;
-    else if (flag === "--help" || flag === "-h") {
-      console.log(USAGE);
-      Deno.exit(0);
-    } else if (flag.startsWith("-")) throw new Error(`unknown option ${a}\n${USAGE}`);
-    else o.files.push(a);
-  }
-  if (!o.model) throw new Error(`--model needs a folder or URL\n${USAGE}`);
-  if (!Number.isInteger(o.topK) || o.topK < 1) {
-    throw new Error(`--top-k must be a positive integer\n${USAGE}`);
-  }
-  if (!(o.maxPixels > 0)) throw new Error(`--max-pixels must be positive\n${USAGE}`);
-  if (o.files.length === 0) throw new Error(`no image files given\n${USAGE}`);
-  return o;
+Classifies image files and prints the top-k labels and probabilities of each.`;
+
+/** The options of `deno task classify`. */
+export const CLASSIFY_OPTIONS = {
+  model: {
+    type: "string",
+    default: "weights",
+    aliases: ["-m"],
+    metavar: "dir|url",
+    help: "model folder or URL",
+  },
+  "top-k": {
+    type: "integer",
+    default: 5,
+    range: [1, Infinity],
+    aliases: ["-k"],
+    help: "labels shown per image",
+  },
+  json: { type: "boolean", default: false, help: "print JSON" },
+  "max-pixels": {
+    type: "integer",
+    default: DEFAULT_MAX_PIXELS,
+    range: [1, Infinity],
+    help: "largest image (width·height) decoded",
+  },
+} satisfies Schema;
+
+function parse(args: readonly string[]) {
+  const { values, positionals } = commandLine("classify", USAGE, CLASSIFY_OPTIONS, args, {
+    allowPositionals: true,
+  });
+  if (positionals.length === 0) throw new Error(`no image files given (see deno task classify --help)`);
+  return {
+    model: values.model as string,
+    topK: values["top-k"] as number,
+    json: values.json as boolean,
+    maxPixels: values["max-pixels"] as number,
+    files: positionals,
+  };
 }
 
 async function main(): Promise<number> {

@@ -1,31 +1,67 @@
 /**
  * `deno task convert <checkpoint|url> --out <dir> [flags]`: a timm checkpoint → sharded weights folder.
  */
-import { parseArgs } from "node:util";
+import type { Schema } from "../lib/util/options.ts";
 import { convertCheckpoint } from "../lib/weights/convert.ts";
+import { commandLine } from "./_cli.ts";
 
-const HELP = `Usage: deno task convert <checkpoint-file-or-url> --out <dir> [options]
+const USAGE = `Usage: deno task convert <checkpoint-file-or-url> --out <dir> [options]
 
 Converts a timm ViT checkpoint (.safetensors F32/F16/BF16, PyTorch .pth/.pth.tar incl. timm train.py
-checkpoints, Google vision_transformer .npz) into model.json + sha256-verified shards.
+checkpoints, Google vision_transformer .npz) into model.json + sha256-verified shards.`;
 
-Options:
-  --out <dir>              output folder (replaced atomically)               [required]
-  --arch <name>            timm architecture, e.g. vit_base_patch16_224 (fixes num_heads; guessed from
-                           the file name or checkpoint when absent)
-  --num-heads <n>          attention heads, when no architecture name fixes them
-  --dtype float32|float16  storage dtype of the shards                       [float32]
-  --shard-mb <n>           shard size in MiB                                 [4]
-  --num-classes <n>        replace the head with a zero-initialised one (fine-tuning)
-  --img-size <px>          resample pos_embed (bicubic, as timm) for another resolution
-  --labels <file|a,b,c>    class names: a file (JSON array or one per line) or a comma list
-  --mean <r,g,b>           normalisation mean                                [0.5,0.5,0.5]
-  --std <r,g,b>            normalisation std                                 [0.5,0.5,0.5]
-  --interpolation <m>      bilinear|bicubic                                  [bicubic]
-  --crop-pct <f>           center-crop fraction for evaluation               [0.9]
-  --use-ema                take state_dict_ema from a timm train.py checkpoint
-  -h, --help               this text
-`;
+/** The options of `deno task convert`. */
+export const CONVERT_OPTIONS = {
+  out: { type: "string", metavar: "dir", help: "output folder, replaced atomically (required)" },
+  arch: {
+    type: "string",
+    metavar: "name",
+    help: "timm architecture, e.g. vit_base_patch16_224 (fixes num_heads; guessed from the file name or " +
+      "checkpoint when absent)",
+  },
+  "num-heads": {
+    type: "integer",
+    range: [1, Infinity],
+    help: "attention heads, when no architecture name fixes them",
+  },
+  dtype: {
+    type: "string",
+    default: "float32",
+    range: ["float32", "float16"],
+    help: "storage dtype of the shards",
+  },
+  "shard-mb": { type: "number", default: 4, range: [Number.MIN_VALUE, Infinity], help: "shard size in MiB" },
+  "num-classes": {
+    type: "integer",
+    range: [1, Infinity],
+    help: "replace the head with a zero-initialised one (fine-tuning)",
+  },
+  "img-size": {
+    type: "integer",
+    range: [1, Infinity],
+    help: "resample pos_embed (bicubic, as timm) for another resolution",
+  },
+  labels: {
+    type: "string",
+    metavar: "file|a,b,c",
+    help: "class names: a file (JSON array or one per line) or a comma list",
+  },
+  mean: { type: "string", metavar: "r,g,b", defaultText: "0.5,0.5,0.5", help: "normalisation mean" },
+  std: { type: "string", metavar: "r,g,b", defaultText: "0.5,0.5,0.5", help: "normalisation std" },
+  interpolation: {
+    type: "string",
+    range: ["bilinear", "bicubic"],
+    defaultText: "bicubic",
+    help: "resize interpolation",
+  },
+  "crop-pct": {
+    type: "number",
+    range: [Number.MIN_VALUE, 1],
+    defaultText: "0.9",
+    help: "center-crop fraction for evaluation",
+  },
+  "use-ema": { type: "boolean", default: false, help: "take state_dict_ema from a timm train.py checkpoint" },
+} satisfies Schema;
 
 function triple(value: string | undefined, flag: string): [number, number, number] | undefined {
   if (value === undefined) return undefined;
@@ -34,13 +70,6 @@ function triple(value: string | undefined, flag: string): [number, number, numbe
     throw new Error(`${flag} must be three comma-separated numbers, got "${value}"`);
   }
   return parts as [number, number, number];
-}
-
-function num(value: string | undefined, flag: string): number | undefined {
-  if (value === undefined) return undefined;
-  const v = Number(value);
-  if (!Number.isFinite(v)) throw new Error(`${flag} must be a number, got "${value}"`);
-  return v;
 }
 
 async function labels(value: string | undefined): Promise<string[] | undefined> {
@@ -56,62 +85,35 @@ async function labels(value: string | undefined): Promise<string[] | undefined> 
 }
 
 async function main(): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: Deno.args,
+  const { values, positionals } = commandLine("convert", USAGE, CONVERT_OPTIONS, Deno.args, {
     allowPositionals: true,
-    options: {
-      out: { type: "string" },
-      arch: { type: "string" },
-      "num-heads": { type: "string" },
-      dtype: { type: "string" },
-      "shard-mb": { type: "string" },
-      "num-classes": { type: "string" },
-      "img-size": { type: "string" },
-      labels: { type: "string" },
-      mean: { type: "string" },
-      std: { type: "string" },
-      interpolation: { type: "string" },
-      "crop-pct": { type: "string" },
-      "use-ema": { type: "boolean" },
-      help: { type: "boolean", short: "h" },
-    },
   });
-  if (values.help) {
-    console.log(HELP);
-    return 0;
-  }
   if (positionals.length !== 1 || !values.out) {
-    console.error(HELP);
     console.error(
-      positionals.length !== 1 ? "error: give exactly one checkpoint" : "error: --out is required",
+      `convert: ${positionals.length !== 1 ? "give exactly one checkpoint" : "--out is required"}` +
+        " (see deno task convert --help)",
     );
     return 2;
   }
-  if (values.dtype && values.dtype !== "float32" && values.dtype !== "float16") {
-    throw new Error(`--dtype must be float32 or float16, got "${values.dtype}"`);
-  }
-  if (values.interpolation && !["bilinear", "bicubic"].includes(values.interpolation)) {
-    throw new Error(`--interpolation must be bilinear or bicubic, got "${values.interpolation}"`);
-  }
-  const numHeads = num(values["num-heads"], "--num-heads");
+  const numHeads = values["num-heads"] as number | undefined;
   const started = performance.now();
-  const manifest = await convertCheckpoint(positionals[0], values.out, {
-    arch: values.arch,
+  const manifest = await convertCheckpoint(positionals[0], values.out as string, {
+    arch: values.arch as string | undefined,
     config: numHeads !== undefined ? { num_heads: numHeads } : undefined,
     dtype: values.dtype as "float32" | "float16" | undefined,
-    shardMB: num(values["shard-mb"], "--shard-mb"),
-    numClasses: num(values["num-classes"], "--num-classes"),
-    imgSize: num(values["img-size"], "--img-size"),
-    labels: await labels(values.labels),
+    shardMB: values["shard-mb"] as number,
+    numClasses: values["num-classes"] as number | undefined,
+    imgSize: values["img-size"] as number | undefined,
+    labels: await labels(values.labels as string | undefined),
     preprocessing: Object.fromEntries(
       Object.entries({
-        mean: triple(values.mean, "--mean"),
-        std: triple(values.std, "--std"),
+        mean: triple(values.mean as string | undefined, "--mean"),
+        std: triple(values.std as string | undefined, "--std"),
         interpolation: values.interpolation,
-        crop_pct: num(values["crop-pct"], "--crop-pct"),
+        crop_pct: values["crop-pct"],
       }).filter(([, v]) => v !== undefined),
     ),
-    useEma: values["use-ema"],
+    useEma: values["use-ema"] as boolean,
   });
   const shards = manifest.weightsManifest.reduce((a, g) => a + g.paths.length, 0);
   const c = manifest.vit;

@@ -5,7 +5,6 @@
  * `--download` fetches the canonical binary archive instead (MD5-checked) to `data/cifar-10-batches-bin`.
  * Both skip what is already complete. `--bench` then times decoding (and 224 px preprocessing).
  */
-import { parseArgs } from "node:util";
 import { Batcher } from "../lib/data/batcher.ts";
 import {
   CIFAR10_BINARY_MD5,
@@ -16,67 +15,63 @@ import {
 } from "../lib/data/cifar10.ts";
 import { decodeImage } from "../lib/data/decode.ts";
 import { openImageFolder } from "../lib/data/image_folder.ts";
+import type { Schema } from "../lib/util/options.ts";
+import { commandLine } from "./_cli.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
-const HELP = `Usage: deno task data [options]
+const USAGE = `Usage: deno task data [options]
 
 Extracts the CIFAR-10 JPEG copy into data/cifar10-jpeg/{train,test}/<class>/NNNN.jpg (50,000 / 10,000
 images), or with --download fetches the canonical binary CIFAR-10 into data/cifar-10-batches-bin.
-Complete splits are left alone; rerunning is cheap.
+Complete splits are left alone; rerunning is cheap.`;
 
-Options:
-  --from <dir>       folder holding train.tar.gz and test.tar.gz   [../shared/data/cifar10-jpeg]
-  --out <dir>        data folder                                    [data]
-  --split <s>        train, test or both                            [both]
-  --download         fetch ${CIFAR10_BINARY_URL}
-  --url <url>        download from this URL instead
-  --md5 <hex>        expected MD5 of the download                   [${CIFAR10_BINARY_MD5}]
-  --bench            time decoding the test split (and preprocessing to 224 px)
-  -h, --help         this text
-`;
-
-const { values } = parseArgs({
-  args: Deno.args,
-  options: {
-    from: { type: "string" },
-    out: { type: "string" },
-    split: { type: "string", default: "both" },
-    download: { type: "boolean", default: false },
-    url: { type: "string" },
-    md5: { type: "string" },
-    bench: { type: "boolean", default: false },
-    help: { type: "boolean", short: "h", default: false },
+/** The options of `deno task data`. */
+export const DATA_OPTIONS = {
+  from: {
+    type: "string",
+    metavar: "dir",
+    defaultText: "../shared/data/cifar10-jpeg",
+    help: "folder holding train.tar.gz and test.tar.gz",
   },
-});
+  out: { type: "string", metavar: "dir", defaultText: "data", help: "data folder" },
+  split: { type: "string", default: "both", range: ["train", "test", "both"], help: "split(s) to prepare" },
+  download: { type: "boolean", default: false, help: `fetch ${CIFAR10_BINARY_URL}` },
+  url: { type: "string", help: "download from this URL instead" },
+  md5: { type: "string", defaultText: CIFAR10_BINARY_MD5, help: "expected MD5 of the download" },
+  bench: {
+    type: "boolean",
+    default: false,
+    help: "time decoding the test split (and preprocessing to 224 px)",
+  },
+} satisfies Schema;
 
-if (values.help) {
-  console.log(HELP);
-  Deno.exit(0);
-}
-
-const out = values.out ?? `${ROOT}/data`;
-const from = values.from ?? `${ROOT}/../shared/data/cifar10-jpeg`;
-const splits = values.split === "both" ? ["train", "test"] as const : [values.split as "train" | "test"];
-if (!splits.every((s) => s === "train" || s === "test")) {
-  console.error(`--split must be train, test or both, got "${values.split}"`);
-  Deno.exit(2);
-}
-
-try {
-  if (values.download || values.url) {
-    await downloadCifar10Binary(out, { url: values.url, md5: values.md5, log: console.log });
-  } else {
-    await prepareCifar10Jpeg(from, `${out}/cifar10-jpeg`, { splits: [...splits], log: console.log });
+async function main(): Promise<number> {
+  const { values } = commandLine("data", USAGE, DATA_OPTIONS);
+  const out = (values.out as string | undefined) ?? `${ROOT}/data`;
+  const from = (values.from as string | undefined) ?? `${ROOT}/../shared/data/cifar10-jpeg`;
+  const splits = values.split === "both" ? ["train", "test"] as const : [values.split as "train" | "test"];
+  try {
+    if (values.download || values.url) {
+      await downloadCifar10Binary(out, {
+        url: values.url as string | undefined,
+        md5: values.md5 as string | undefined,
+        log: console.log,
+      });
+    } else {
+      await prepareCifar10Jpeg(from, `${out}/cifar10-jpeg`, { splits: [...splits], log: console.log });
+    }
+    if (values.bench) await bench(out, splits.includes("test") ? "test" : "train");
+  } catch (e) {
+    console.error(`error: ${(e as Error).message}`);
+    return 1;
   }
-  if (values.bench) await bench();
-} catch (e) {
-  console.error(`error: ${(e as Error).message}`);
-  Deno.exit(1);
+  return 0;
 }
 
-async function bench(): Promise<void> {
-  const split = splits.includes("test") ? "test" : "train";
+if (import.meta.main) Deno.exit(await main());
+
+async function bench(out: string, split: "train" | "test"): Promise<void> {
   const { dataset, source } = await openCifar10(out, split);
   if (source === "jpeg") {
     const files = (await openImageFolder(`${out}/cifar10-jpeg/${split}`)).files;

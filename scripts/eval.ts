@@ -17,45 +17,70 @@ import { evalIndices } from "../lib/train/image_set.ts";
 import { confusionSvg } from "../lib/train/plot.ts";
 import { formatDuration } from "../lib/train/progress.ts";
 import { confusionText, evalReport } from "../lib/train/report.ts";
+import type { Schema } from "../lib/util/options.ts";
+import { commandLine } from "./_cli.ts";
 
-const USAGE = `usage: deno task eval --model <dir|url> --data <dir> [options]
-  --split <name>      split to evaluate (default test)
-  --subset <n>        only a fixed class-balanced subset of n images (the first n/k of each class)
-  --batch <n>         images per forward pass (default 250)
-  --backend <name>    webgpu, onnx, wasm or cpu (default: automatic)
-  --report <file.md>  Markdown report to write (default docs/cifar10_eval.md; "-" for none)
-  --record <file>     also record the images right on this backend into an accuracy JSON file (as
-                      weights/accuracy.json, which tests/accuracy_test.ts checks); --floor sets its floor`;
+const USAGE = `Usage: deno task eval --model <dir|url> --data <dir> [options]
 
-function flag(args: string[], name: string, fallback?: string): string | undefined {
-  const i = args.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
-  if (i < 0) return fallback;
-  if (args[i].includes("=")) return args[i].slice(args[i].indexOf("=") + 1);
-  const v = args[i + 1];
-  if (v === undefined || v.startsWith("--")) throw new Error(`--${name} needs a value`);
-  return v;
-}
+Top-1/top-5, per-class accuracy and the confusion matrix of a model on a dataset split, printed and written as
+a Markdown report with an SVG confusion matrix beside it.`;
+
+/** The options of `deno task eval`. */
+export const EVAL_OPTIONS = {
+  model: { type: "string", metavar: "dir|url", help: "converted or trained model (required)" },
+  data: {
+    type: "string",
+    metavar: "dir",
+    help: "dataset: holding cifar-10-batches-bin/ or cifar10-jpeg/<split>/, or <split>/<class>/* (required)",
+  },
+  split: { type: "string", default: "test", help: "split to evaluate" },
+  subset: {
+    type: "integer",
+    default: 0,
+    range: [0, Infinity],
+    help: "only a fixed class-balanced subset of n images (the first n/k of each class); 0 = all",
+  },
+  batch: { type: "integer", default: 250, range: [1, Infinity], help: "images per forward pass" },
+  backend: {
+    type: "string",
+    range: ["webgpu", "onnx", "wasm", "cpu"],
+    defaultText: "automatic",
+    help: "tfjs backend",
+  },
+  report: {
+    type: "string",
+    default: "docs/cifar10_eval.md",
+    metavar: "file.md",
+    help: 'Markdown report to write ("-" for none)',
+  },
+  record: {
+    type: "string",
+    metavar: "file",
+    help:
+      "also record the images right on this backend into an accuracy JSON file (as weights/accuracy.json)",
+  },
+  floor: {
+    type: "number",
+    range: [0, 1],
+    help: "the record's accuracy floor [the last record's, else top-1 − 2%]",
+  },
+} satisfies Schema;
 
 if (import.meta.main) {
   const args = [...Deno.args];
-  if (args.includes("--help") || args.includes("-h") || !flag(args, "model") || !flag(args, "data")) {
-    console.log(USAGE);
-    Deno.exit(args.includes("--help") || args.includes("-h") ? 0 : 2);
+  const { values: o } = commandLine("eval", USAGE, EVAL_OPTIONS, args);
+  if (!o.model || !o.data) {
+    console.error(`eval: --model and --data are required (see deno task eval --help)`);
+    Deno.exit(2);
   }
   try {
     const t0 = performance.now();
-    const modelAt = flag(args, "model")!, data = flag(args, "data")!;
-    const split = flag(args, "split", "test")!;
-    const subset = Number(flag(args, "subset", "0"));
-    const batch = Number(flag(args, "batch", "250"));
-    const reportPath = flag(args, "report", "docs/cifar10_eval.md")!;
-    if (!Number.isInteger(subset) || subset < 0) {
-      throw new Error(`--subset must be a whole number, got ${subset}`);
-    }
-    if (!Number.isInteger(batch) || batch < 1) {
-      throw new Error(`--batch must be a positive integer, got ${batch}`);
-    }
-    const backend = await initBackend(parseEngine(flag(args, "backend"), "--backend"));
+    const modelAt = o.model as string, data = o.data as string;
+    const split = o.split as string;
+    const subset = o.subset as number;
+    const batch = o.batch as number;
+    const reportPath = o.report as string;
+    const backend = await initBackend(parseEngine(o.backend as string | undefined, "--backend"));
     const { model, manifest } = await loadModel(modelAt, { trainable: false });
     const { dataset, name } = await openEvalData(data, split);
     if (dataset.classes.join() !== manifest.labels.join()) {
@@ -91,7 +116,7 @@ if (import.meta.main) {
         manifest.labels.map((l, i) => `${l} ${(100 * result.perClass[i]).toFixed(1)}%`).join(", "),
     );
     console.log(confusionText(result.confusion, manifest.labels));
-    const recordPath = flag(args, "record");
+    const recordPath = o.record as string | undefined;
     if (recordPath) {
       let record: Record<string, unknown> = {};
       try {
@@ -103,7 +128,7 @@ if (import.meta.main) {
         ...(record.correct as Record<string, number> ?? {}),
         [backend.engine]: Math.round(result.top1 * result.n),
       };
-      const floor = flag(args, "floor");
+      const floor = o.floor as number | undefined;
       record = {
         subset: subset
           ? `${name}, ${split} split, the first ${
@@ -112,7 +137,7 @@ if (import.meta.main) {
           : `${name}, ${split} split, all ${result.n} images`,
         n: result.n,
         correct,
-        floor: floor !== undefined ? Number(floor) : record.floor ?? Math.floor(100 * result.top1 - 2) / 100,
+        floor: floor !== undefined ? floor : record.floor ?? Math.floor(100 * result.top1 - 2) / 100,
         ...Object.fromEntries(
           Object.entries(record).filter(([k]) => !["subset", "n", "correct", "floor"].includes(k)),
         ),

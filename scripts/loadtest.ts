@@ -14,6 +14,35 @@ import { encodeImage } from "../lib/data/decode.ts";
 import { formulaStateDict } from "../lib/weights/formula.ts";
 import { defaultPreprocessing } from "../lib/weights/manifest.ts";
 import { saveModel } from "../lib/weights/shards.ts";
+import type { Schema } from "../lib/util/options.ts";
+import { commandLine } from "./_cli.ts";
+
+const USAGE = `Usage: deno task loadtest [options]
+
+A bounded load test on loopback: starts deno task serve, one fine-tuning session and many classifying
+clients; reports throughput, latency percentiles and status counts.`;
+
+/** The options of `deno task loadtest`. */
+export const LOADTEST_OPTIONS = {
+  clients: { type: "integer", default: 24, range: [1, Infinity], help: "concurrent classifying clients" },
+  duration: { type: "number", default: 30, range: [0, Infinity], help: "seconds of load at least" },
+  "max-duration": { type: "number", default: 120, range: [0, Infinity], help: "seconds of load at most" },
+  "finetune-steps": {
+    type: "integer",
+    default: 40,
+    range: [0, Infinity],
+    help: "steps of the fine-tuning session",
+  },
+  model: {
+    type: "string",
+    metavar: "dir",
+    defaultText: "weights, else formula micro weights",
+    help: "model to serve",
+  },
+  "max-queue": { type: "integer", default: 16, range: [1, Infinity], help: "the server's --max-queue" },
+  "max-batch": { type: "integer", default: 16, range: [1, Infinity], help: "the server's --max-batch" },
+  json: { type: "string", metavar: "file", help: "also write the results as JSON" },
+} satisfies Schema;
 
 interface Options {
   clients: number;
@@ -26,60 +55,19 @@ interface Options {
   json?: string;
 }
 
-function parse(args: string[]): Options {
-  const o: Options = {
-    clients: 24,
-    duration: 30,
-    maxDuration: 120,
-    finetuneSteps: 40,
-    maxQueue: 16,
-    maxBatch: 16,
+function parse(args: readonly string[]): Options {
+  const { values: v } = commandLine("loadtest", USAGE, LOADTEST_OPTIONS, args);
+  return {
+    clients: v.clients as number,
+    duration: v.duration as number,
+    maxDuration: v["max-duration"] as number,
+    finetuneSteps: v["finetune-steps"] as number,
+    model: v.model as string | undefined,
+    maxQueue: v["max-queue"] as number,
+    maxBatch: v["max-batch"] as number,
+    json: v.json as string | undefined,
   };
-  for (let i = 0; i < args.length; i++) {
-    const [flag, inline] = args[i].split("=", 2);
-    const v = inline ?? args[++i];
-    const n = Number(v);
-    switch (flag) {
-      case "--clients":
-        o.clients = n;
-        break;
-      case "--duration":
-        o.duration = n;
-        break;
-      case "--max-duration":
-        o.maxDuration = n;
-        break;
-      case "--finetune-steps":
-        o.finetuneSteps = n;
-        break;
-      case "--model":
-        o.model = v;
-        break;
-      case "--max-queue":
-        o.maxQueue = n;
-        break;
-      case "--max-batch":
-        o.maxBatch = n;
-        break;
-      case "--json":
-        o.json = v;
-        break;
-      default:
-        console.error(`unknown option ${args[i]}\n${USAGE}`);
-        Deno.exit(2);
-    }
-  }
-  for (const k of ["clients", "duration", "maxDuration", "finetuneSteps", "maxQueue", "maxBatch"] as const) {
-    if (!(Number.isFinite(o[k]) && o[k] >= 0)) {
-      console.error(`--${k} must be a non-negative number\n${USAGE}`);
-      Deno.exit(2);
-    }
-  }
-  return o;
 }
-
-const USAGE = "usage: deno task loadtest [--clients 24] [--duration 30] [--max-duration 120] " +
-  "[--finetune-steps 40] [--model dir] [--max-queue 16] [--max-batch 16] [--json out.json]";
 
 const MICRO = { img_size: 32, patch_size: 4, embed_dim: 64, depth: 2, num_heads: 4, num_classes: 10 };
 

@@ -17,7 +17,7 @@ import {
   TRAIN_CLI,
   type TrainConfig,
 } from "../lib/train/config.ts";
-import { helpText } from "../lib/util/options.ts";
+import { helpText, OptionError } from "../lib/util/options.ts";
 import type { ImageSet } from "../lib/train/image_set.ts";
 import { syntheticImageSet } from "../lib/train/synthetic.ts";
 import { train } from "../lib/train/trainer.ts";
@@ -145,6 +145,6 @@ if (import.meta.main) {
   } catch (e) {
     console.error(`train: ${(e as Error).message}`);
     if (Deno.env.get("VIT_DEBUG")) console.error(e);
-    Deno.exit(1);
+    Deno.exit(e instanceof OptionError ? 2 : 1);
   }
 }

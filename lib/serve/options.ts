@@ -153,13 +153,8 @@ export function parseServeArgs(
   args: readonly string[],
   env: (name: string) => string | undefined,
 ): ServeOptions {
-  // VIT_MODELS is a comma-separated list, read here rather than as one value.
-  const { values: v } = parseCommandLine(SERVE_OPTIONS, args, {
-    env: (name) => (name === "VIT_MODELS" ? undefined : env(name)),
-  });
-  const flags = (v.model as string[] | undefined) ?? [];
-  const fromEnv = (env("VIT_MODELS") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
-  const models = (flags.length ? flags : fromEnv.length ? fromEnv : ["weights"]).map(parseModelSpec);
+  const { values: v } = parseCommandLine(SERVE_OPTIONS, args, { env });
+  const models = ((v.model as string[] | undefined) ?? ["weights"]).map(parseModelSpec);
   if (!v["state-dir"]) throw new OptionError(`"state-dir" must not be empty`);
   return {
     models,

@@ -22,7 +22,7 @@ export interface OptionSpec {
   default?: unknown;
   /** Numbers: inclusive `[min, max]`. Strings: the allowed values. */
   range?: readonly [number, number] | readonly string[];
-  /** One line for `--help` and README. */
+  /** One line for `--help` and README (for a switch on by default: what `--no-<key>` does). */
   help: string;
   /** The value's placeholder in `--help` (`<dir>`); derived from the type when absent. */
   metavar?: string;
@@ -268,7 +268,9 @@ export function readCommandLine(
     return m && schema[m[1]]?.type === "boolean" ? { key: m[1], value: m[2] } : undefined;
   });
   const values: Record<string, unknown> = {};
-  for (const b of boolWithValue) if (b) values[b.key] = b.value;
+  for (const b of boolWithValue) {
+    if (b) values[b.key] = b.value === "true" ? true : b.value === "false" ? false : b.value;
+  }
   let parsed;
   try {
     parsed = parseArgs({
@@ -301,7 +303,9 @@ export function parseCommandLine(
   const base = schemaDefaults(schema);
   for (const [k, s] of Object.entries(schema)) {
     const v = s.env ? opts.env?.(s.env) : undefined;
-    if (v !== undefined && v !== "") base[k] = optionValue(schema, k, v, `environment ${s.env}`);
+    // A repeatable option's variable is a comma-separated list.
+    const value = s.multiple ? v?.split(",").map((x) => x.trim()).filter(Boolean) : v;
+    if (value !== undefined && value.length) base[k] = optionValue(schema, k, value, `environment ${s.env}`);
   }
   return {
     values: resolveOptions(schema, cl.values, "command line", base),
@@ -312,7 +316,8 @@ export function parseCommandLine(
 
 function flagOf(key: string, spec: OptionSpec, style: "kebab" | "snake"): string {
   const name = style === "kebab" ? key.replaceAll("_", "-") : key;
-  if (spec.type === "boolean") return `--${name}`;
+  // A switch that is on by default is documented by how to turn it off.
+  if (spec.type === "boolean") return spec.default === true ? `--no-${name}` : `--${name}`;
   const meta = spec.metavar ??
     (spec.range && !isNumberRange(spec.range)
       ? spec.range.join("|")
@@ -323,10 +328,24 @@ function flagOf(key: string, spec: OptionSpec, style: "kebab" | "snake"): string
 function defaultOf(spec: OptionSpec): string {
   if (spec.defaultText !== undefined) return spec.defaultText;
   const d = spec.default;
-  if (d === undefined || d === "" || d === false) return "";
+  if (d === undefined || d === "" || typeof d === "boolean") return "";
   if (Array.isArray(d)) return d.join(" ");
   if (typeof d === "object") return JSON.stringify(d);
   return String(d);
+}
+
+const HELP_COLUMNS = 110;
+
+function wrap(text: string, columns: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line && line.length + 1 + word.length > columns) {
+      lines.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  return [...lines, line];
 }
 
 /** The `--help` text: the usage line(s), then one line per option with its default. */
@@ -341,12 +360,13 @@ export function helpText(
   });
   const width = Math.min(34, Math.max(...rows.map(([f]) => f.length)) + 2);
   const lines = [usage, "", "Options:"];
+  const indent = " ".repeat(width + 2);
   for (const [flag, s, d] of rows) {
     const extra = [d ? `default ${d}` : "", s.env ? `env ${s.env}` : ""].filter(Boolean).join("; ");
-    const text = `${s.help}${extra ? ` [${extra}]` : ""}`;
-    lines.push(
-      flag.length + 2 > width ? `  ${flag}\n  ${" ".repeat(width)}${text}` : `  ${flag.padEnd(width)}${text}`,
+    const text = wrap(`${s.help}${extra ? ` [${extra}]` : ""}`, HELP_COLUMNS - indent.length).join(
+      `\n${indent}`,
     );
+    lines.push(flag.length + 2 > width ? `  ${flag}\n${indent}${text}` : `  ${flag.padEnd(width)}${text}`);
   }
   lines.push(`  ${"-h, --help".padEnd(width)}this text`);
   if (epilog) lines.push("", epilog);
