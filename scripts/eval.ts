@@ -45,7 +45,7 @@ export const EVAL_OPTIONS = {
     type: "string",
     range: ["webgpu", "onnx", "wasm", "cpu"],
     defaultText: "automatic",
-    help: "tfjs backend",
+    help: "inference engine (onnx: onnxruntime-node)",
   },
   report: {
     type: "string",
