@@ -24,7 +24,7 @@ import { readSafetensors } from "../lib/weights/safetensors.ts";
 import { encodeSafetensors } from "../lib/weights/safetensors.ts";
 import { saveModel } from "../lib/weights/shards.ts";
 import { defaultPreprocessing } from "../lib/weights/manifest.ts";
-import { writeFileAtomic } from "../lib/weights/atomic.ts";
+import { writeFileAtomic } from "../lib/util/fs.ts";
 import type { Schema } from "../lib/util/options.ts";
 import { commandLine } from "./_cli.ts";
 

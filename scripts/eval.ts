@@ -9,7 +9,7 @@
  * @module
  */
 import { describeBackend, initBackend, parseEngine } from "../lib/backend/backend.ts";
-import { writeFileAtomic } from "../lib/weights/atomic.ts";
+import { writeFileAtomic } from "../lib/util/fs.ts";
 import { loadModel } from "../lib/weights/load.ts";
 import { datasetImageSet, openEvalData } from "../lib/train/dataset_set.ts";
 import { evaluate } from "../lib/train/evaluate.ts";

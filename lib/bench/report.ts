@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { writeFileAtomic } from "../weights/atomic.ts";
+import { writeFileAtomic } from "../util/fs.ts";
 import type { MachineInfo } from "./machine.ts";
 
 /** What a figure measures. */

@@ -16,7 +16,7 @@ import type { Dataset } from "./dataset.ts";
 import { downloadFile, md5File } from "./download.ts";
 import { openImageFolder } from "./image_folder.ts";
 import { extractTar, fileStream } from "./tar.ts";
-import { pathExists } from "../weights/path_exists.ts";
+import { pathExists } from "../util/fs.ts";
 
 /** The canonical binary archive and its published MD5. */
 export const CIFAR10_BINARY_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { createFileAtomic } from "../weights/atomic.ts";
+import { createFileAtomic } from "../util/fs.ts";
 import { removeOrphans } from "./liveness.ts";
 
 /** One persisted registration. */

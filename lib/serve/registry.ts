@@ -20,7 +20,7 @@ import { ApiError, notFound } from "./errors.ts";
 import { removeOrphans } from "./liveness.ts";
 import type { ServeMetrics } from "./metrics.ts";
 import type { Registration, RegistrationStore, StoredRegistration } from "./registrations.ts";
-import { pathExists } from "../weights/path_exists.ts";
+import { pathExists } from "../util/fs.ts";
 
 /** How a model came to be served: `--model` at startup, `POST /v1/models`, or a fine-tuning session. */
 export type ModelKind = "base" | "registered" | "finetuned";

@@ -17,19 +17,12 @@ import type { FineTuneFields } from "./finetune_request.ts";
 import type { ServedModel } from "./registry.ts";
 import type { Service } from "./service.ts";
 import type { SessionDataset, SessionRequest } from "./sessions.ts";
-
-async function isDir(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isDirectory;
-  } catch {
-    return false;
-  }
-}
+import { isDirectory } from "../util/fs.ts";
 
 /** Descends through single wrapper folders (`archive/mydata/<class>/…`) and into a `train/` split. */
 async function datasetRoot(dir: string): Promise<string> {
   for (let depth = 0; depth < 4; depth++) {
-    if (await isDir(`${dir}/train`)) return `${dir}/train`;
+    if (await isDirectory(`${dir}/train`)) return `${dir}/train`;
     const entries: Deno.DirEntry[] = [];
     for await (const e of Deno.readDir(dir)) if (!e.name.startsWith(".")) entries.push(e);
     if (entries.length !== 1 || !entries[0].isDirectory) return dir;

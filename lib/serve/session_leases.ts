@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { writeFileAtomic } from "../weights/atomic.ts";
+import { writeFileAtomic } from "../util/fs.ts";
 import { processAlive, removeOrphans, SELF } from "./liveness.ts";
 
 /** One lease file's content. */

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { writeFileAtomic } from "../weights/atomic.ts";
+import { writeFileAtomic } from "../util/fs.ts";
 import { loadWeights } from "../weights/load.ts";
 import { saveModel } from "../weights/shards.ts";
 import type { Freeze } from "../train/config.ts";

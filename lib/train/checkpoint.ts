@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { writeFileAtomic } from "../weights/atomic.ts";
+import { writeFileAtomic } from "../util/fs.ts";
 import { loadWeights } from "../weights/load.ts";
 import type { ModelManifest, Preprocessing, SourceInfo } from "../weights/manifest.ts";
 import { encodeSafetensors, parseSafetensors } from "../weights/safetensors.ts";

@@ -12,6 +12,7 @@ import { openImageFolder } from "../data/image_folder.ts";
 import { preprocessSample } from "../data/preprocess.ts";
 import type { Preprocessing } from "../weights/manifest.ts";
 import type { ImageSet } from "./image_set.ts";
+import { isDirectory } from "../util/fs.ts";
 
 /**
  * An image set over `ds`, preprocessed for `pre`. Decoded images are cached in memory up to `cacheBytes`
@@ -33,14 +34,6 @@ export function datasetImageSet(ds: Dataset, pre: Preprocessing, cacheBytes = 10
   };
 }
 
-async function isDir(path: string): Promise<boolean> {
-  try {
-    return (await Deno.stat(path)).isDirectory;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Opens split `split` of `data` and names it: a folder holding `cifar-10-batches-bin/` (canonical) or
  * `cifar10-jpeg/<split>/` (as `deno task data` prepares), a folder with `<split>/<class>/*`, or a class
@@ -49,12 +42,12 @@ async function isDir(path: string): Promise<boolean> {
 export async function openEvalData(data: string, split: string): Promise<{ dataset: Dataset; name: string }> {
   if (
     (split === "test" || split === "train") &&
-    (await isDir(`${data}/cifar-10-batches-bin`) || await isDir(`${data}/cifar10-jpeg`))
+    (await isDirectory(`${data}/cifar-10-batches-bin`) || await isDirectory(`${data}/cifar10-jpeg`))
   ) {
     const { dataset, source } = await openCifar10(data, split);
     return { dataset, name: source === "binary" ? "CIFAR-10 (canonical binary)" : "CIFAR-10 (JPEG copy)" };
   }
-  const dir = await isDir(`${data}/${split}`) ? `${data}/${split}` : data;
+  const dir = await isDirectory(`${data}/${split}`) ? `${data}/${split}` : data;
   const dataset = await openImageFolder(dir);
   const cifar = dataset.classes.join() === "airplane,automobile,bird,cat,deer,dog,frog,horse,ship,truck";
   return { dataset, name: cifar ? "CIFAR-10 (JPEG copy)" : `image folder ${dir}` };

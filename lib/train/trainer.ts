@@ -28,7 +28,7 @@ import { Optimizer } from "./optimizer.ts";
 import { curvesSvg } from "./plot.ts";
 import { formatDuration, ProgressBar, progressLine } from "./progress.ts";
 import { mixSeed } from "./rng.ts";
-import { writeFileAtomic } from "../weights/atomic.ts";
+import { writeFileAtomic } from "../util/fs.ts";
 
 /** Inputs of {@linkcode train}. */
 export interface TrainInputs {

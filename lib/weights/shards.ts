@@ -7,7 +7,7 @@
  */
 import { resolveConfig, timmConfig, type ViTConfig } from "../vit/config.ts";
 import { checkStateDict, paramSpecs, type StateDict } from "../vit/params.ts";
-import { writeDirAtomic } from "./atomic.ts";
+import { writeDirAtomic } from "../util/fs.ts";
 import { f32ToF16 } from "./dtype.ts";
 import {
   MANIFEST_FORMAT,

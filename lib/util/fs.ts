@@ -1,6 +1,6 @@
 /**
- * Atomic writes: content goes to a temporary sibling first and is renamed into place, so a crash never
- * leaves a half-written file or model folder behind.
+ * File helpers every layer uses: atomic writes (content goes to a temporary sibling first and is renamed
+ * into place, so a crash never leaves a half-written file or model folder behind) and existence checks.
  *
  * @module
  */
@@ -9,12 +9,16 @@ function tempSibling(path: string): string {
   return `${path}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
 }
 
+async function writeTemp(tmp: string, data: Uint8Array | string): Promise<void> {
+  if (typeof data === "string") await Deno.writeTextFile(tmp, data);
+  else await Deno.writeFile(tmp, data);
+}
+
 /** Writes a file atomically (temp file in the same folder, then rename). */
 export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
   const tmp = tempSibling(path);
   try {
-    if (typeof data === "string") await Deno.writeTextFile(tmp, data);
-    else await Deno.writeFile(tmp, data);
+    await writeTemp(tmp, data);
     await Deno.rename(tmp, path);
   } catch (e) {
     await Deno.remove(tmp).catch(() => {});
@@ -30,8 +34,7 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string): 
 export async function createFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
   const tmp = tempSibling(path);
   try {
-    if (typeof data === "string") await Deno.writeTextFile(tmp, data);
-    else await Deno.writeFile(tmp, data);
+    await writeTemp(tmp, data);
     await Deno.link(tmp, path);
   } finally {
     await Deno.remove(tmp).catch(() => {});
@@ -61,4 +64,27 @@ export async function writeDirAtomic(dir: string, fill: (tmpDir: string) => Prom
   }
   await Deno.rename(tmp, dir);
   if (old) await Deno.remove(old, { recursive: true });
+}
+
+/**
+ * True when something exists at `path`; false when it does not; throws on any other error (permissions,
+ * I/O), so a failure is not mistaken for an absent file.
+ */
+export async function pathExists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+}
+
+/** True when `path` is a folder; false when it is not, does not exist or cannot be read (dataset discovery). */
+export async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isDirectory;
+  } catch {
+    return false;
+  }
 }
