@@ -10,7 +10,7 @@ import { requireToken } from "../lib/serve/auth.ts";
 import { readJson, readMultipart } from "../lib/serve/body.ts";
 import { ApiError } from "../lib/serve/errors.ts";
 import { fieldsFromForm, parseFineTuneFields } from "../lib/serve/finetune_request.ts";
-import { prepareSession } from "../lib/serve/session_data.ts";
+import { prepareSession, UploadFile } from "../lib/serve/session_data.ts";
 import type { Service } from "../lib/serve/service.ts";
 import type { SessionEvent } from "../lib/serve/sessions.ts";
 
@@ -28,27 +28,8 @@ export function finetuneRoutes(service: Service): Hono {
     if (service.state !== "ready") {
       throw new ApiError(503, "not_ready", "the server is still loading its models", { "Retry-After": "5" });
     }
-    await service.sessions.checkCapacity();
     const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
-    let raw: Record<string, unknown>, archive;
-    if (type === "multipart/form-data") {
-      ({ fields: raw, archive } = fieldsFromForm(
-        await readMultipart(c.req.raw, {
-          maxBytes: limits.maxUploadBytes,
-          maxFiles: 1,
-          maxFileBytes: limits.maxUploadBytes,
-          maxFields: 16,
-          tooManyFiles: () =>
-            new ApiError(400, "invalid_field", 'upload one dataset archive, as the file field "archive"'),
-        }),
-      ));
-    } else if (type === "application/json") {
-      const json = await readJson(c.req.raw, 1024 * 1024);
-      if (typeof json !== "object" || json === null || Array.isArray(json)) {
-        throw new ApiError(400, "invalid_request", "the JSON body must be an object of fine-tuning options");
-      }
-      raw = json as Record<string, unknown>;
-    } else {
+    if (type !== "multipart/form-data" && type !== "application/json") {
       throw new ApiError(
         415,
         "unsupported_media_type",
@@ -56,19 +37,54 @@ export function finetuneRoutes(service: Service): Hono {
           `(dataset by name) or multipart/form-data (dataset archive as "archive")`,
       );
     }
-    const fields = parseFineTuneFields(raw, archive, limits.maxSteps);
-    const base = await service.registry.get(fields.base_model);
-    const { request, dataset } = await prepareSession(service, base, fields);
-    let rec;
+    // The slot is taken before the body is read: the session limit bounds the uploads read and extracted.
+    const slot = await service.sessions.reserve();
+    let upload: UploadFile | undefined, started = false;
     try {
-      rec = await service.sessions.start(request, () => Promise.resolve(dataset));
-    } catch (e) {
-      // E.g. 429: another process took the last session slot while this request's dataset was read.
-      await dataset.cleanup?.().catch(() => {});
-      throw e;
+      let raw: Record<string, unknown>, archive;
+      if (type === "multipart/form-data") {
+        upload = await UploadFile.create(service.options.stateDir);
+        const file = upload;
+        const form = await readMultipart(c.req.raw, {
+          maxBytes: limits.maxUploadBytes,
+          maxFiles: 1,
+          maxFileBytes: limits.maxUploadBytes,
+          maxFields: 16,
+          tooManyFiles: () =>
+            new ApiError(400, "invalid_field", 'upload one dataset archive, as the file field "archive"'),
+        }, (field) => field === "archive" ? (chunk) => file.write(chunk) : undefined);
+        upload.close();
+        ({ fields: raw, archive } = fieldsFromForm(form, upload.path));
+      } else {
+        const json = await readJson(c.req.raw, 1024 * 1024);
+        if (typeof json !== "object" || json === null || Array.isArray(json)) {
+          throw new ApiError(
+            400,
+            "invalid_request",
+            "the JSON body must be an object of fine-tuning options",
+          );
+        }
+        raw = json as Record<string, unknown>;
+      }
+      const fields = parseFineTuneFields(raw, archive, limits.maxSteps);
+      const base = await service.registry.get(fields.base_model);
+      const { request, dataset } = await prepareSession(service, base, fields);
+      // The archive is extracted: only the extracted folder is kept (until the session ends).
+      await upload?.remove();
+      let rec;
+      try {
+        rec = await service.sessions.start(request, () => Promise.resolve(dataset), slot);
+      } catch (e) {
+        await dataset.cleanup?.().catch(() => {});
+        throw e;
+      }
+      started = true;
+      c.header("Location", `/v1/finetune/${rec.id}`);
+      return c.json({ ...rec, links: links(rec.id) }, 202);
+    } finally {
+      await upload?.remove();
+      if (!started) await slot.release();
     }
-    c.header("Location", `/v1/finetune/${rec.id}`);
-    return c.json({ ...rec, links: links(rec.id) }, 202);
   });
 
   app.get("/v1/finetune", (c) => c.json({ sessions: service.sessions.list() }));

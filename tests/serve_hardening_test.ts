@@ -5,10 +5,25 @@
  * the unhardened service and bounds what the attack costs (event-loop stall, memory, disk).
  */
 import assert from "node:assert/strict";
-import { type ChildServer, spawnServer, writeMicroModel } from "./_serve.ts";
+import type { FineTuner } from "../lib/serve/finetune.ts";
+import {
+  type ChildServer,
+  spawnServer,
+  startTestService,
+  tarArchive,
+  testImage,
+  writeMicroModel,
+} from "./_serve.ts";
 
 Deno.env.set("VIT_QUIET", "1");
 const TOKEN = "hardening-token";
+
+/** Resets a process's peak resident memory (Linux: `clear_refs` 5), so `peakRss` measures from now. */
+function resetPeakRss(pid: number): void {
+  try {
+    Deno.writeTextFileSync(`/proc/${pid}/clear_refs`, "5");
+  } catch { /* not Linux, or not allowed: the peak then counts from the start */ }
+}
 
 /** Peak resident memory of a process (VmHWM), in bytes; undefined off Linux. */
 function peakRss(pid: number): number | undefined {
@@ -89,6 +104,7 @@ async function withServer(
 Deno.test("hardening 1: floods of empty parts and huge base64 neither stall /healthz nor take memory", async () => {
   await withServer(async (server) => {
     const pid = server.child.pid;
+    resetPeakRss(pid);
     const rss0 = peakRss(pid);
     // ~30 MiB of ~480k empty file parts: parsed as a stream, refused at the image limit.
     const part = `--B\r\nContent-Disposition: form-data; name="f"; filename="a"\r\n\r\n\r\n`;
@@ -123,4 +139,157 @@ Deno.test("hardening 1: floods of empty parts and huge base64 neither stall /hea
       assert.ok(rss1 - rss0 < 400 * 2 ** 20, `peak RSS grew by ${((rss1 - rss0) / 2 ** 20).toFixed(0)} MiB`);
     }
   });
+});
+
+/** A tar.gz of `members` members of `size` zero bytes each, streamed through gzip (never whole in memory). */
+async function zeroBomb(members: number, size: number): Promise<Uint8Array<ArrayBuffer>> {
+  const header = (name: string) => tarArchive({ [name]: new Uint8Array(0) }).then((t) => t.slice(0, 512));
+  const zeros = new Uint8Array(1 << 20);
+  const heads: Uint8Array[] = [];
+  for (let i = 0; i < members; i++) {
+    const h = await header(`bomb/c${i % 2}/${i}.png`);
+    // The size field, octal, and the checksum recomputed.
+    h.set(new TextEncoder().encode(size.toString(8).padStart(11, "0") + "\0"), 124);
+    h.fill(0x20, 148, 156);
+    const sum = h.reduce((a, b) => a + b, 0);
+    h.set(new TextEncoder().encode(sum.toString(8).padStart(6, "0") + "\0 "), 148);
+    heads.push(h);
+  }
+  let i = 0, left = -1;
+  const tar = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (left <= 0) {
+        if (i === members) {
+          c.enqueue(new Uint8Array(1024));
+          return c.close();
+        }
+        c.enqueue(heads[i++]);
+        left = size;
+        return;
+      }
+      const n = Math.min(left, zeros.length);
+      c.enqueue(zeros.subarray(0, n));
+      left -= n;
+    },
+  });
+  const gz = tar.pipeThrough(
+    new CompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>,
+  );
+  return new Uint8Array(await new Response(gz).arrayBuffer());
+}
+
+Deno.test("hardening 2: a gzip bomb upload is refused early, inflated in small chunks", async () => {
+  const bomb = await zeroBomb(3, 100 * 2 ** 20); // 300 MiB of zeros in ~300 KB
+  await withServer(async (server, root) => {
+    const pid = server.child.pid;
+    resetPeakRss(pid);
+    const rss0 = peakRss(pid);
+    const form = new FormData();
+    form.append("base_model", "base");
+    form.append("archive", new File([bomb], "bomb.tar.gz"));
+    const res = await fetch(`${server.url}/v1/finetune`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${TOKEN}` },
+      body: form,
+    });
+    const body = await res.json();
+    assert.equal(res.status, 413, JSON.stringify(body));
+    assert.match(body.error.message, /inflates/);
+    const rss1 = peakRss(pid);
+    console.log(
+      `bomb of ${bomb.length} bytes: peak RSS +${(((rss1 ?? 0) - (rss0 ?? 0)) / 2 ** 20).toFixed(0)} MiB`,
+    );
+    if (rss0 !== undefined && rss1 !== undefined) {
+      assert.ok(rss1 - rss0 < 100 * 2 ** 20, `peak RSS grew by ${((rss1 - rss0) / 2 ** 20).toFixed(0)} MiB`);
+    }
+    // Nothing is left on disk: neither the upload nor what was extracted of it.
+    const left = [...Deno.readDirSync(`${root}/state/uploads`)].map((e) => e.name);
+    assert.deepEqual(left, []);
+  });
+});
+
+/** A fine-tuner that holds its session until it is cancelled. */
+const holdingTuner: FineTuner = (_job, _progress, signal) =>
+  new Promise((_, reject) => {
+    const stop = () => reject(new DOMException("cancelled", "AbortError"));
+    if (signal.aborted) stop();
+    signal.addEventListener("abort", stop);
+  });
+
+Deno.test("hardening 3: the session limit is taken before an upload is read", {
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const s = await startTestService({ tuner: holdingTuner, limits: { maxSessions: 2 } as never });
+  try {
+    const files: Record<string, Uint8Array> = {};
+    for (const c of ["cat", "dog"]) {
+      for (let i = 0; i < 2; i++) files[`ds/${c}/${i}.png`] = await testImage("png", 32, 32, i);
+    }
+    files["ds/README"] = new Uint8Array(2 * 2 ** 20).fill(7); // a body worth counting
+    const archive = await tarArchive(files);
+    const form = new FormData();
+    form.append("base_model", "micro");
+    form.append("steps", "5");
+    form.append("archive", new File([archive], "ds.tar"));
+    const probe = new Request("http://x/", { method: "POST", body: form });
+    const type = probe.headers.get("content-type")!;
+    const body = new Uint8Array(await probe.arrayBuffer());
+    // Four uploads at once, each body a stream that counts what the server read of it.
+    const read = [0, 0, 0, 0];
+    const send = (k: number) => {
+      let at = 0;
+      const stream = new ReadableStream<Uint8Array>({
+        pull(c) {
+          if (at >= body.length) return c.close();
+          const chunk = body.subarray(at, at + 64 * 1024);
+          at += chunk.length;
+          read[k] += chunk.length;
+          c.enqueue(chunk);
+        },
+      }, { highWaterMark: 0 });
+      return s.app.request("/v1/finetune", {
+        method: "POST",
+        headers: { "content-type": type, authorization: `Bearer ${s.token}` },
+        body: stream,
+        duplex: "half",
+      } as RequestInit);
+    };
+    const answers = await Promise.all([0, 1, 2, 3].map(send));
+    const statuses = answers.map((r) => r.status);
+    assert.deepEqual([...statuses].sort(), [202, 202, 429, 429], JSON.stringify(statuses));
+    for (const [k, st] of statuses.entries()) {
+      if (st === 429) assert.ok(read[k] < body.length / 4, `a refused upload was read: ${read[k]} bytes`);
+    }
+    // The slots of the refused uploads were never taken; those of the running sessions are held.
+    const after = await s.app.request("/v1/finetune", {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` },
+      body: JSON.stringify({ base_model: "micro", dataset: "missing" }),
+    });
+    assert.equal(after.status, 429);
+  } finally {
+    await s.close();
+  }
+});
+
+Deno.test("hardening 7: a dataset name that is a regular file is a 400 without the server path", {
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const s = await startTestService();
+  try {
+    await Deno.writeTextFile(`${s.dataRoot}/notes.txt`, "not a dataset");
+    const res = await s.app.request("/v1/finetune", {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` },
+      body: JSON.stringify({ base_model: "micro", dataset: "notes.txt" }),
+    });
+    const text = await res.text();
+    assert.equal(res.status, 400, text);
+    assert.equal(JSON.parse(text).error.code, "invalid_dataset");
+    assert.ok(!text.includes(s.root), `the answer shows a server path: ${text}`);
+  } finally {
+    await s.close();
+  }
 });

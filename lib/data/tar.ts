@@ -5,7 +5,8 @@
  * header's checksum. Extraction writes only regular files and directories: links, devices and FIFOs are
  * skipped, and an entry whose path is absolute, contains `..`, a backslash or a NUL is rejected with a
  * `TarError` before anything is written for it — so an archive (e.g. an uploaded dataset) can never write
- * outside the destination folder. Limits on entry size, total size and entry count guard against bombs.
+ * outside the destination folder. Limits on entry size, total size, entry count, inflated size and
+ * inflation ratio guard against bombs; extraction streams members to disk in chunks of at most 1 MiB.
  *
  * @module
  */
@@ -21,7 +22,11 @@ export class TarError extends Error {
   }
 }
 
-/** One archive member. `data` is read for regular files only (empty for the others). */
+/**
+ * One archive member. `data` is read for regular files only (empty for the others), unless the archive is
+ * read with `streamData`: then `data` stays empty and `chunks` yields the file's content (at most 1 MiB at a
+ * time; unread content is skipped when the next member is read).
+ */
 export interface TarEntry {
   /** Path inside the archive, as stored (not yet checked: see `safeEntryPath`). */
   path: string;
@@ -29,6 +34,7 @@ export interface TarEntry {
   size: number;
   mode: number;
   data: Uint8Array;
+  chunks?: () => AsyncGenerator<Uint8Array>;
 }
 
 /** Limits applied while reading. */
@@ -39,6 +45,14 @@ export interface TarLimits {
   maxTotalBytes?: number;
   /** Most members (default 10,000,000). */
   maxEntries?: number;
+  /** Most bytes a gzip stream may inflate to, headers and padding included (default 2 × `maxTotalBytes`). */
+  maxInflatedBytes?: number;
+  /**
+   * Largest inflated/compressed ratio once more than `ratioGraceBytes` (default 16 MiB) are inflated: a
+   * gzip bomb is refused early, whatever it declares (default: unlimited).
+   */
+  maxRatio?: number;
+  ratioGraceBytes?: number;
 }
 
 /** Reads exact byte counts from a stream of chunks. */
@@ -147,7 +161,7 @@ function parsePax(data: Uint8Array, source: string): Record<string, string> {
 export async function* readTar(
   stream: ReadableStream<Uint8Array>,
   source = "archive",
-  limits: TarLimits = {},
+  limits: TarLimits & { streamData?: boolean } = {},
 ): AsyncGenerator<TarEntry> {
   const maxEntry = limits.maxEntryBytes ?? 2 ** 30;
   const maxTotal = limits.maxTotalBytes ?? 16 * 2 ** 30;
@@ -182,22 +196,27 @@ export async function* readTar(
         throw new TarError("too_large", `${source}: more than ${maxTotal} bytes of content`);
       }
       if (++count > maxEntries) throw new TarError("too_large", `${source}: more than ${maxEntries} members`);
-      const keep = isMeta || flag === "0" || flag === "7";
+      const isFile = flag === "0" || flag === "7";
+      const keep = isMeta || (isFile && !limits.streamData);
       let data: Uint8Array = new Uint8Array(0);
       const padded = Math.ceil(size / 512) * 512;
+      /** Bytes of this member (with its padding) not read yet. */
+      let left = padded;
+      const skip = async () => {
+        while (left > 0) {
+          const got = (await r.read(Math.min(left, 1 << 20))).length;
+          if (got === 0) throw new TarError("truncated", `${source}: archive ends inside a member`);
+          left -= got;
+        }
+      };
       if (keep) {
         data = await r.read(size);
         if (data.length < size) throw new TarError("truncated", `${source}: archive ends inside a member`);
         if ((await r.read(padded - size)).length < padded - size) {
           throw new TarError("truncated", `${source}: archive ends inside a member's padding`);
         }
-      } else {
-        for (let left = padded; left > 0;) {
-          const got = (await r.read(Math.min(left, 1 << 20))).length;
-          if (got === 0) throw new TarError("truncated", `${source}: archive ends inside a member`);
-          left -= got;
-        }
-      }
+        left = 0;
+      } else if (!isFile) await skip();
       if (flag === "L") {
         longName = field(data, 0, data.length);
         continue;
@@ -220,7 +239,29 @@ export async function* readTar(
         : flag === "1" || flag === "2"
         ? "link"
         : "other";
-      yield { path, type, size: type === "file" ? size : 0, mode: octal(h, 100, 8, "mode", source), data };
+      const entry: TarEntry = {
+        path,
+        type,
+        size: type === "file" ? size : 0,
+        mode: octal(h, 100, 8, "mode", source),
+        data,
+      };
+      if (left > 0) {
+        entry.chunks = async function* () {
+          let unread = size;
+          while (unread > 0) {
+            const chunk = await r.read(Math.min(unread, 1 << 20));
+            if (chunk.length === 0) {
+              throw new TarError("truncated", `${source}: archive ends inside a member`);
+            }
+            unread -= chunk.length;
+            left -= chunk.length;
+            yield chunk;
+          }
+        };
+      }
+      yield entry;
+      await skip();
     }
   } finally {
     await r.cancel();
@@ -243,30 +284,70 @@ export function safeEntryPath(path: string, source = "archive"): string {
   return parts.join("/");
 }
 
-/** A stream decompressed when it starts with the gzip magic bytes, passed through otherwise. */
+/** Compressed bytes handed to the inflater at a time: at most ~1032× as many come out of one. */
+const INFLATE_SLICE = 4096;
+
+/**
+ * A stream decompressed when it starts with the gzip magic bytes, passed through otherwise. The compressed
+ * bytes go to the inflater in small slices and the inflated ones are counted as they come out, so a gzip
+ * bomb is stopped (`TarError` "too_large") at `maxInflatedBytes` or `maxRatio` having cost a few MiB of
+ * memory, never its declared size.
+ */
 export async function gunzipIfNeeded(
   stream: ReadableStream<Uint8Array>,
+  limits: Pick<TarLimits, "maxInflatedBytes" | "maxRatio" | "ratioGraceBytes"> & { source?: string } = {},
 ): Promise<ReadableStream<Uint8Array>> {
   const reader = stream.getReader();
   const first = await reader.read();
   const head = first.done ? new Uint8Array(0) : first.value;
+  const gz = head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b;
+  let compressed = 0;
+  let pending: Uint8Array | undefined = head.length ? head : undefined;
   const rest = new ReadableStream<Uint8Array>({
-    start(c) {
-      if (head.length) c.enqueue(head);
-    },
     async pull(c) {
-      const { value, done } = await reader.read();
-      if (done) c.close();
-      else c.enqueue(value);
+      if (!pending) {
+        const { value, done } = await reader.read();
+        if (done) return c.close();
+        pending = value;
+      }
+      const n = gz ? Math.min(pending.length, INFLATE_SLICE) : pending.length;
+      c.enqueue(pending.subarray(0, n));
+      compressed += n;
+      pending = n < pending.length ? pending.subarray(n) : undefined;
     },
     cancel(reason) {
       return reader.cancel(reason);
     },
-  });
-  const gz = head.length >= 2 && head[0] === 0x1f && head[1] === 0x8b;
-  return gz
-    ? rest.pipeThrough(new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>)
-    : rest;
+  }, { highWaterMark: 0 });
+  if (!gz) return rest;
+  const source = limits.source ?? "archive";
+  const maxInflated = limits.maxInflatedBytes ?? Infinity;
+  const maxRatio = limits.maxRatio ?? Infinity;
+  const grace = limits.ratioGraceBytes ?? 16 * 2 ** 20;
+  let inflated = 0;
+  const count = new TransformStream<Uint8Array, Uint8Array>(
+    {
+      transform(chunk, c) {
+        inflated += chunk.length;
+        if (inflated > maxInflated) {
+          throw new TarError("too_large", `${source}: inflates to more than ${maxInflated} bytes`);
+        }
+        if (inflated > grace && inflated > maxRatio * compressed) {
+          throw new TarError(
+            "too_large",
+            `${source}: inflates more than ${maxRatio}-fold (${inflated} bytes from ${compressed}); ` +
+              `refusing a likely decompression bomb`,
+          );
+        }
+        c.enqueue(chunk);
+      },
+    },
+    { highWaterMark: 1 },
+    { highWaterMark: 0 },
+  );
+  return rest
+    .pipeThrough(new DecompressionStream("gzip") as unknown as TransformStream<Uint8Array, Uint8Array>)
+    .pipeThrough(count);
 }
 
 /** What `extractTar` wrote. */
@@ -297,7 +378,14 @@ export async function extractTar(
     made.add(dir);
   };
   await mkdir(dest);
-  for await (const entry of readTar(await gunzipIfNeeded(stream), source, options)) {
+  const inflated = await gunzipIfNeeded(stream, {
+    maxInflatedBytes: options.maxInflatedBytes ?? 2 * (options.maxTotalBytes ?? 16 * 2 ** 30),
+    maxRatio: options.maxRatio,
+    ratioGraceBytes: options.ratioGraceBytes,
+    source,
+  });
+  // Member content goes to disk as it is read, never whole into memory.
+  for await (const entry of readTar(inflated, source, { ...options, streamData: true })) {
     const rel = safeEntryPath(entry.path, source);
     if (rel === "" || (options.filter && !options.filter(rel, entry))) continue;
     const target = `${dest}/${rel}`;
@@ -307,7 +395,14 @@ export async function extractTar(
     } else if (entry.type === "file") {
       const slash = target.lastIndexOf("/");
       await mkdir(target.slice(0, slash));
-      await Deno.writeFile(target, entry.data);
+      const file = await Deno.open(target, { write: true, create: true, truncate: true });
+      try {
+        for await (const chunk of entry.chunks?.() ?? []) {
+          for (let at = 0; at < chunk.length;) at += await file.write(chunk.subarray(at));
+        }
+      } finally {
+        file.close();
+      }
       result.files++;
       result.bytes += entry.size;
     } else {

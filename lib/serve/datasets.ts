@@ -54,5 +54,12 @@ export async function resolveDataset(root: string | undefined, name: unknown): P
   if (real !== realRoot && !real.startsWith(`${realRoot}/`)) {
     throw new ApiError(400, "invalid_dataset_name", `dataset "${checked}" resolves outside the data root`);
   }
+  if (!(await Deno.stat(real).catch(() => undefined))?.isDirectory) {
+    throw new ApiError(
+      400,
+      "invalid_dataset",
+      `dataset "${checked}" is not a folder; a dataset is a folder of class folders of images`,
+    );
+  }
   return real;
 }

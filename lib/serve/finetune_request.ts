@@ -15,8 +15,8 @@ export interface FineTuneFields {
   base_model: string;
   /** A dataset name under the data root, when no archive was uploaded. */
   dataset?: string;
-  /** The uploaded archive (tar or tar.gz of class folders). */
-  archive?: { name: string; bytes: Uint8Array };
+  /** The uploaded archive (tar or tar.gz of class folders), as written to disk. */
+  archive?: { name: string; path: string };
   epochs?: number;
   steps?: number;
   lr: number;
@@ -115,9 +115,13 @@ export function parseFineTuneFields(
   };
 }
 
-/** The fields and the archive of a multipart fine-tuning request. */
+/**
+ * The fields and the archive of a multipart fine-tuning request whose `archive` file part was written to
+ * `archivePath`.
+ */
 export function fieldsFromForm(
   form: Multipart,
+  archivePath: string,
 ): { fields: Record<string, unknown>; archive?: FineTuneFields["archive"] } {
   let archive: FineTuneFields["archive"];
   for (const f of form.files) {
@@ -128,7 +132,7 @@ export function fieldsFromForm(
         `unexpected file field "${f.field.slice(0, 100)}"; upload the dataset as "archive"`,
       );
     }
-    archive = { name: f.name || "archive", bytes: f.bytes };
+    archive = { name: f.name || "archive", path: archivePath };
   }
   return { fields: { ...form.fields }, archive };
 }

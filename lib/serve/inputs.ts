@@ -23,7 +23,7 @@ export interface ClassifyInput {
 }
 
 /** Base64 characters decoded per turn of the event loop. */
-const B64_SLICE = 1 << 20;
+const B64_SLICE = 256 * 1024;
 
 /**
  * The pieces of a base64 value as text of at most `B64_SLICE` characters: a string sliced, or a long JSON

@@ -5,18 +5,9 @@
  *
  * @module
  */
+import { PROCESS_TAG, processStart } from "../util/fs.ts";
 
-/** When a process started (clock ticks since boot, from `/proc/<pid>/stat`), or undefined off Linux. */
-export function processStart(pid: number | "self"): number | undefined {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    // Fields after the parenthesised command name; starttime is field 22 overall.
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return Number(fields[19]);
-  } catch {
-    return undefined;
-  }
-}
+export { PROCESS_TAG };
 
 /** This process, as recorded in what it owns. */
 export const SELF: { pid: number; start?: number } = { pid: Deno.pid, start: processStart("self") };
@@ -31,9 +22,31 @@ export function processAlive(pid: number, start?: number): boolean {
   return actual !== undefined && (start === undefined || actual === start);
 }
 
+/** The writer named by a tag `<pid>` or `<pid>s<start>` (see `PROCESS_TAG`). */
+export function parseProcessTag(tag: string): { pid: number; start?: number } {
+  const [pid, start] = tag.split("s");
+  return start === undefined ? { pid: Number(pid) } : { pid: Number(pid), start: Number(start) };
+}
+
+/** Whether the process named by a tag (see `PROCESS_TAG`) still runs. */
+export function tagAlive(tag: string): boolean {
+  const { pid, start } = parseProcessTag(tag);
+  return processAlive(pid, start);
+}
+
+/** The tag group of temporary names: `<pid>` or `<pid>s<start>`. */
+const TAG = String.raw`(\d+(?:s\d+)?)`;
+
+/** Temporary siblings of atomic writes, `<name>.tmp-<tag>-<random>` (see `lib/util/fs.ts`). */
+export const TEMP_SIBLING: RegExp = new RegExp(String.raw`\.tmp-${TAG}-[0-9a-f-]+$`);
+
+/** Extracted uploads and their archives, `<tag>-<uuid>[.upload]` in `<state-dir>/uploads`. */
+export const UPLOAD_NAME: RegExp = new RegExp(String.raw`^${TAG}-[0-9a-f-]+(\.upload)?$`);
+
 /**
  * Removes the entries of `dir` left by dead processes: names matching `pattern`, whose first capture group
- * is the writer's pid. Returns the names removed.
+ * is the writer's tag (`<pid>` or `<pid>s<start>`: a pid reused by a later process is told apart by its
+ * start time). Returns the names removed.
  */
 export async function removeOrphans(dir: string, pattern: RegExp): Promise<string[]> {
   const removed: string[] = [];
@@ -45,7 +58,7 @@ export async function removeOrphans(dir: string, pattern: RegExp): Promise<strin
   }
   for (const e of entries) {
     const m = pattern.exec(e.name);
-    if (!m || processAlive(Number(m[1]))) continue;
+    if (!m || tagAlive(m[1])) continue;
     await Deno.remove(`${dir}/${e.name}`, { recursive: true }).catch(() => {});
     removed.push(e.name);
   }

@@ -10,7 +10,7 @@
  * @module
  */
 import { createFileAtomic } from "../util/fs.ts";
-import { removeOrphans } from "./liveness.ts";
+import { removeOrphans, TEMP_SIBLING } from "./liveness.ts";
 
 /** One persisted registration. */
 export interface Registration {
@@ -127,7 +127,7 @@ export class RegistrationStore {
       if (e instanceof Deno.errors.NotFound) return [];
       throw e;
     }
-    await removeOrphans(this.dir, /\.tmp-(\d+)-[0-9a-f-]+$/);
+    await removeOrphans(this.dir, TEMP_SIBLING);
     const out: Array<StoredRegistration | BrokenRegistration> = [];
     for (const name of names.sort()) {
       const id = FILE_RE.exec(name)?.[1];

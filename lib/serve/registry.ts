@@ -17,7 +17,7 @@ import type { Admission } from "./admission.ts";
 import { Batcher, type BatchOptions } from "./batcher.ts";
 import type { DeviceQueue } from "./device_queue.ts";
 import { ApiError, notFound } from "./errors.ts";
-import { removeOrphans } from "./liveness.ts";
+import { removeOrphans, TEMP_SIBLING } from "./liveness.ts";
 import type { ServeMetrics } from "./metrics.ts";
 import type { Registration, RegistrationStore, StoredRegistration } from "./registrations.ts";
 import { pathExists } from "../util/fs.ts";
@@ -450,7 +450,7 @@ export class ModelRegistry {
       throw e;
     }
     // Temporary siblings of an atomic write interrupted by a crash (`<id>.tmp-<pid>-<random>`) are removed.
-    const orphans = await removeOrphans(this.modelsDir, /\.tmp-(\d+)-[0-9a-f]+$/);
+    const orphans = await removeOrphans(this.modelsDir, TEMP_SIBLING);
     for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
       if (!e.isDirectory || !ID_RE.test(e.name) || e.name.includes(".tmp-") || orphans.includes(e.name)) {
         continue;

@@ -10,7 +10,7 @@ import { readManifest } from "../weights/load.ts";
 import { Admission } from "./admission.ts";
 import { DeviceQueue } from "./device_queue.ts";
 import { fineTune, type FineTuner } from "./finetune.ts";
-import { removeOrphans } from "./liveness.ts";
+import { removeOrphans, UPLOAD_NAME } from "./liveness.ts";
 import { ServeMetrics } from "./metrics.ts";
 import type { ServeOptions } from "./options.ts";
 import { RegistrationStore } from "./registrations.ts";
@@ -155,7 +155,7 @@ export class Service {
             : ""),
       );
     }
-    await removeOrphans(`${o.stateDir}/uploads`, /^(\d+)-[0-9a-f-]+$/);
+    await removeOrphans(`${o.stateDir}/uploads`, UPLOAD_NAME);
     const { interrupted } = await this.sessions.init();
     if (interrupted.length) {
       console.error(

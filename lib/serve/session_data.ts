@@ -9,10 +9,11 @@
  * @module
  */
 import { openImageFolder } from "../data/image_folder.ts";
-import { extractTar, TarError } from "../data/tar.ts";
+import { extractTar, fileStream, TarError } from "../data/tar.ts";
 import { datasetImageSet } from "../train/dataset_set.ts";
 import { resolveDataset } from "./datasets.ts";
 import { ApiError } from "./errors.ts";
+import { PROCESS_TAG } from "./liveness.ts";
 import type { FineTuneFields } from "./finetune_request.ts";
 import type { ServedModel } from "./registry.ts";
 import type { Service } from "./service.ts";
@@ -35,24 +36,64 @@ async function datasetRoot(dir: string): Promise<string> {
   return dir;
 }
 
-function bytesStream(bytes: Uint8Array): ReadableStream<Uint8Array> {
-  return new ReadableStream({
-    start(c) {
-      c.enqueue(bytes);
-      c.close();
-    },
-  });
+/**
+ * An uploaded archive on its way to disk (`<state-dir>/uploads/<process tag>-<uuid>.upload`), written chunk
+ * by chunk as the request body is parsed, so an upload never sits in memory whole. Named by the writing
+ * process, so a restarted server removes what a crashed one left (see `liveness.ts`).
+ */
+export class UploadFile {
+  readonly path: string;
+  #file: Deno.FsFile | undefined;
+
+  private constructor(path: string, file: Deno.FsFile) {
+    this.path = path;
+    this.#file = file;
+  }
+
+  /** Creates the file under `<stateDir>/uploads`. */
+  static async create(stateDir: string): Promise<UploadFile> {
+    const dir = `${stateDir}/uploads`;
+    await Deno.mkdir(dir, { recursive: true });
+    const path = `${dir}/${PROCESS_TAG}-${crypto.randomUUID()}.upload`;
+    return new UploadFile(path, await Deno.open(path, { write: true, createNew: true }));
+  }
+
+  /** Appends a chunk (synchronously: a parser callback; the page cache makes it cheap). */
+  write(chunk: Uint8Array): void {
+    if (!this.#file) throw new Error("the upload file is closed");
+    for (let at = 0; at < chunk.length;) at += this.#file.writeSync(chunk.subarray(at));
+  }
+
+  /** Closes the file (it stays until `remove`). */
+  close(): void {
+    this.#file?.close();
+    this.#file = undefined;
+  }
+
+  /** Closes and deletes the file. */
+  async remove(): Promise<void> {
+    this.close();
+    await Deno.remove(this.path).catch(() => {});
+  }
 }
 
-/** Extracts an uploaded archive into `dest`; malformed or unsafe archives are 400, oversized ones 413. */
-async function extractUpload(archive: { name: string; bytes: Uint8Array }, dest: string, service: Service) {
+/** Largest inflated/compressed ratio of an uploaded tar.gz (image datasets compress far less). */
+const MAX_UPLOAD_RATIO = 50;
+
+/**
+ * Extracts an uploaded archive into `dest`, streamed in small chunks under limits on members, content,
+ * inflated size and inflation ratio; malformed or unsafe archives are 400, oversized ones 413.
+ */
+async function extractUpload(archive: { name: string; path: string }, dest: string, service: Service) {
   const limits = service.options.limits;
   try {
-    await extractTar(bytesStream(archive.bytes), dest, {
+    await extractTar(await fileStream(archive.path), dest, {
       source: `upload "${archive.name}"`,
       maxTotalBytes: 4 * limits.maxUploadBytes,
       maxEntryBytes: limits.maxUploadBytes,
       maxEntries: limits.maxDatasetImages + 10_000,
+      maxInflatedBytes: 4 * limits.maxUploadBytes,
+      maxRatio: MAX_UPLOAD_RATIO,
     });
   } catch (e) {
     await Deno.remove(dest, { recursive: true }).catch(() => {});
@@ -60,10 +101,11 @@ async function extractUpload(archive: { name: string; bytes: Uint8Array }, dest:
       const status = e.code === "too_large" ? 413 : 400;
       throw new ApiError(status, e.code === "unsafe_path" ? "unsafe_archive" : "invalid_archive", e.message);
     }
+    console.error(`serve: extracting upload "${archive.name}": ${(e as Error).stack ?? e}`);
     throw new ApiError(
       400,
       "invalid_archive",
-      `upload "${archive.name}" is not a readable tar or tar.gz archive: ${(e as Error).message}`,
+      `upload "${archive.name}" is not a readable tar or tar.gz archive`,
     );
   }
 }
@@ -89,8 +131,8 @@ export async function prepareSession(
   }
   let dir: string, cleanup: (() => Promise<void>) | undefined, datasetName: string;
   if (f.archive) {
-    // Named by the pid so a restarted server can remove what a crashed one extracted.
-    const dest = `${service.options.stateDir}/uploads/${Deno.pid}-${crypto.randomUUID()}`;
+    // Named by the process so a restarted server can remove what a crashed one extracted.
+    const dest = `${service.options.stateDir}/uploads/${PROCESS_TAG}-${crypto.randomUUID()}`;
     await extractUpload(f.archive, dest, service);
     cleanup = () => Deno.remove(dest, { recursive: true });
     dir = dest;
@@ -108,7 +150,7 @@ export async function prepareSession(
       throw new ApiError(
         400,
         "invalid_dataset",
-        `dataset ${JSON.stringify(datasetName)}: ${(e as Error).message.replace(dir, "<dataset>")}`,
+        `dataset ${JSON.stringify(datasetName)}: ${(e as Error).message.replaceAll(dir, "<dataset>")}`,
       );
     }
     if (ds.classes.length < 2) {

@@ -11,7 +11,7 @@
  * @module
  */
 import { writeFileAtomic } from "../util/fs.ts";
-import { processAlive, removeOrphans, SELF } from "./liveness.ts";
+import { processAlive, removeOrphans, SELF, TEMP_SIBLING } from "./liveness.ts";
 
 /** One lease file's content. */
 export interface Lease {
@@ -77,24 +77,46 @@ export class SessionLeases {
     max: number,
     modelId?: string,
   ): Promise<{ ok: boolean; active: number; reserved?: boolean }> {
-    await Deno.mkdir(this.dir, { recursive: true });
-    const lock = await Deno.open(`${this.dir}/.lock`, { create: true, write: true });
-    try {
-      await lock.lock(true);
-      await removeOrphans(this.dir, /\.tmp-(\d+)-[0-9a-f]+$/);
-      const live = await this.#live(true);
+    return await this.#locked(async (live) => {
       if (modelId !== undefined && live.some((l) => l.model_id === modelId)) {
         return { ok: false, active: live.length, reserved: true };
       }
       if (live.length >= max) return { ok: false, active: live.length };
-      const lease: Lease = {
-        session,
-        ...(modelId !== undefined ? { model_id: modelId } : {}),
-        owner: { ...SELF },
-        created: new Date().toISOString(),
-      };
-      await writeFileAtomic(`${this.dir}/${session}.json`, JSON.stringify(lease) + "\n");
+      await this.#write(session, modelId);
       return { ok: true, active: live.length };
+    });
+  }
+
+  /**
+   * Makes `session`'s lease (taken by `acquire` before the model id was known) reserve `modelId`, unless
+   * another live lease reserves it. Returns whether it does now.
+   */
+  async claimModel(session: string, modelId: string): Promise<boolean> {
+    return await this.#locked(async (live) => {
+      if (live.some((l) => l.session !== session && l.model_id === modelId)) return false;
+      await this.#write(session, modelId);
+      return true;
+    });
+  }
+
+  async #write(session: string, modelId: string | undefined): Promise<void> {
+    const lease: Lease = {
+      session,
+      ...(modelId !== undefined ? { model_id: modelId } : {}),
+      owner: { ...SELF },
+      created: new Date().toISOString(),
+    };
+    await writeFileAtomic(`${this.dir}/${session}.json`, JSON.stringify(lease) + "\n");
+  }
+
+  /** Runs `fn` on the live leases under the exclusive lock, stale leases removed first. */
+  async #locked<T>(fn: (live: Lease[]) => Promise<T>): Promise<T> {
+    await Deno.mkdir(this.dir, { recursive: true });
+    const lock = await Deno.open(`${this.dir}/.lock`, { create: true, write: true });
+    try {
+      await lock.lock(true);
+      await removeOrphans(this.dir, TEMP_SIBLING);
+      return await fn(await this.#live(true));
     } finally {
       // Closing the file releases the lock.
       lock.close();

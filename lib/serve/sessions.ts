@@ -68,6 +68,13 @@ export interface SessionDataset {
   cleanup?: () => Promise<void>;
 }
 
+/** A session slot taken before a request's data is read (see `SessionManager.reserve`). */
+export interface SessionSlot {
+  readonly id: string;
+  /** Gives the slot back (once; later calls do nothing). */
+  release(): Promise<void>;
+}
+
 /** An event for `GET /v1/finetune/:id/events`. */
 export interface SessionEvent {
   type: "state" | "progress";
@@ -162,7 +169,7 @@ export class SessionManager {
     return [...this.#records.values()].sort((a, b) => b.created.localeCompare(a.created));
   }
 
-  /** Sessions queued or running in this process (the limit counts every process's: see `checkCapacity`). */
+  /** Sessions queued or running in this process (the limit counts every process's: see `reserve`). */
   get active(): number {
     return this.list().filter((r) => !isTerminal(r.state)).length;
   }
@@ -213,39 +220,66 @@ export class SessionManager {
   }
 
   /**
-   * Throws 429 when no more sessions may start, counting those of every process sharing the state dir: a
-   * quick refusal before a request's dataset is read. `start` checks again, atomically.
+   * Takes a session slot (a lease, counted by every process sharing the state dir) before a request's data
+   * is read, or throws 429: so the limit bounds the uploads read and extracted, not only the sessions
+   * run. `start` turns the slot into the session; until then the caller must `release` it on every path.
    */
-  async checkCapacity(): Promise<void> {
-    const active = await this.#leases.count();
-    if (active >= this.options.maxActive) throw this.#tooMany(active);
+  async reserve(): Promise<SessionSlot> {
+    const id = crypto.randomUUID();
+    const { ok, active } = await this.#leases.acquire(id, this.options.maxActive);
+    if (!ok) throw this.#tooMany(active);
+    let released = false;
+    return {
+      id,
+      release: async () => {
+        if (released) return;
+        released = true;
+        await this.#leases.release(id);
+      },
+    };
   }
 
   /**
-   * Starts a session; returns its record in state `queued`. Throws 429 when the limit is reached and 409 when
-   * another session reserves its model id: the session's lease is taken under a lock shared by every process
-   * using the state dir.
+   * Starts a session in a slot taken with `reserve` (or a new one: 429 when the limit is reached); returns
+   * its record in state `queued`. Throws 409 when another session reserves its model id. On success the
+   * slot belongs to the session (released when it ends); on a throw it is still the caller's.
    */
-  async start(request: SessionRequest, data: () => Promise<SessionDataset>): Promise<SessionRecord> {
-    const id = crypto.randomUUID();
-    const { ok, active, reserved } = await this.#leases.acquire(id, this.options.maxActive, request.model_id);
-    if (reserved) {
-      throw new ApiError(
+  async start(
+    request: SessionRequest,
+    data: () => Promise<SessionDataset>,
+    slot?: SessionSlot,
+  ): Promise<SessionRecord> {
+    const reservedElsewhere = () =>
+      new ApiError(
         409,
         "model_exists",
         `a session already running will register a model called "${request.model_id}"; ` +
           `choose another model_id`,
       );
+    let id: string;
+    if (slot) {
+      if (!await this.#leases.claimModel(slot.id, request.model_id)) throw reservedElsewhere();
+      id = slot.id;
+    } else {
+      id = crypto.randomUUID();
+      const { ok, active, reserved } = await this.#leases.acquire(
+        id,
+        this.options.maxActive,
+        request.model_id,
+      );
+      if (reserved) throw reservedElsewhere();
+      if (!ok) throw this.#tooMany(active);
     }
-    if (!ok) throw this.#tooMany(active);
+    // Our own slot is the caller's to release when this throws; a lease taken here is released here.
+    const releaseOwn = () => slot ? Promise.resolve() : this.#leases.release(id);
     // A URL registration of this id that raced prepareSession's check (`register` checks the leases after
     // persisting its record, this checks the records after taking the lease, so at most one of them wins).
     const taken = await this.registry.exists(request.model_id).catch(async (e) => {
-      await this.#leases.release(id);
+      await releaseOwn();
       throw e;
     });
     if (taken) {
-      await this.#leases.release(id);
+      await releaseOwn();
       throw new ApiError(
         409,
         "model_exists",
@@ -264,7 +298,7 @@ export class SessionManager {
     try {
       await this.#persist(rec, true);
     } catch (e) {
-      await this.#leases.release(id).catch(() => {});
+      await releaseOwn().catch(() => {});
       throw e;
     }
     this.#records.set(id, rec);

@@ -5,8 +5,29 @@
  * @module
  */
 
+/** When a process started (clock ticks since boot, from `/proc/<pid>/stat`), or undefined off Linux. */
+export function processStart(pid: number | "self"): number | undefined {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // Fields after the parenthesised command name; starttime is field 22 overall.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[19]);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * This process as named in temporary files: `<pid>s<start time>` (`<pid>` where the start time is unknown),
+ * so that a later process given the same pid (PID 1 in a container) can tell the leftovers of a crashed one
+ * from its own (see `lib/serve/liveness.ts`).
+ */
+export const PROCESS_TAG: string = ((start) => start === undefined ? `${Deno.pid}` : `${Deno.pid}s${start}`)(
+  processStart("self"),
+);
+
 function tempSibling(path: string): string {
-  return `${path}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+  return `${path}.tmp-${PROCESS_TAG}-${crypto.randomUUID().slice(0, 8)}`;
 }
 
 async function writeTemp(tmp: string, data: Uint8Array | string): Promise<void> {
