@@ -2,9 +2,12 @@
  * Training augmentation, as timm/torchvision define it on the source image: a random crop of the image's
  * own size from the image padded with black pixels (torchvision `RandomCrop(size, padding, fill=0)`, the
  * CIFAR recipe), RandomResizedCrop (torchvision's sampling, timm's defaults scale (0.08, 1), ratio
- * (3/4, 4/3)) and a horizontal flip with probability `hflip` (timm's `hflip`). `preprocessTrain`
- * (preprocess.ts) applies the draws while resampling, so training, fine-tuning and the batcher share this
- * one implementation.
+ * (3/4, 4/3)) and a horizontal flip with probability `hflip` (timm's `hflip`); then, as timm's
+ * `transforms_imagenet_train`, RandAugment on the 8-bit cropped image (rand_augment.ts, timm's `aa`) and
+ * random erasing on the normalised one (random_erasing.ts, timm's `reprob`/`remode`/`recount`).
+ * `preprocessTrain` (preprocess.ts) applies the draws while resampling, so training, fine-tuning and the
+ * batcher share this one implementation. (Mixup/CutMix mix whole batches: mixup.ts, applied by the
+ * training loop.)
  *
  * Every draw of a sample comes from {@linkcode augmentRng}`(seed, epoch, sampleId)`: an image's
  * augmentation does not depend on the batch it lands in, the data order or what ran before, so a run
@@ -14,6 +17,8 @@
  */
 import type { RgbImage } from "./image.ts";
 import type { Box } from "./resize.ts";
+import type { RandAugmentConfig } from "./rand_augment.ts";
+import { checkRandomErasing, type RandomErasing } from "./random_erasing.ts";
 import { Rng } from "./rng.ts";
 
 /** Training augmentation. Omitted fields are off. */
@@ -24,6 +29,10 @@ export interface TrainAugment {
   crop_padding?: number;
   /** Probability of a horizontal flip (timm: 0.5). */
   hflip?: number;
+  /** RandAugment (timm's `aa`, parsed by `parseRandAugment`), after the crop and flip. */
+  rand_augment?: RandAugmentConfig;
+  /** Random erasing of the normalised image (timm's `reprob`, `remode`, `recount`). */
+  random_erasing?: RandomErasing;
 }
 
 /** One epoch's augmentation of a run: what to do and the run's seed; draws are per sample. */
@@ -50,7 +59,8 @@ export function augmentRng(seed: number, epoch: number, sampleId: number): Rng {
 
 /** Whether `aug` changes anything (so evaluation preprocessing can be used instead). */
 export function augments(aug: TrainAugment): boolean {
-  return Boolean(aug.random_resized_crop) || (aug.crop_padding ?? 0) > 0 || (aug.hflip ?? 0) > 0;
+  return Boolean(aug.random_resized_crop) || (aug.crop_padding ?? 0) > 0 || (aug.hflip ?? 0) > 0 ||
+    Boolean(aug.rand_augment) || (aug.random_erasing?.prob ?? 0) > 0;
 }
 
 /** Throws unless `aug` is usable, naming the bad field. */
@@ -61,6 +71,7 @@ export function checkAugment(aug: TrainAugment): void {
   }
   const h = aug.hflip ?? 0;
   if (!(h >= 0 && h <= 1)) throw new Error(`augment.hflip: expected a probability in [0, 1], got ${h}`);
+  if (aug.random_erasing) checkRandomErasing(aug.random_erasing);
   const r = aug.random_resized_crop;
   if (typeof r === "object") {
     const ok = (v: unknown) =>

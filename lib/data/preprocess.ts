@@ -9,8 +9,9 @@
  * `F.interpolate` (see resize.ts); `antialias: true` gives PIL-like shrinking for large photos.
  *
  * Training: optional CIFAR-style random crop with black padding (on the source pixels), then either
- * RandomResizedCrop or the evaluation geometry, and an optional horizontal flip, as augment.ts defines
- * them; {@linkcode preprocessSample} takes a sample's draws from its (seed, epoch, sample id).
+ * RandomResizedCrop or the evaluation geometry, an optional horizontal flip, RandAugment and random
+ * erasing, as augment.ts defines them; {@linkcode preprocessSample} takes a sample's draws from its
+ * (seed, epoch, sample id).
  *
  * @module
  */
@@ -26,6 +27,8 @@ import {
   type TrainAugment,
 } from "./augment.ts";
 import { checkRgbImage, type RgbImage } from "./image.ts";
+import { fillColor, randAugment } from "./rand_augment.ts";
+import { randomErase } from "./random_erasing.ts";
 import { type Box, resampleInto } from "./resize.ts";
 import type { Rng } from "./rng.ts";
 
@@ -126,8 +129,10 @@ export function preprocessEval(
 }
 
 /**
- * Training preprocessing of one image: padded random crop, RandomResizedCrop (or the eval geometry) and
- * flip as `aug` says, every draw from `rng` (fixed order: pad offsets, crop box, flip).
+ * Training preprocessing of one image: padded random crop, RandomResizedCrop (or the eval geometry),
+ * flip, RandAugment and random erasing as `aug` says, every draw from `rng` (fixed order: pad offsets, crop
+ * box, flip, RandAugment, erasing). With RandAugment the crop is first resampled to an 8-bit image (as
+ * timm's PIL pipeline hands RandAugment a uint8 image), augmented, then normalised.
  */
 export function preprocessTrain(
   img: RgbImage,
@@ -152,21 +157,46 @@ export function preprocessTrain(
     geometry = evalGeometry(src.width, src.height, p);
   }
   const flip = (aug.hflip ?? 0) > 0 && rng.uniform() < aug.hflip!;
-  resampleInto(
-    src,
-    {
-      window,
-      ...geometry,
-      interpolation: p.interpolation,
-      antialias: p.antialias ?? false,
-      flip,
-      mean: p.mean,
-      std: p.std,
-    },
-    buf,
-    offset,
-  );
+  const spec = {
+    window,
+    ...geometry,
+    interpolation: p.interpolation,
+    antialias: p.antialias ?? false,
+    flip,
+    mean: p.mean,
+    std: p.std,
+  };
+  if (aug.rand_augment) {
+    const crop = toUint8(src, spec, p.img_size);
+    const augmented = randAugment(crop, aug.rand_augment, rng, fillColor(p.mean));
+    normalizeInto(augmented, p, buf, offset);
+  } else {
+    resampleInto(src, spec, buf, offset);
+  }
+  if (aug.random_erasing && aug.random_erasing.prob > 0) {
+    randomErase(buf, offset, 3, p.img_size, p.img_size, aug.random_erasing, rng);
+  }
   return buf;
+}
+
+/** The resampled crop as an 8-bit HWC image (rounded and clipped, as PIL's resize outputs). */
+function toUint8(src: RgbImage, spec: Parameters<typeof resampleInto>[1], size: number): RgbImage {
+  const plane = size * size, chw = new Float32Array(3 * plane);
+  resampleInto(src, { ...spec, mean: [0, 0, 0], std: [1 / 255, 1 / 255, 1 / 255] }, chw, 0);
+  const data = new Uint8Array(3 * plane);
+  for (let i = 0; i < plane; i++) {
+    for (let c = 0; c < 3; c++) data[i * 3 + c] = Math.min(255, Math.max(0, Math.round(chw[c * plane + i])));
+  }
+  return { width: size, height: size, data };
+}
+
+/** `(v/255 − mean)/std` of an 8-bit HWC image into CHW planes of `out` at `offset`. */
+function normalizeInto(img: RgbImage, p: Preprocessing, out: Float32Array, offset: number): void {
+  const plane = img.width * img.height;
+  for (let c = 0; c < 3; c++) {
+    const a = 1 / (255 * p.std[c]), b = p.mean[c] / p.std[c];
+    for (let i = 0; i < plane; i++) out[offset + c * plane + i] = img.data[i * 3 + c] * a - b;
+  }
 }
 
 /**

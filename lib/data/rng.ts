@@ -75,6 +75,38 @@ export class Rng {
   }
 }
 
+/** A standard normal sample from `rng` (Box–Muller, two uniform draws). */
+export function normal(rng: Rng): number {
+  const u = 1 - rng.uniform();
+  const v = rng.uniform();
+  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+}
+
+/**
+ * A Gamma(`shape`, 1) sample (Marsaglia–Tsang; shapes below 1 through `Gamma(shape + 1)·U^(1/shape)`).
+ * The number of draws it takes varies (rejection), but always follows from `rng`'s state.
+ */
+export function gamma(rng: Rng, shape: number): number {
+  if (shape < 1) return gamma(rng, shape + 1) * Math.pow(1 - rng.uniform(), 1 / shape);
+  const d = shape - 1 / 3, c = 1 / Math.sqrt(9 * d);
+  for (;;) {
+    let x: number, v: number;
+    do {
+      x = normal(rng);
+      v = 1 + c * x;
+    } while (v <= 0);
+    v = v * v * v;
+    const u = 1 - rng.uniform();
+    if (Math.log(u) < 0.5 * x * x + d - d * v + d * Math.log(v)) return d * v;
+  }
+}
+
+/** A Beta(`a`, `b`) sample, as `X / (X + Y)` of two Gamma samples (numpy's `beta` for a, b > 0). */
+export function beta(rng: Rng, a: number, b: number): number {
+  const x = gamma(rng, a), y = gamma(rng, b);
+  return x + y > 0 ? x / (x + y) : 0.5;
+}
+
 /** A seeded Fisher–Yates permutation of `0..n-1`. */
 export function permutation(n: number, seed: number): Int32Array {
   const out = new Int32Array(n);

@@ -1,7 +1,8 @@
 /**
  * Training checkpoints: `checkpoints/<name>/` holds the weights in the sharded format (float32, so a resume
  * is exact), `optimizer.safetensors` (the optimizer's slots) and `trainer.json` (where in the schedule and
- * data order the run stands). `checkpoints/latest.json` names the newest complete checkpoint and is written
+ * data order the run stands), and with `model_ema` `ema.safetensors` (the weight average, float32).
+ * `checkpoints/latest.json` names the newest complete checkpoint and is written
  * last, atomically: a run killed at any moment resumes from a checkpoint that was fully written.
  *
  * @module
@@ -39,6 +40,8 @@ export interface Checkpoint {
   preprocessing: Preprocessing;
   labels: string[];
   source: SourceInfo;
+  /** The EMA of the weights (`model_ema`), when the run keeps one. */
+  ema?: StateDict;
 }
 
 /** A checkpoint read back. */
@@ -48,6 +51,8 @@ export interface LoadedCheckpoint {
   state: StateDict;
   optimizer: { step: number; slots: Map<string, { shape: number[]; data: Float32Array | Int32Array }> };
   trainer: TrainerState;
+  /** The EMA weights, when the checkpoint has them. */
+  ema?: StateDict;
 }
 
 /** Writes checkpoint `name` under `runDir/checkpoints/`, then points `latest.json` at it; old ones beyond `keep` go. */
@@ -71,6 +76,7 @@ export async function saveCheckpoint(
   });
   const opt = encodeSafetensors(ck.optimizer.slots, "F32");
   await writeFileAtomic(`${dir}/optimizer.safetensors`, opt);
+  if (ck.ema) await writeFileAtomic(`${dir}/ema.safetensors`, encodeSafetensors(ck.ema, "F32"));
   await writeFileAtomic(
     `${dir}/trainer.json`,
     JSON.stringify({ ...ck.trainer, optimizerStep: ck.optimizer.step }, null, 1) + "\n",
@@ -105,11 +111,20 @@ export async function loadLatestCheckpoint(runDir: string): Promise<LoadedCheckp
     `${dir}/optimizer.safetensors`,
   );
   const trainer = JSON.parse(await Deno.readTextFile(`${dir}/trainer.json`));
+  let ema: StateDict | undefined;
+  try {
+    const path = `${dir}/ema.safetensors`;
+    const t = parseSafetensors(await Deno.readFile(path), path);
+    ema = new Map([...t].map(([k, v]) => [k, { shape: v.shape, data: v.data as Float32Array }]));
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
   return {
     dir,
     manifest,
     state,
     optimizer: { step: trainer.optimizerStep, slots },
     trainer,
+    ...(ema ? { ema } : {}),
   };
 }

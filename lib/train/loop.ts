@@ -7,18 +7,19 @@
  * between updates.
  *
  * Deterministic in the seed and the position: epoch e's order is a permutation seeded by (seed, e), each
- * sample's augmentation a function of (seed, e, sample id), the learning rate a function of the update
- * number. A loop started at a saved {@linkcode LoopPosition}, with the optimizer state restored, therefore
+ * sample's augmentation a function of (seed, e, sample id), each batch's mixup/CutMix and stochastic-depth
+ * draws a function of (seed, e, batch in the epoch), the learning rate a function of the update number. A loop started at a saved {@linkcode LoopPosition}, with the optimizer state restored, therefore
  * continues exactly as the uninterrupted loop would have.
  *
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
 import type { TrainAugment } from "../data/augment.ts";
+import { mixupBatch, type MixupOptions } from "../data/mixup.ts";
 import type { ViTModel } from "../vit/model.ts";
 import type { ImageSet } from "./image_set.ts";
 import { clipGradNorm, type Optimizer } from "./optimizer.ts";
-import { mixSeed, permutation } from "./rng.ts";
+import { mixSeed, permutation, Rng } from "./rng.ts";
 import { learningRate, type ScheduleOptions } from "./scheduler.ts";
 
 /** Where a run is; {@linkcode trainLoop} advances it in place (checkpoints save it). */
@@ -67,6 +68,10 @@ export interface LoopOptions {
   augment?: TrainAugment;
   /** Label smoothing. Default 0. */
   smoothing?: number;
+  /** Mixup/CutMix of every batch (lib/data's; soft targets, label smoothing folded in); none by default. */
+  mixup?: MixupOptions;
+  /** Stochastic depth rate (timm's `drop_path`, linear over the blocks); 0 (default) is off. */
+  dropPath?: number;
   /** Clip the global gradient norm to this; 0 (default) does not clip. */
   clipGrad?: number;
   /** The learning-rate schedule, in updates. */
@@ -134,7 +139,15 @@ export async function trainLoop(o: LoopOptions): Promise<{ stopped: boolean; los
           const ids = Array.from({ length: o.batchSize }, (_, i) => pool[order[at + i]]);
           const x = await o.data.images(ids, augment);
           const y = Int32Array.from(ids, (i) => o.data.labels[i]);
-          const step = await o.model.lossAndDeviceGrads(x, shape, y, { labelSmoothing: o.smoothing ?? 0 });
+          const batchInEpoch = pos.updateInEpoch * accum + k;
+          const targets = o.mixup
+            ? mixupBatch(x, shape, y, o.mixup, Rng.derive(o.seed, pos.epoch, batchInEpoch, 0x313c))
+            : y;
+          const dpRng = Rng.derive(o.seed, pos.epoch, batchInEpoch, 0xd0d0);
+          const step = await o.model.lossAndDeviceGrads(x, shape, targets, {
+            labelSmoothing: o.smoothing ?? 0,
+            ...(o.dropPath ? { dropPath: { rate: o.dropPath, uniform: () => dpRng.uniform() } } : {}),
+          });
           stepLoss += step.loss / accum;
           if (!grads) grads = step.grads;
           else {

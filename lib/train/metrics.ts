@@ -1,13 +1,13 @@
 /**
  * `metrics.jsonl`: one JSON object per line (`{"type":"train",...}` every few updates, `{"type":"eval",...}`
- * every epoch). Lines are appended as they come; a resumed run first cuts the file back to the lines its
+ * every epoch, plus `{"type":"eval_ema",...}` with `model_ema`). Lines are appended as they come; a resumed run first cuts the file back to the lines its
  * checkpoint had seen, so the file always describes one consistent run.
  *
  * @module
  */
 
-/** One metrics record. */
-export type MetricsRecord = Record<string, unknown> & { type: "train" | "eval" | "info" };
+/** One metrics record (`eval_ema`: the same evaluation of the weights' EMA, with `model_ema`). */
+export type MetricsRecord = Record<string, unknown> & { type: "train" | "eval" | "eval_ema" | "info" };
 
 /** Appends records to a `metrics.jsonl` file and counts its lines. */
 export class MetricsLog {

@@ -70,6 +70,7 @@ function panel(
 export function curvesSvg(records: readonly MetricsRecord[]): string {
   const train = records.filter((r) => r.type === "train");
   const ev = records.filter((r) => r.type === "eval");
+  const ema = records.filter((r) => r.type === "eval_ema");
   const pts = (rs: MetricsRecord[], key: string, scale = 1) =>
     rs.filter((r) => typeof r[key] === "number").map((r) =>
       [r.epoch as number, (r[key] as number) * scale] as [number, number]
@@ -85,6 +86,7 @@ export function curvesSvg(records: readonly MetricsRecord[]): string {
     panel(W / 2, 0, W / 2, H, "eval accuracy (%)", [
       { name: "top-1", color: "#2ca02c", points: pts(ev, "top1", 100) },
       { name: "top-5", color: "#ff7f0e", points: pts(ev, "top5", 100) },
+      ...(ema.length ? [{ name: "EMA top-1", color: "#9467bd", points: pts(ema, "top1", 100) }] : []),
     ], [0, 100]),
     `</svg>`,
     "",

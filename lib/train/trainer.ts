@@ -2,7 +2,8 @@
  * A training run (`deno task train`): builds (or resumes) the model and optimizer, runs the shared training
  * loop (loop.ts: seeded data order, augmentation, gradient accumulation, clipping, the lr schedule) over
  * the configured epochs, evaluates every epoch, logs `metrics.jsonl` and the curves, checkpoints
- * atomically, and writes the final model. Everything random is a function of the seed and the
+ * atomically, and writes the final model (with `model_ema`, the EMA of the weights, evaluated every epoch
+ * beside the raw weights, checkpointed, and exported in their place). Everything random is a function of the seed and the
  * position in the run, and checkpoints hold every piece of state, so a run killed at any point and resumed
  * ends with the same weights as an uninterrupted one.
  *
@@ -17,7 +18,8 @@ import type { Preprocessing, SourceInfo } from "../weights/manifest.ts";
 import { resamplePosEmbed } from "../weights/resample.ts";
 import { saveModel } from "../weights/shards.ts";
 import { loadLatestCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
-import { modelConfig, trainAugment, type TrainConfig } from "./config.ts";
+import { modelConfig, trainAugment, type TrainConfig, trainEmaDecay, trainMixup } from "./config.ts";
+import { ModelEma } from "./ema.ts";
 import { type EvalResult, evaluate } from "./evaluate.ts";
 import { applyFreeze } from "./freeze.ts";
 import { balancedSubset, evalIndices, type ImageSet } from "./image_set.ts";
@@ -47,9 +49,9 @@ export interface TrainResult {
   /** True when the run reached its last epoch (false when stopped by `max_updates`). */
   finished: boolean;
   state: TrainerState;
-  /** The last evaluation, when there was one. */
+  /** The last evaluation, when there was one (of the EMA weights with `model_ema`, which are exported). */
   lastEval?: EvalResult;
-  /** The final model folder (float32 weights), when finished. */
+  /** The final model folder (float32 weights; the EMA's with `model_ema`), when finished. */
   finalDir?: string;
 }
 
@@ -179,6 +181,11 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
     weightDecay: config.weight_decay,
   });
   if (ck) opt.load(ck.optimizer.step, ck.optimizer.slots);
+  const emaDecay = trainEmaDecay(config);
+  if (ck && emaDecay !== undefined && !ck.ema) {
+    throw new Error(`resume: ${ck.dir} has no ema.safetensors, but model_ema is on`);
+  }
+  const ema = emaDecay === undefined ? undefined : await ModelEma.create(model, emaDecay, ck?.ema);
   if (!ck) {
     await metrics.append({
       type: "info",
@@ -220,6 +227,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
       preprocessing,
       labels,
       source,
+      ...(ema ? { ema: await ema.stateDict() } : {}),
     }, config.checkpoint_keep);
   };
 
@@ -241,11 +249,14 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
       seed: config.seed,
       augment: trainAugment(config),
       smoothing: config.smoothing,
+      mixup: trainMixup(config),
+      dropPath: config.drop_path,
       clipGrad: config.clip_grad,
       schedule,
       totalUpdates: total,
       position: trainer,
       onStep: async (s) => {
+        ema?.update(model);
         updatesThisProcess++;
         const now = performance.now();
         trainer.elapsed = startElapsed + (now - startedAt) / 1000;
@@ -287,28 +298,32 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
       // The position already points at the next epoch, so the checkpoint resumes there.
       onEpochEnd: async (epoch) => {
         if (inputs.val && valIdx) {
-          lastEval = await evaluate(model, inputs.val, {
-            indices: valIdx,
-            batchSize: Math.max(config.batch_size, 100),
-          });
-          await metrics.append({
-            type: "eval",
-            epoch: epoch + 1,
-            update: trainer.update,
-            top1: lastEval.top1,
-            top5: lastEval.top5,
-            loss: lastEval.loss,
-            n: lastEval.n,
-            elapsed: trainer.elapsed,
-          });
-          bar.log(
-            `epoch ${epoch + 1}: val top-1 ${(100 * lastEval.top1).toFixed(2)}% top-5 ${
-              (100 * lastEval.top5).toFixed(2)
-            }% ` +
-              `loss ${lastEval.loss.toFixed(4)} on ${lastEval.n} images (${
-                formatDuration(trainer.elapsed)
-              } so far)`,
-          );
+          const opts = { indices: valIdx, batchSize: Math.max(config.batch_size, 100) };
+          const raw = await evaluate(model, inputs.val, opts);
+          const averaged = ema ? await evaluate(ema.model, inputs.val, opts) : undefined;
+          // With model_ema the EMA is what gets exported, so it is the run's reported figure (as timm's).
+          lastEval = averaged ?? raw;
+          for (const [type, r] of [["eval", raw], ["eval_ema", averaged]] as const) {
+            if (!r) continue;
+            await metrics.append({
+              type,
+              epoch: epoch + 1,
+              update: trainer.update,
+              top1: r.top1,
+              top5: r.top5,
+              loss: r.loss,
+              n: r.n,
+              elapsed: trainer.elapsed,
+            });
+            bar.log(
+              `epoch ${epoch + 1}: ${type === "eval" ? "val" : "EMA val"} top-1 ${
+                (100 * r.top1).toFixed(2)
+              }% ` +
+                `top-5 ${(100 * r.top5).toFixed(2)}% loss ${r.loss.toFixed(4)} on ${r.n} images (${
+                  formatDuration(trainer.elapsed)
+                } so far)`,
+            );
+          }
         }
         await checkpoint();
         await writeFileAtomic(`${run}/curves.svg`, curvesSvg(await readMetrics(metrics.path)));
@@ -324,7 +339,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
     const finalDir = `${run}/final`;
     await saveModel(finalDir, {
       config: vit,
-      state: await model.stateDict(),
+      state: ema ? await ema.stateDict() : await model.stateDict(),
       preprocessing,
       labels,
       source,
@@ -336,6 +351,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
           updates: trainer.update,
           seconds: trainer.elapsed,
           eval: lastEval ? { top1: lastEval.top1, top5: lastEval.top5, n: lastEval.n } : undefined,
+          ...(ema ? { weights: `EMA of the weights (decay ${ema.decay})` } : {}),
         },
       },
     });
@@ -346,6 +362,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
     return { finished: true, state: trainer, lastEval, finalDir };
   } finally {
     opt.dispose();
+    ema?.dispose();
     model.dispose();
   }
 }

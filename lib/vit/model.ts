@@ -13,7 +13,8 @@
 import * as tf from "@tensorflow/tfjs";
 import { type BackendInfo, initBackend } from "../backend/backend.ts";
 import { resolveConfig, type ResolvedViTConfig, type ViTConfig } from "./config.ts";
-import { crossEntropy } from "./loss.ts";
+import { dropPathRates, type DropPathScales } from "./block.ts";
+import { crossEntropy, softTargetCrossEntropy } from "./loss.ts";
 import {
   checkStateDict,
   deviceShape,
@@ -30,9 +31,21 @@ import { vitOnnxModel } from "./onnx_graph.ts";
 
 /** Options of {@linkcode ViTModel.lossAndGrads}. */
 export interface LossOptions {
-  /** Label smoothing in [0, 1); 0 by default. */
+  /** Label smoothing in [0, 1); 0 by default. Hard labels only (soft targets carry their own). */
   labelSmoothing?: number;
+  /**
+   * Stochastic depth (timm's `drop_path_rate`): block i's residual branches are dropped per sample with
+   * probability `dropPathRates(depth, rate)[i]`, kept ones scaled by `1/keep_prob`. `uniform` supplies the
+   * draws (in [0, 1)), in the order block, branch (attn, mlp), sample; blocks at rate 0 draw nothing.
+   */
+  dropPath?: { rate: number; uniform: () => number };
 }
+
+/**
+ * Training targets: class indices (`Int32Array`, length n) or soft target distributions (`Float32Array`,
+ * `[n, num_classes]` row-major, each row ≥ 0 summing to 1, as mixup/CutMix make them).
+ */
+export type Targets = Int32Array | Float32Array;
 
 /** Options of {@linkcode createViT}. */
 export interface CreateOptions {
@@ -284,11 +297,30 @@ export class ViTModel {
     return out;
   }
 
-  #checkLabels(labels: Int32Array, n: number): void {
+  #checkLabels(labels: Targets, n: number): void {
+    const k = this.config.num_classes;
+    if (labels instanceof Float32Array) {
+      if (labels.length !== n * k) {
+        throw new Error(`soft targets hold ${labels.length} values, the batch needs ${n} × ${k}`);
+      }
+      for (let i = 0; i < n; i++) {
+        let sum = 0, ok = true;
+        for (let j = 0; j < k; j++) {
+          const t = labels[i * k + j];
+          ok &&= t >= 0;
+          sum += t;
+        }
+        if (!ok || !(Math.abs(sum - 1) < 1e-4)) {
+          throw new Error(
+            `soft target row ${i} is not a distribution (entries ≥ 0 summing to 1; sum ${sum})`,
+          );
+        }
+      }
+      return;
+    }
     if (labels.length !== n) {
       throw new Error(`labels holds ${labels.length} values, the batch has ${n} images`);
     }
-    const k = this.config.num_classes;
     for (let i = 0; i < n; i++) {
       if (!Number.isInteger(labels[i]) || labels[i] < 0 || labels[i] >= k) {
         throw new Error(`label ${i} is ${labels[i]}, expected an integer in [0, ${k})`);
@@ -296,23 +328,40 @@ export class ViTModel {
     }
   }
 
+  /** Every block's drop-path scales for `n` samples (host side: 0 or 1/keep per sample), or undefined. */
+  #dropPathDraws(
+    n: number,
+    o: LossOptions["dropPath"],
+  ): Array<{ attn?: Float32Array; mlp?: Float32Array }> | undefined {
+    if (!o || o.rate === 0) return undefined;
+    return dropPathRates(this.config.depth, o.rate).map((rate) => {
+      if (rate === 0) return {};
+      const keep = 1 - rate, scale = Math.fround(1 / keep);
+      const draw = () => Float32Array.from({ length: n }, () => (o.uniform() < keep ? scale : 0));
+      const attn = draw();
+      return { attn, mlp: draw() };
+    });
+  }
+
   /**
    * Mean loss and its gradients as device tensors in device layouts, keyed by timm name. Batches larger than
    * {@linkcode maxChunk} are split and their gradients summed with weights `chunk / n`, which gives exactly
-   * the gradient of the mean over the whole batch. The caller disposes the returned tensors.
+   * the gradient of the mean over the whole batch. The caller disposes the returned tensors. `labels` may be
+   * soft targets ({@linkcode Targets}); `options.dropPath` makes it a stochastic-depth training step.
    */
   async lossAndDeviceGrads(
     input: Float32Array,
     shape: readonly number[],
-    labels: Int32Array,
+    labels: Targets,
     options: LossOptions = {},
   ): Promise<DeviceGrads> {
     this.#tfjsOnly("lossAndGrads");
     this.#checkInput(input, shape);
-    const n = shape[0];
+    const n = shape[0], k = this.config.num_classes;
     this.#checkLabels(labels, n);
     // Gradients are taken to change the weights: logits on onnx must then see the new ones.
     this.#stale();
+    const drops = this.#dropPathDraws(n, options.dropPath);
     const varList = [...this.#vars.values()].filter((v) => v.trainable);
     let grads: Map<string, tf.Tensor> | undefined;
     let loss = 0;
@@ -321,12 +370,22 @@ export class ViTModel {
         const weight = (end - start) / n;
         const step = tf.tidy(() => {
           const x = this.#imageTensor(input, shape, start, end);
-          const y = tf.tensor1d(labels.subarray(start, end), "int32");
-          return tf.variableGrads(
-            () =>
-              tf.mul(crossEntropy(this.net.apply(x), y, options.labelSmoothing ?? 0), weight) as tf.Scalar,
-            varList,
-          );
+          const m = end - start;
+          const scale = (v?: Float32Array) => v ? tf.tensor3d(v.subarray(start, end), [m, 1, 1]) : undefined;
+          const dp: DropPathScales[] | undefined = drops?.map((d) => ({
+            attn: scale(d.attn),
+            mlp: scale(d.mlp),
+          }));
+          const loss = labels instanceof Float32Array
+            ? (logits: tf.Tensor2D) =>
+              softTargetCrossEntropy(logits, tf.tensor2d(labels.subarray(start * k, end * k), [m, k]))
+            : (logits: tf.Tensor2D) =>
+              crossEntropy(
+                logits,
+                tf.tensor1d(labels.subarray(start, end), "int32"),
+                options.labelSmoothing ?? 0,
+              );
+          return tf.variableGrads(() => tf.mul(loss(this.net.apply(x, dp)), weight) as tf.Scalar, varList);
         });
         loss += (await step.value.data())[0];
         step.value.dispose();
@@ -356,7 +415,7 @@ export class ViTModel {
   async lossAndGrads(
     input: Float32Array,
     shape: readonly [number, number, number, number] | number[],
-    labels: Int32Array,
+    labels: Targets,
     options: LossOptions = {},
   ): Promise<{ loss: number; grads: Map<string, Float32Array> }> {
     const { loss, grads } = await this.lossAndDeviceGrads(input, shape, labels, options);

@@ -1,6 +1,6 @@
 import * as tf from "@tensorflow/tfjs";
 import { Attention } from "./attention.ts";
-import { Block } from "./block.ts";
+import { Block, type DropPathScales } from "./block.ts";
 import type { ResolvedViTConfig } from "./config.ts";
 import { LayerNorm } from "./layer_norm.ts";
 import { Linear } from "./linear.ts";
@@ -51,15 +51,18 @@ export class VisionTransformer {
     this.head = linear("head");
   }
 
-  /** Final-norm class-token features `[b, D]` for NCHW images `[b, C, H, W]` (timm's `forward_features` + pool). */
-  features(x: tf.Tensor4D): tf.Tensor2D {
+  /**
+   * Final-norm class-token features `[b, D]` for NCHW images `[b, C, H, W]` (timm's `forward_features` +
+   * pool). `dropPath` (one entry per block) applies training-time stochastic depth.
+   */
+  features(x: tf.Tensor4D, dropPath?: readonly DropPathScales[]): tf.Tensor2D {
     return tf.tidy(() => {
       const b = x.shape[0], D = this.config.embed_dim, T = this.config.tokens;
       const patches = this.patchEmbed.apply(x);
       const cls = tf.broadcastTo(this.clsToken, [b, 1, D]);
       const tokens = tf.add(tf.concat([cls, patches], 1), this.posEmbed);
       let h = tf.reshape(tokens, [b * T, D]) as tf.Tensor2D;
-      for (const block of this.blocks) h = block.apply(h, b, T);
+      this.blocks.forEach((block, i) => h = block.apply(h, b, T, dropPath?.[i]));
       // Only the class token feeds the head, and LayerNorm is per token: normalising just that row is exact.
       const clsRows = tf.reshape(tf.slice(tf.reshape(h, [b, T, D]), [0, 0, 0], [b, 1, D]), [
         b,
@@ -69,8 +72,8 @@ export class VisionTransformer {
     });
   }
 
-  /** Logits `[b, num_classes]` for NCHW images `[b, C, H, W]`. */
-  apply(x: tf.Tensor4D): tf.Tensor2D {
-    return tf.tidy(() => this.head.apply(this.features(x)));
+  /** Logits `[b, num_classes]` for NCHW images `[b, C, H, W]` (with `dropPath`, a training forward). */
+  apply(x: tf.Tensor4D, dropPath?: readonly DropPathScales[]): tf.Tensor2D {
+    return tf.tidy(() => this.head.apply(this.features(x, dropPath)));
   }
 }
