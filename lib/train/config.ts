@@ -11,10 +11,18 @@
  * `train_crop_mode: none` turns it off again. RRC and `crop_pad` are alternatives, as in timm (which has
  * no padded crop): asking for both is an error.
  *
+ * timm's regularisation keys (`mixup`, `cutmix`, `mixup_prob`, `mixup_switch_prob`, `mixup_mode`, `aa`,
+ * `reprob`, `remode`, `recount`, `drop_path`, `model_ema`, `model_ema_decay`) are off by default and are
+ * recorded only when they differ from timm's defaults ({@linkcode REGULARIZATION_DEFAULTS}), so configs
+ * written before they existed train, record and resume exactly as before.
+ *
  * @module
  */
 import { parse as parseYaml } from "yaml";
 import { RRC_DEFAULTS, type TrainAugment } from "../data/augment.ts";
+import { MIXUP_MODES, type MixupMode, type MixupOptions } from "../data/mixup.ts";
+import { parseRandAugment } from "../data/rand_augment.ts";
+import { ERASE_MODES, type EraseMode } from "../data/random_erasing.ts";
 import { archConfig } from "../vit/archs.ts";
 import type { ViTConfig } from "../vit/config.ts";
 import type { OptimizerName } from "./optimizer.ts";
@@ -107,6 +115,30 @@ export interface TrainConfig {
   resume: boolean;
   /** Stop after this many optimizer updates in this process (for tests and time-boxed runs); 0 = no limit. */
   max_updates: number;
+  /** Mixup's Beta α (timm's `--mixup`); absent = off. */
+  mixup?: number;
+  /** CutMix's Beta α (timm's `--cutmix`); absent = off. */
+  cutmix?: number;
+  /** Probability of mixing a batch / pair / element (timm's `--mixup-prob`, default 1). */
+  mixup_prob?: number;
+  /** Probability of CutMix instead of mixup when both are on (timm's `--mixup-switch-prob`, default 0.5). */
+  mixup_switch_prob?: number;
+  /** Mixing parameters per `batch` (default), `pair` or `elem` (timm's `--mixup-mode`). */
+  mixup_mode?: MixupMode;
+  /** RandAugment string (timm's `--aa`, e.g. `rand-m9-mstd0.5-inc1`); absent = off. */
+  aa?: string;
+  /** Random-erasing probability (timm's `--reprob`); absent = off. */
+  reprob?: number;
+  /** Random-erasing fill: const, rand or pixel (timm's `--remode`, default pixel). */
+  remode?: EraseMode;
+  /** Random-erasing rectangles per image (timm's `--recount`, default 1). */
+  recount?: number;
+  /** Stochastic depth rate of the last block, linear from 0 at the first (timm's `--drop-path`). */
+  drop_path?: number;
+  /** Keep an EMA of the weights, evaluate it each epoch and export it (timm's `--model-ema`). */
+  model_ema?: boolean;
+  /** The EMA's decay per update (timm's `--model-ema-decay`, default 0.9998). */
+  model_ema_decay?: number;
 }
 
 const positiveInt = [1, Infinity] as const, nonNegative = [0, Infinity] as const;
@@ -282,7 +314,83 @@ export const TRAIN_OPTIONS = {
     help: "RandomResizedCrop aspect-ratio range, fractions allowed [3/4 4/3]",
     parse: (v: unknown) => parseRange("ratio", v),
   },
+  mixup: { type: "number", range: nonNegative, metavar: "alpha", help: "mixup Beta alpha; 0 = off [0]" },
+  cutmix: { type: "number", range: nonNegative, metavar: "alpha", help: "CutMix Beta alpha; 0 = off [0]" },
+  mixup_prob: {
+    type: "number",
+    range: [0, 1],
+    help: "probability of mixing a batch / pair / element with mixup or CutMix [1]",
+  },
+  mixup_switch_prob: {
+    type: "number",
+    range: [0, 1],
+    help: "probability of CutMix rather than mixup when both are on [0.5]",
+  },
+  mixup_mode: {
+    type: "string",
+    range: MIXUP_MODES,
+    help: "draw mixup/CutMix parameters per batch, pair or elem(ent) [batch]",
+  },
+  aa: {
+    type: "string",
+    metavar: "rand-m9-mstd0.5-inc1",
+    help: "RandAugment (timm's rand-m<M>[-n<N>][-mstd<S>][-mmax<X>][-inc<0|1>]); none = off",
+    parse: parseAa,
+  },
+  reprob: { type: "number", range: [0, 1], help: "random-erasing probability, after normalisation [0]" },
+  remode: { type: "string", range: ERASE_MODES, help: "random-erasing fill: const, rand or pixel [pixel]" },
+  recount: { type: "integer", range: positiveInt, help: "random-erasing rectangles per image [1]" },
+  drop_path: {
+    type: "number",
+    range: [0, 1],
+    parse: belowOne,
+    metavar: "rate",
+    help: "stochastic depth rate of the last block, linear from 0 over the blocks (timm's dpr) [0]",
+  },
+  model_ema: {
+    type: "boolean",
+    help: "keep an EMA of the weights; evaluated every epoch and exported instead of the raw weights",
+  },
+  model_ema_decay: {
+    type: "number",
+    range: [0, 1],
+    parse: belowOne,
+    help: "EMA decay per update [0.9998]",
+  },
 } satisfies Schema;
+
+/** timm's defaults of the regularisation keys; a key at its default is not recorded (see the module doc). */
+export const REGULARIZATION_DEFAULTS = {
+  mixup: 0,
+  cutmix: 0,
+  mixup_prob: 1,
+  mixup_switch_prob: 0.5,
+  mixup_mode: "batch" as MixupMode,
+  aa: "",
+  reprob: 0,
+  remode: "pixel" as EraseMode,
+  recount: 1,
+  drop_path: 0,
+  model_ema: false,
+  model_ema_decay: 0.9998,
+};
+
+function belowOne(value: unknown): number {
+  if (!((value as number) < 1)) throw new Error("a number in [0, 1)");
+  return value as number;
+}
+
+function parseAa(value: unknown): string {
+  if (value === null || value === false || value === "" || value === "none") return "";
+  if (typeof value !== "string") throw new Error("a RandAugment string such as rand-m9-mstd0.5-inc1");
+  try {
+    parseRandAugment(value);
+  } catch (e) {
+    // parseRandAugment names the key and the value; optionValue adds both again.
+    throw new Error((e as Error).message.replace(/^aa: "[^"]*" /, "a RandAugment string that ").trim());
+  }
+  return value;
+}
 
 /** `deno task train`'s command line: the config keys, plus the file and the export folder. */
 export const TRAIN_CLI: Schema = {
@@ -408,6 +516,7 @@ export function mergeConfig(
   delete out.scale;
   delete out.ratio;
   if (rrc) Object.assign(out, { train_crop_mode: "rrc", scale, ratio });
+  for (const [k, d] of Object.entries(REGULARIZATION_DEFAULTS)) if (out[k] === d) delete out[k];
   return validate(out as unknown as TrainConfig, source);
 }
 
@@ -418,6 +527,12 @@ function validate(c: TrainConfig, source: string): TrainConfig {
     throw new Error(
       `${source}: "crop_pad" (${c.crop_pad}) and RandomResizedCrop (train_crop_mode rrc, scale, ratio) ` +
         `are alternative training crops (timm has only RRC); set crop_pad to 0 or train_crop_mode to none`,
+    );
+  }
+  if (trainMixup(c) && c.batch_size % 2 !== 0) {
+    throw new Error(
+      `${source}: mixup/cutmix pair sample i with sample n−1−i of each batch, so "batch_size" must be even ` +
+        `(got ${c.batch_size})`,
     );
   }
   return c;
@@ -494,6 +609,11 @@ export function parseArgs(
  */
 export function trainAugment(c: TrainConfig): TrainAugment {
   const aug: TrainAugment = { crop_padding: c.crop_pad, hflip: c.hflip };
+  if (c.aa) aug.rand_augment = parseRandAugment(c.aa);
+  if (c.reprob) {
+    const d = REGULARIZATION_DEFAULTS;
+    aug.random_erasing = { prob: c.reprob, mode: c.remode ?? d.remode, count: c.recount ?? d.recount };
+  }
   if (c.train_crop_mode === "rrc" || c.scale || c.ratio) {
     aug.random_resized_crop = {
       scale: c.scale ?? [...RRC_DEFAULTS.scale],
@@ -501,6 +621,26 @@ export function trainAugment(c: TrainConfig): TrainAugment {
     };
   }
   return aug;
+}
+
+/** The mixup/CutMix lib/data applies to every batch for `c` (timm's Mixup arguments), or undefined when off. */
+export function trainMixup(c: TrainConfig): MixupOptions | undefined {
+  if (!c.mixup && !c.cutmix) return undefined;
+  const d = REGULARIZATION_DEFAULTS;
+  return {
+    mixupAlpha: c.mixup ?? 0,
+    cutmixAlpha: c.cutmix ?? 0,
+    prob: c.mixup_prob ?? d.mixup_prob,
+    switchProb: c.mixup_switch_prob ?? d.mixup_switch_prob,
+    mode: c.mixup_mode ?? d.mixup_mode,
+    labelSmoothing: c.smoothing,
+    numClasses: c.num_classes,
+  };
+}
+
+/** The model EMA's decay for `c`, or undefined when `model_ema` is off. */
+export function trainEmaDecay(c: TrainConfig): number | undefined {
+  return c.model_ema ? c.model_ema_decay ?? REGULARIZATION_DEFAULTS.model_ema_decay : undefined;
 }
 
 /** Resolves `model` to a full ViT config with this run's `num_classes` and `img_size`. */

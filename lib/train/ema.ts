@@ -1,7 +1,7 @@
 /**
- * An exponential moving average of a model's weights, as timm's `ModelEmaV2` (train.py `--model-ema`,
- * `--model-ema-decay`): after every optimizer update `ema ← decay·ema + (1 − decay)·weights`, for every
- * parameter (frozen ones stay equal to the model's). The average is itself a `ViTModel` (not trainable), so
+ * An exponential moving average of a model's weights, as timm's `ModelEmaV3` (train.py `--model-ema`,
+ * `--model-ema-decay`, no warm-up): after every optimizer update `ema ← lerp(ema, weights, 1 − decay)`,
+ * i.e. `ema + (1 − decay)·(weights − ema)`, for every parameter (frozen ones stay exactly the model's). The average is itself a `ViTModel` (not trainable), so
  * it is evaluated and exported like any model; its weights go into checkpoints so a resumed run continues
  * the same average.
  *
@@ -44,7 +44,7 @@ export class ModelEma {
     for (const [name, ema] of this.model.variables) {
       const w = source.variables.get(name);
       if (!w) throw new Error(`internal: the EMA has "${name}", the model does not`);
-      const next = tf.tidy(() => tf.add(tf.mul(ema, d), tf.mul(w, 1 - d)));
+      const next = tf.tidy(() => tf.add(ema, tf.mul(tf.sub(w, ema), 1 - d)));
       ema.assign(next);
       next.dispose();
     }
