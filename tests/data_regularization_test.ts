@@ -229,7 +229,7 @@ Deno.test("random erasing: timm's box sizes and fills, off at prob 0, errors nam
   assert.throws(() => checkRandomErasing({ prob: 0.5, mode: "pixel", count: 0 }), /recount/);
 });
 
-Deno.test("training preprocessing applies aa and reprob per (seed, epoch, id); off leaves images as before", () => {
+Deno.test("training preprocessing applies aa and reprob per (seed, epoch, id)", () => {
   const img = image(12, 12, (x, y, c) => (x * 20 + y * 7 + c * 40) % 256);
   const p: Preprocessing = {
     img_size: 12,

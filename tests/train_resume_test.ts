@@ -53,11 +53,12 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-Deno.test("training killed with SIGKILL mid-epoch resumes to the same weights as an uninterrupted run", async () => {
+/** Trains `config` straight and killed-then-resumed; both must end with the same weights and curves. */
+async function killAndResume(config: string): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "vit-resume-" });
   try {
     const configPath = `${dir}/micro.yml`;
-    await Deno.writeTextFile(configPath, CONFIG);
+    await Deno.writeTextFile(configPath, config);
 
     const straight = await trainCmd(configPath, `${dir}/a`).output();
     assert.equal(straight.code, 0, new TextDecoder().decode(straight.stderr));
@@ -85,12 +86,30 @@ Deno.test("training killed with SIGKILL mid-epoch resumes to the same weights as
     assert.deepEqual(await finalShards(`${dir}/b`), await finalShards(`${dir}/a`));
     // The metrics of the resumed run describe one run: same number of eval lines as the straight one.
     const evals = async (o: string) =>
-      (await Deno.readTextFile(`${o}/metrics.jsonl`)).split("\n").filter((l) => l.includes('"eval"'));
+      (await Deno.readTextFile(`${o}/metrics.jsonl`)).split("\n").filter((l) => l.includes('"eval'));
     assert.deepEqual(
-      (await evals(`${dir}/b`)).map((l) => JSON.parse(l).top1),
-      (await evals(`${dir}/a`)).map((l) => JSON.parse(l).top1),
+      (await evals(`${dir}/b`)).map((l) => [JSON.parse(l).type, JSON.parse(l).top1]),
+      (await evals(`${dir}/a`)).map((l) => [JSON.parse(l).type, JSON.parse(l).top1]),
     );
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
+}
+
+Deno.test("training killed with SIGKILL mid-epoch resumes to the same weights as an uninterrupted run", async () => {
+  await killAndResume(CONFIG);
+});
+
+Deno.test("with timm's mixup, cutmix, aa, reprob, drop_path and model_ema on, a killed run still resumes bit-exactly", async () => {
+  await killAndResume(
+    CONFIG + `mixup: 0.8
+cutmix: 1.0
+mixup_mode: pair
+aa: rand-m9-mstd0.5-inc1
+reprob: 0.25
+drop_path: 0.1
+model_ema: true
+model_ema_decay: 0.99
+`,
+  );
 });

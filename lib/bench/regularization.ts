@@ -1,0 +1,155 @@
+/**
+ * What timm's regularisation keys cost in training throughput: the same training loop (lib/train/loop.ts,
+ * plus the model EMA's update where it is on) run side by side in one process for a baseline recipe and
+ * the recipe with one key on, in interleaved rounds, so the ratios compare like with like on a shared
+ * machine. Used by `scripts/bench_regularization.ts`.
+ *
+ * @module
+ */
+import type { ImageSet } from "../train/image_set.ts";
+import {
+  mergeConfig,
+  modelConfig,
+  trainAugment,
+  type TrainConfig,
+  trainEmaDecay,
+  trainMixup,
+} from "../train/config.ts";
+import { ModelEma } from "../train/ema.ts";
+import { initStateDict } from "../train/init.ts";
+import { type LoopPosition, trainLoop } from "../train/loop.ts";
+import { Optimizer } from "../train/optimizer.ts";
+import { resolveConfig, timmConfig } from "../vit/config.ts";
+import { createViT, type ViTModel } from "../vit/model.ts";
+import { median } from "./stats.ts";
+
+/** The keys measured, each on its own over the baseline, then all together (timm-style values). */
+export const REGULARIZATION_VARIANTS: Record<string, Record<string, unknown>> = {
+  baseline: {},
+  "mixup 0.8 + cutmix 1.0": { mixup: 0.8, cutmix: 1.0 },
+  "aa rand-m9-mstd0.5-inc1": { aa: "rand-m9-mstd0.5-inc1" },
+  "reprob 0.25 (pixel)": { reprob: 0.25 },
+  "drop_path 0.1": { drop_path: 0.1 },
+  "model_ema": { model_ema: true },
+  "all of them": {
+    mixup: 0.8,
+    cutmix: 1.0,
+    aa: "rand-m9-mstd0.5-inc1",
+    reprob: 0.25,
+    drop_path: 0.1,
+    model_ema: true,
+  },
+};
+
+/** One variant's figures. */
+export interface VariantResult {
+  name: string;
+  /** Median training throughput over the rounds. */
+  imgPerSec: number;
+  /** Median over the rounds of (this variant's img/s ÷ the baseline's in the same round). */
+  ratio: number;
+}
+
+interface Runner {
+  name: string;
+  config: TrainConfig;
+  model: ViTModel;
+  opt: Optimizer;
+  ema?: ModelEma;
+  position: LoopPosition;
+  rates: number[];
+  ratios: number[];
+}
+
+/**
+ * Trains `updates` updates per variant per round, for `rounds` rounds (after one untimed warm-up round), on
+ * `pool` of `data`, each variant from the same fresh weights of `base`'s architecture.
+ */
+export async function benchRegularization(
+  base: TrainConfig,
+  data: ImageSet,
+  pool: Int32Array,
+  { updates = 3, rounds = 3, log = (_: string) => {} }: {
+    updates?: number;
+    rounds?: number;
+    log?: (m: string) => void;
+  } = {},
+): Promise<VariantResult[]> {
+  const vit = timmConfig(resolveConfig(modelConfig(base)));
+  const state = initStateDict(vit, base.seed);
+  const runners: Runner[] = [];
+  try {
+    for (const [name, keys] of Object.entries(REGULARIZATION_VARIANTS)) {
+      const config = mergeConfig(base, keys, `variant ${name}`);
+      const model = await createViT(vit, state);
+      const shapes = new Map(model.specs.map((s) => [s.name, s.shape]));
+      const opt = new Optimizer(new Map(model.variables), shapes, {
+        opt: config.opt,
+        momentum: config.momentum,
+        weightDecay: config.weight_decay,
+      });
+      const decay = trainEmaDecay(config);
+      const ema = decay === undefined ? undefined : await ModelEma.create(model, decay);
+      runners.push({
+        name,
+        config,
+        model,
+        opt,
+        ema,
+        position: { epoch: 0, updateInEpoch: 0, update: 0 },
+        rates: [],
+        ratios: [],
+      });
+    }
+    for (let round = 0; round <= rounds; round++) {
+      const rates: number[] = [];
+      for (const r of runners) {
+        const start = performance.now();
+        await trainLoop({
+          model: r.model,
+          optimizer: r.opt,
+          data,
+          pool,
+          batchSize: r.config.batch_size,
+          gradAccumSteps: r.config.grad_accum_steps,
+          seed: r.config.seed,
+          augment: trainAugment(r.config),
+          smoothing: r.config.smoothing,
+          mixup: trainMixup(r.config),
+          dropPath: r.config.drop_path,
+          clipGrad: r.config.clip_grad,
+          schedule: {
+            sched: "constant",
+            lr: r.config.lr,
+            totalUpdates: 1e9,
+            warmupUpdates: 0,
+            warmupLr: 0,
+            minLr: 0,
+            decayUpdates: 1,
+            decayRate: 1,
+          },
+          totalUpdates: r.position.update + updates,
+          position: r.position,
+          onStep: () => r.ema?.update(r.model),
+        });
+        const rate = (updates * r.config.batch_size * r.config.grad_accum_steps) /
+          ((performance.now() - start) / 1000);
+        rates.push(rate);
+        if (round > 0) r.rates.push(rate);
+      }
+      if (round > 0) runners.forEach((r, i) => r.ratios.push(rates[i] / rates[0]));
+      log(
+        `round ${round}${round === 0 ? " (warm-up)" : ""}: ${
+          runners.map((r, i) => `${r.name} ${rates[i].toFixed(1)}`).join(", ")
+        } img/s`,
+      );
+    }
+    return runners.map((r) => ({ name: r.name, imgPerSec: median(r.rates), ratio: median(r.ratios) }));
+  } finally {
+    for (const r of runners) {
+      r.opt.dispose();
+      r.ema?.dispose();
+      r.model.dispose();
+    }
+  }
+}
