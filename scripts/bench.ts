@@ -5,18 +5,25 @@
  * Run `deno task bench --help` for the flags.
  */
 import * as tf from "@tensorflow/tfjs";
-import { type BackendInfo, type BackendName, initBackend } from "../lib/backend/backend.ts";
+import {
+  type BackendInfo,
+  type BackendName,
+  type EngineName,
+  initBackend,
+  parseEngine,
+} from "../lib/backend/backend.ts";
 import { installProjectKernels, uninstallProjectKernels } from "../lib/backend/kernels.ts";
 import { webgpuMatMulInstalled } from "../lib/backend/webgpu_matmul.ts";
 import { denoRunArgs, runTimed } from "../lib/bench/child.ts";
 import type { ColdStartMarks } from "../lib/bench/cold_start.ts";
 import { loadAverage, machineInfo, peakRssBytes, resetPeakRss } from "../lib/bench/machine.ts";
 import { embedWeights, openOrtAnchor } from "../lib/bench/onnx_anchor.ts";
+import { onnxSessionNote, sessionVariants, timeVariant } from "../lib/bench/onnx_engine.ts";
 import { type BenchReport, type Figure, type Metric, writeReport } from "../lib/bench/report.ts";
 import { measure, median, type Timing } from "../lib/bench/stats.ts";
 import { runTorchAnchor, torchAvailable } from "../lib/bench/torch_anchor.ts";
 import { archConfig } from "../lib/vit/archs.ts";
-import type { ViTConfig } from "../lib/vit/config.ts";
+import { resolveConfig, type ViTConfig } from "../lib/vit/config.ts";
 import { createViT, type ViTModel } from "../lib/vit/model.ts";
 import type { StateDict } from "../lib/vit/params.ts";
 import { formulaStateDict } from "../lib/weights/formula.ts";
@@ -43,7 +50,7 @@ export const BENCH_OPTIONS = {
     type: "string",
     default: "webgpu,wasm,cpu",
     metavar: "list",
-    help: "webgpu,wasm,cpu (unavailable ones are noted)",
+    help: "webgpu,onnx,wasm,cpu (unavailable ones are noted)",
   },
   batches: {
     type: "string",
@@ -68,7 +75,7 @@ export const BENCH_OPTIONS = {
   quick: {
     type: "boolean",
     default: false,
-    help: "--runs 3 --batches 1,8 --budget 30, no cold start/conversion/wasm variants",
+    help: "--runs 3 --batches 1,8 --budget 30, no cold start/conversion/wasm variants/onnx option sweep",
   },
   anchor: { type: "boolean", default: true, help: "skip onnxruntime-node" },
   torch: {
@@ -136,7 +143,7 @@ const MODELS: Record<string, ViTConfig> = {
 
 interface Options {
   models: string[];
-  backends: BackendName[];
+  backends: EngineName[];
   batches: number[];
   trainBatch: number;
   runs: number;
@@ -149,6 +156,7 @@ interface Options {
   convert: boolean;
   profile: boolean;
   wasmVariants: boolean;
+  onnxSweep: boolean;
   fastKernels: boolean;
   forceWgsl: boolean;
   ortThreads: number;
@@ -175,9 +183,7 @@ function parseOptions(args: readonly string[]): Options {
   }
   const backends = list(v.backends as string, "backends");
   for (const b of backends) {
-    if (!["webgpu", "wasm", "cpu"].includes(b)) {
-      throw new Error(`--backends: unknown backend "${b}", expected webgpu, wasm, cpu`);
-    }
+    parseEngine(b, "--backends");
   }
   const batches = list((v.batches as string | undefined) ?? (quick ? "1,8" : "1,8,32,64"), "batches").map(
     (b) => {
@@ -188,7 +194,7 @@ function parseOptions(args: readonly string[]): Options {
   );
   return {
     models,
-    backends: backends as BackendName[],
+    backends: backends as EngineName[],
     batches: [...new Set(batches)].sort((a, b) => a - b),
     trainBatch: v["train-batch"] as number,
     runs: (v.runs as number | undefined) ?? (quick ? 3 : 5),
@@ -201,6 +207,7 @@ function parseOptions(args: readonly string[]): Options {
     convert: v.convert as boolean && !quick,
     profile: v.profile as boolean,
     wasmVariants: v["wasm-variants"] as boolean && !quick,
+    onnxSweep: !quick,
     fastKernels: !v["stock-kernels"],
     forceWgsl: v["force-wgsl-matmul"] as boolean,
     ortThreads: v["ort-threads"] as number,
@@ -276,7 +283,7 @@ class Bench {
     return await measure(fn, this.o.warmup, this.o.runs);
   }
 
-  async backendGroup(model: string, backendName: BackendName): Promise<void> {
+  async backendGroup(model: string, backendName: EngineName): Promise<void> {
     let info: BackendInfo;
     try {
       info = await initBackend(backendName);
@@ -304,16 +311,20 @@ class Bench {
     const key = `${model}/${backendName}`;
     // ViT-B/16 on the pure-JS backend: ~20 s per image; estimate before building anything.
     resetPeakRss();
-    const vit = await createViT(config, this.state(model), {});
+    // On onnx the model serves as the server loads it (ONNX Runtime alone); training there is tfjs's, measured
+    // on its own backend.
+    const onnx = backendName === "onnx";
+    const vit = await createViT(config, this.state(model), { trainable: !onnx });
     const tensorsBefore = tf.memory().numTensors;
     try {
       await this.forwardFigures(vit, base, key);
       const overridden = backendName === "wasm" || (backendName === "webgpu" && webgpuMatMulInstalled());
       if (overridden && this.o.fastKernels && this.latency.has(key)) {
-        await this.stockKernelFigure(vit, base, key, backendName);
+        await this.stockKernelFigure(vit, base, key, backendName as BackendName);
       }
-      if (this.o.profile && this.latency.has(key)) await this.profileFigure(vit, base, key);
-      if (this.o.trainBatch > 0 && this.latency.has(key)) await this.trainFigure(vit, base, key);
+      if (onnx) this.notes.push(onnxSessionNote(info));
+      else if (this.o.profile && this.latency.has(key)) await this.profileFigure(vit, base, key);
+      if (!onnx && this.o.trainBatch > 0 && this.latency.has(key)) await this.trainFigure(vit, base, key);
     } finally {
       vit.dispose();
     }
@@ -770,10 +781,9 @@ class Bench {
     for (const d of ["fp32", "bf16", "fp16"]) this.ratioLines(`timm/PyTorch ${d}`, `torch-${d}`);
   }
 
-  /** The shards for cold start: the conversion's output, or written directly when conversion was skipped. */
-  async shardsFolder(converted?: string): Promise<string> {
-    if (converted) return converted;
-    const dir = `${this.o.cache}/vit_base_patch16_224.shards`;
+  /** The fp16 shards cold start loads (as a server would ship them), written once into the cache. */
+  async shardsFolder(): Promise<string> {
+    const dir = `${this.o.cache}/vit_base_patch16_224.f16.shards`;
     try {
       await Deno.stat(`${dir}/model.json`);
       return dir;
@@ -782,6 +792,7 @@ class Bench {
     await saveModel(dir, {
       config,
       state: this.state("base"),
+      dtype: "float16",
       labels: Array.from({ length: 1000 }, (_, i) => `class_${i}`),
       preprocessing: defaultPreprocessing(224),
       source: { file: "formula weights (fixtures README)", sha256: "-", format: "formula" },
@@ -856,7 +867,7 @@ class Bench {
         ? this.tooLong(est, runs)
         : "no ViT-B/16 latency on this backend";
       if (skipped) {
-        this.add({ ...common, metric: "cold_start", batch: 1, unit: "s", skipped });
+        this.add({ ...common, metric: "cold_start", batch: 1, unit: "ms", skipped });
         continue;
       }
       const walls: number[] = [];
@@ -874,12 +885,12 @@ class Bench {
             ...common,
             metric: "cold_start",
             batch: 1,
-            unit: "s",
+            unit: "ms",
             skipped: `probe failed: ${r.stderr.slice(-300)}`,
           });
           return;
         }
-        walls.push(r.wallMs / 1000);
+        walls.push(r.wallMs);
         marks = JSON.parse(r.stdout.trim().split("\n").pop()!);
       }
       const m = marks!;
@@ -888,16 +899,45 @@ class Bench {
         metric: "cold_start",
         batch: 1,
         value: median(walls),
-        unit: "s",
-        runs: walls.map((x) => Math.round(x * 100) / 100),
+        unit: "ms",
+        runs: walls.map(Math.round),
         warmup: 0,
         note:
-          `spawn → exit after top-1; last run in-process: imports ${
+          `spawn → exit after top-1 from fp16 shards; last run in-process: imports ${
             (m.imported / 1000).toFixed(1)
           } s, backend ` +
           `${((m.backendReady - m.imported) / 1000).toFixed(1)} s, load+verify shards ${
             ((m.weightsLoaded - m.backendReady) / 1000).toFixed(1)
           } s, first forward ${((m.firstClassification - m.weightsLoaded) / 1000).toFixed(1)} s`,
+      });
+    }
+  }
+
+  /** ViT-B/16 b1 on onnx under each session-option variant (lib/bench/onnx_engine.ts): how they were chosen. */
+  async onnxSweep(): Promise<void> {
+    const input = benchInput(1, MODELS.base);
+    for (const v of sessionVariants(navigator.hardwareConcurrency || 1)) {
+      const { timing: t, openMs } = await timeVariant(
+        resolveConfig(MODELS.base),
+        this.state("base"),
+        v,
+        input,
+        this.o.warmup,
+        this.o.runs,
+      );
+      this.add({
+        model: "base",
+        engine: `vit-deno onnx: ${v.label}`,
+        backend: "onnx-opt",
+        adapter: "-",
+        metric: "latency",
+        batch: 1,
+        value: t.medianMs,
+        unit: "ms",
+        runs: t.runs,
+        cpuMs: t.cpuMs,
+        warmup: t.warmup,
+        note: `${v.label}; session opened in ${openMs.toFixed(0)} ms`,
       });
     }
   }
@@ -970,11 +1010,11 @@ async function main(): Promise<number> {
     for (const backend of o.backends) await bench.backendGroup(model, backend);
   }
   if (o.models.includes("base")) {
+    if (o.onnxSweep && o.backends.includes("onnx")) await bench.onnxSweep();
     if (o.anchor) await bench.onnxAnchor();
     if (!o.noTorch) await bench.torchAnchor();
-    let converted: string | undefined;
-    if (o.convert) converted = await bench.convertFigure();
-    if (o.coldStart) await bench.coldStartFigures(await bench.shardsFolder(converted));
+    if (o.convert) await bench.convertFigure();
+    if (o.coldStart) await bench.coldStartFigures(await bench.shardsFolder());
   } else {
     bench.notes.push("anchors, conversion and cold start are ViT-B/16 figures: add base to --models");
   }

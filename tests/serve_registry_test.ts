@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
+import { initBackend } from "../lib/backend/backend.ts";
 import type { FineTuner } from "../lib/serve/finetune.ts";
 import { SessionLeases } from "../lib/serve/session_leases.ts";
 import {
@@ -214,7 +215,10 @@ Deno.test(
         assert.equal((await classify(s!, "remote", png)).status, 404);
         assert.equal((await del(s!, "/v1/models/remote")).status, 404);
         assert.ok(!listDir(registered).includes("remote.json"));
-        assert.ok(tf.memory().numTensors < tensors, "the removed model's weights are freed");
+        // On onnx a served model holds no tensors: its weights live in its ONNX Runtime session.
+        if ((await initBackend()).engine !== "onnx") {
+          assert.ok(tf.memory().numTensors < tensors, "the removed model's weights are freed");
+        }
         // An unavailable registration can be removed too.
         await Deno.remove(`${root}/flaky`, { recursive: true });
         await s!.close();

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type BackendName, initBackend } from "../backend/backend.ts";
+import { type EngineName, initBackend } from "../backend/backend.ts";
 import { loadModel } from "../weights/load.ts";
 
 /** Milestones of one cold start, in ms since the process started. */
@@ -21,12 +21,12 @@ export interface ColdStartMarks {
 async function main(): Promise<void> {
   const imported = performance.now();
   const [dir, backend, kernels] = Deno.args;
-  if (!dir || !backend) throw new Error("usage: cold_start.ts <model-folder> <webgpu|wasm|cpu> [fast]");
+  if (!dir || !backend) throw new Error("usage: cold_start.ts <model-folder> <webgpu|onnx|wasm|cpu> [fast]");
   // initBackend registers the project's kernels; without "fast" the probe measures tfjs's own.
   if (kernels !== "fast") Deno.env.set("VIT_KERNELS", "stock");
-  await initBackend(backend as BackendName);
+  await initBackend(backend as EngineName);
   const backendReady = performance.now();
-  const { model } = await loadModel(dir);
+  const { model } = await loadModel(dir, { trainable: false });
   const weightsLoaded = performance.now();
   const c = model.config;
   // A fixed, already-preprocessed image: what is timed is the engine, not image decoding.

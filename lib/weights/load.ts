@@ -104,11 +104,14 @@ export async function loadWeights(
       return bytes;
     });
     const size = shards.reduce((a, s) => a + s.length, 0);
-    const all = new Uint8Array(size);
-    let at = 0;
-    for (const s of shards) {
-      all.set(s, at);
-      at += s.length;
+    let all = shards[0] ?? new Uint8Array(0);
+    if (shards.length > 1) {
+      all = new Uint8Array(size);
+      let at = 0;
+      for (const s of shards) {
+        all.set(s, at);
+        at += s.length;
+      }
     }
     let offset = 0;
     for (const w of group.weights) {
@@ -120,11 +123,15 @@ export async function loadWeights(
           `${location}: weight "${w.name}" ends at byte ${end}, but the shards hold ${size} bytes`,
         );
       }
-      const raw = all.slice(offset, end).buffer;
-      state.set(w.name, {
-        shape: w.shape,
-        data: w.quantization ? f16ToF32(new Uint16Array(raw)) : new Float32Array(raw),
-      });
+      // fp16 is widened straight from the shard bytes; fp32 gets its own copy (callers may keep one tensor
+      // and drop the rest).
+      const at = all.byteOffset + offset;
+      const data = !w.quantization ? new Float32Array(all.slice(offset, end).buffer) : f16ToF32(
+        at % 2 === 0
+          ? new Uint16Array(all.buffer, at, count)
+          : new Uint16Array(all.slice(offset, end).buffer),
+      );
+      state.set(w.name, { shape: w.shape, data });
       offset = end;
     }
     if (offset !== size) {

@@ -1,0 +1,72 @@
+/**
+ * The bench's onnx-engine pieces: the note naming the session options the figures were taken with, and the
+ * sweep over session options (intra-op threads, graph optimisation level, GELU form) that chose them: each
+ * variant is a fresh session over the graph `lib/vit/onnx_graph.ts` writes for ViT-B/16, timed at batch 1.
+ *
+ * @module
+ */
+import type { BackendInfo } from "../backend/backend.ts";
+import { openSession, type OrtSessionOptions } from "../onnx/ort.ts";
+import type { ResolvedViTConfig } from "../vit/config.ts";
+import { type GeluForm, vitOnnxModel } from "../vit/onnx_graph.ts";
+import type { StateDict } from "../vit/params.ts";
+import { measure, type Timing } from "./stats.ts";
+
+/** One line for the report: what the onnx figures ran with. */
+export function onnxSessionNote(info: BackendInfo): string {
+  return `onnx engine: onnxruntime-node ${info.ort?.version}, CPU execution provider, intraOpNumThreads ` +
+    `${info.ort?.threads}, interOpNumThreads 1, sequential, graphOptimizationLevel all; the ViT graph is ` +
+    `written in memory by lib/vit/onnx_graph.ts (opset 17, weights as initializers), not exported.`;
+}
+
+/** One variant of the sweep. */
+export interface SessionVariant {
+  label: string;
+  session: OrtSessionOptions;
+  gelu: GeluForm;
+}
+
+/** The variants the bench compares: threads 1 vs every core, optimisation levels, GELU form. */
+export function sessionVariants(cores: number): SessionVariant[] {
+  const out: SessionVariant[] = [];
+  for (const threads of [...new Set([1, cores])]) {
+    out.push({
+      label: `${threads} thread(s), all, erf GELU`,
+      session: { threads, optimization: "all" },
+      gelu: "erf",
+    });
+  }
+  for (const optimization of ["basic", "extended"] as const) {
+    out.push({
+      label: `${cores} thread(s), ${optimization}, erf GELU`,
+      session: { threads: cores, optimization },
+      gelu: "erf",
+    });
+  }
+  out.push({
+    label: `${cores} thread(s), all, com.microsoft Gelu`,
+    session: { threads: cores, optimization: "all" },
+    gelu: "contrib",
+  });
+  return out;
+}
+
+/** Times ViT-B/16 batch-1 latency for one variant (session build time included in the result). */
+export async function timeVariant(
+  config: ResolvedViTConfig,
+  state: StateDict,
+  variant: SessionVariant,
+  input: Float32Array,
+  warmup: number,
+  runs: number,
+): Promise<{ timing: Timing; openMs: number }> {
+  const t0 = performance.now();
+  const session = await openSession(vitOnnxModel(config, state, { gelu: variant.gelu }), variant.session);
+  const openMs = performance.now() - t0;
+  try {
+    const shape = [1, config.in_chans, config.img_size, config.img_size];
+    return { timing: await measure(() => session.run(input, shape), warmup, runs), openMs };
+  } finally {
+    await session.release();
+  }
+}
