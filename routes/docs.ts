@@ -26,7 +26,9 @@ export function docsRoutes(_service: Service): Hono {
   app.get("/", async (c) =>
     c.html(await loadPage(), 200, {
       "Content-Security-Policy":
-        "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'",
+        "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; " +
+        "script-src 'self' 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+      "X-Frame-Options": "DENY",
     }));
   return app;
 }

@@ -4,18 +4,28 @@
  *
  * @module
  */
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { streamSSE } from "hono/streaming";
-import { requireToken } from "../lib/serve/auth.ts";
+import { hasToken, requireToken } from "../lib/serve/auth.ts";
 import { readJson, readMultipart } from "../lib/serve/body.ts";
-import { ApiError } from "../lib/serve/errors.ts";
+import { ApiError, redactPaths } from "../lib/serve/errors.ts";
 import { fieldsFromForm, parseFineTuneFields } from "../lib/serve/finetune_request.ts";
 import { prepareSession, UploadFile } from "../lib/serve/session_data.ts";
 import type { Service } from "../lib/serve/service.ts";
-import type { SessionEvent } from "../lib/serve/sessions.ts";
+import type { SessionEvent, SessionRecord } from "../lib/serve/sessions.ts";
 
 function links(id: string) {
   return { self: `/v1/finetune/${id}`, events: `/v1/finetune/${id}/events` };
+}
+
+/**
+ * A session record as a client sees it: without its owner process, and, unless the client holds the token,
+ * without the detail of an error (only its code); messages redacted of server paths.
+ */
+function view(rec: SessionRecord, authorized: boolean): Record<string, unknown> {
+  const { owner: _owner, error, ...rest } = rec;
+  const shown = error ? { error: authorized ? error : { code: error.code } } : {};
+  return redactPaths({ ...rest, ...shown, links: links(rec.id) });
 }
 
 /** The fine-tuning routes. */
@@ -80,34 +90,40 @@ export function finetuneRoutes(service: Service): Hono {
       }
       started = true;
       c.header("Location", `/v1/finetune/${rec.id}`);
-      return c.json({ ...rec, links: links(rec.id) }, 202);
+      return c.json(view(rec, true), 202);
     } finally {
       await upload?.remove();
       if (!started) await slot.release();
     }
   });
 
-  app.get("/v1/finetune", (c) => c.json({ sessions: service.sessions.list() }));
+  const authorized = (c: Context) => hasToken(c.req.header("authorization"), service.options.token);
+
+  app.get("/v1/finetune", (c) => {
+    const ok = authorized(c);
+    return c.json({ sessions: service.sessions.list().map((r) => view(r, ok)) });
+  });
 
   app.get("/v1/finetune/:id", async (c) => {
     const rec = await service.sessions.get(c.req.param("id"));
-    return c.json({ ...rec, links: links(rec.id) });
+    return c.json(view(rec, authorized(c)));
   });
 
   app.delete("/v1/finetune/:id", async (c) => {
     requireToken(c.req.header("authorization"), service.options.token);
     const rec = await service.sessions.cancel(c.req.param("id"));
-    return c.json({ ...rec, links: links(rec.id) }, 202);
+    return c.json(view(rec, true), 202);
   });
 
   app.get("/v1/finetune/:id/events", async (c) => {
     const id = c.req.param("id");
     const first = await service.sessions.get(id);
+    const ok = authorized(c);
     return streamSSE(c, async (stream) => {
       const done = (s: string) => s === "succeeded" || s === "failed" || s === "cancelled";
       let seq = 0;
-      const send = (type: string, data: unknown) =>
-        stream.writeSSE({ event: type, data: JSON.stringify(data), id: String(seq++) });
+      const send = (type: string, data: SessionRecord) =>
+        stream.writeSSE({ event: type, data: JSON.stringify(view(data, ok)), id: String(seq++) });
       await send("state", first);
       if (done(first.state)) return;
       if (!service.sessions.isLocal(id)) {

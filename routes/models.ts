@@ -22,6 +22,19 @@ function notReady(service: Service): void {
 /** The model routes. */
 export function modelRoutes(service: Service): Hono {
   const app = new Hono();
+  // With --auth-classify, reading and classifying need the token as well.
+  if (service.options.authClassify) {
+    app.use("/v1/models", (c, next) => {
+      if (c.req.method === "GET" || c.req.method === "HEAD") {
+        requireToken(c.req.header("authorization"), service.options.token);
+      }
+      return next();
+    });
+    app.use("/v1/models/*", (c, next) => {
+      requireToken(c.req.header("authorization"), service.options.token);
+      return next();
+    });
+  }
   app.get("/v1/models", async (c) => {
     await service.registry.sync();
     return c.json({

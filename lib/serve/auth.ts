@@ -36,3 +36,9 @@ export function requireToken(authorization: string | undefined | null, token: st
     });
   }
 }
+
+/** Whether `authorization` carries the configured token (never throws). */
+export function hasToken(authorization: string | undefined | null, token: string | undefined): boolean {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "");
+  return !!token && !!m && sameSecret(m[1], token);
+}

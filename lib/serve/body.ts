@@ -19,6 +19,20 @@ function tooLarge(limit: number, got: string): ApiError {
 }
 
 /**
+ * 499 `client_closed_request`: the body could not be read to its end (the client closed the connection or
+ * broke the framing). Answered to nobody; logged as a disconnect, not as a server error.
+ */
+function clientDisconnected(cause: unknown): ApiError {
+  const e = new ApiError(
+    499,
+    "client_closed_request",
+    "the client closed the connection before the whole request body was read",
+  );
+  e.cause = cause;
+  return e;
+}
+
+/**
  * The chunks of `req`'s body, at most `limit` bytes in all (413 `payload_too_large` as soon as it passes),
  * the body cancelled when the consumer stops early.
  */
@@ -30,7 +44,13 @@ async function* bodyChunks(req: Request, limit: number): AsyncGenerator<Uint8Arr
   let size = 0, finished = false;
   try {
     for (;;) {
-      const { done, value } = await reader.read();
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (e) {
+        throw clientDisconnected(e);
+      }
+      const { done, value } = chunk;
       if (done) {
         finished = true;
         return;

@@ -31,6 +31,9 @@ export function parseProcessTag(tag: string): { pid: number; start?: number } {
 /** Whether the process named by a tag (see `PROCESS_TAG`) still runs. */
 export function tagAlive(tag: string): boolean {
   const { pid, start } = parseProcessTag(tag);
+  // This process names what it writes with its start time whenever it knows it: a name with this pid and
+  // no start time was left by an earlier process that had the same pid (PID 1 in a container).
+  if (pid === SELF.pid && start === undefined && SELF.start !== undefined) return false;
   return processAlive(pid, start);
 }
 

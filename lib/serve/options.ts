@@ -49,6 +49,10 @@ export interface ServeOptions {
   limits: ServeLimits;
   /** Write one JSON line per request to stdout. */
   accessLog?: boolean;
+  /** Origins allowed to call the API from a browser (CORS); none when empty or unset. */
+  corsOrigins?: string[];
+  /** Require the bearer token on classification and model reads too. */
+  authClassify?: boolean;
 }
 
 /** The defaults. */
@@ -140,6 +144,18 @@ export const SERVE_OPTIONS = {
     help: "fine-tuning sessions queued or running at once",
   },
   "access-log": { type: "boolean", default: false, help: "one JSON line per request on stdout" },
+  "cors-origin": {
+    type: "string",
+    multiple: true,
+    metavar: "origin",
+    env: "VIT_CORS_ORIGINS",
+    help: 'an origin browsers may call the API from (repeatable; "*" for any; default: none)',
+  },
+  "auth-classify": {
+    type: "boolean",
+    default: false,
+    help: "require the bearer token for classification and model listings too",
+  },
 } satisfies Schema;
 
 /** The usage line of `deno task serve --help`. */
@@ -175,5 +191,9 @@ export function parseServeArgs(
       maxSessions: v["max-sessions"] as number,
     },
     ...(v["access-log"] ? { accessLog: true } : {}),
+    ...((v["cors-origin"] as string[] | undefined)?.length
+      ? { corsOrigins: v["cors-origin"] as string[] }
+      : {}),
+    ...(v["auth-classify"] ? { authClassify: true } : {}),
   };
 }

@@ -16,6 +16,7 @@ import type { ModelManifest } from "../weights/manifest.ts";
 import type { Admission } from "./admission.ts";
 import { Batcher, type BatchOptions } from "./batcher.ts";
 import type { DeviceQueue } from "./device_queue.ts";
+import { redactPaths } from "./errors.ts";
 import { ApiError, notFound } from "./errors.ts";
 import { removeOrphans, TEMP_SIBLING } from "./liveness.ts";
 import type { ServeMetrics } from "./metrics.ts";
@@ -81,8 +82,25 @@ const timedFetch: typeof fetch = (input, init) =>
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
-/** Throws 400 unless `id` is a valid model id (letters, digits, `.`, `_`, `-`; at most 64). */
+/**
+ * Ids that routes give a meaning of their own (`/v1/models/default/...` is the default model), so no model
+ * may be called that: a model taking `default` would shadow the real default for classification while
+ * `/v1/models` still reported the old one.
+ */
+export const RESERVED_MODEL_IDS: ReadonlySet<string> = new Set(["default"]);
+
+/**
+ * Throws 400 unless `id` is a valid model id (letters, digits, `.`, `_`, `-`; at most 64) and not reserved
+ * (see `RESERVED_MODEL_IDS`).
+ */
 export function checkModelId(id: string, field = "model id"): string {
+  if (RESERVED_MODEL_IDS.has(id.toLowerCase())) {
+    throw new ApiError(
+      400,
+      "reserved_model_id",
+      `${field} "${id}" is reserved (/v1/models/${id} names the default model); choose another id`,
+    );
+  }
   if (!ID_RE.test(id)) {
     throw new ApiError(
       400,
@@ -97,10 +115,11 @@ export function checkModelId(id: string, field = "model id"): string {
 /** The id a model gets when none is given: `extra.name` of its manifest, else its folder's name. */
 export function defaultModelId(location: string, manifest: ModelManifest): string {
   const name = manifest.extra?.name;
-  if (typeof name === "string" && ID_RE.test(name)) return name;
+  const usable = (id: string) => ID_RE.test(id) && !RESERVED_MODEL_IDS.has(id.toLowerCase());
+  if (typeof name === "string" && usable(name)) return name;
   const base = location.replace(/\/+$/, "").split("/").pop() ?? "model";
   const cleaned = base.replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[^A-Za-z0-9]+/, "").slice(0, 64);
-  return cleaned || "model";
+  return cleaned && usable(cleaned) ? cleaned : cleaned ? `${cleaned.slice(0, 58)}-model` : "model";
 }
 
 function modelExists(id: string): ApiError {
@@ -112,7 +131,7 @@ function modelExists(id: string): ApiError {
   );
 }
 
-/** Served models by id; `default` names the first base model unless a model is called that. */
+/** Served models by id; `default` names the first base model (no model may be called that). */
 export class ModelRegistry {
   readonly #models = new Map<string, ServedModel>();
   readonly #loading = new Map<string, Promise<ServedModel>>();
@@ -175,7 +194,7 @@ export class ModelRegistry {
   }
 
   #resolve(id: string): string {
-    return id === "default" && !this.#models.has("default") && this.#defaultId ? this.#defaultId : id;
+    return id === "default" && this.#defaultId ? this.#defaultId : id;
   }
 
   /**
@@ -377,9 +396,9 @@ export class ModelRegistry {
         409,
         "model_not_removable",
         m?.kind === "base"
-          ? `model "${key}" is served from --model ${m.location}; only models registered with ` +
-            `POST /v1/models can be removed (restart the server without it)`
-          : `model "${key}" was made by a fine-tuning session and is kept in ${this.modelsDir}/${key}/; ` +
+          ? `model "${key}" is served from a --model of the server's command line; only models registered ` +
+            `with POST /v1/models can be removed (restart the server without it)`
+          : `model "${key}" was made by a fine-tuning session and is kept in the state dir (models/${key}/); ` +
             `only models registered with POST /v1/models can be removed (delete that folder and restart ` +
             `the server)`,
       );
@@ -513,7 +532,7 @@ export class ModelRegistry {
       img_size: m.model.config.img_size,
       dtype: m.manifest.dtype,
       backend: describeBackend(m.model.backend),
-      source: m.manifest.source,
+      source: redactPaths(m.manifest.source),
       created: m.manifest.created,
       loaded_at: m.loadedAt,
     };
@@ -522,7 +541,8 @@ export class ModelRegistry {
       out.config = m.manifest.vit;
       out.preprocessing = m.manifest.preprocessing;
       out.labels = m.manifest.labels;
-      out.location = m.location;
+      // A URL is the client's to know; a folder on the server is not.
+      if (/^https?:\/\//i.test(m.location)) out.location = m.location;
       if (m.manifest.extra) out.extra = m.manifest.extra;
     }
     return out;

@@ -14,7 +14,7 @@ import { removeOrphans, UPLOAD_NAME } from "./liveness.ts";
 import { ServeMetrics } from "./metrics.ts";
 import type { ServeOptions } from "./options.ts";
 import { RegistrationStore } from "./registrations.ts";
-import { defaultModelId, ModelRegistry } from "./registry.ts";
+import { checkModelId, defaultModelId, ModelRegistry } from "./registry.ts";
 import { SessionManager } from "./sessions.ts";
 
 /** Where the service stands. */
@@ -126,6 +126,7 @@ export class Service {
         );
       }
       const id = spec.id ?? defaultModelId(spec.location, manifest);
+      if (spec.id !== undefined) checkModelId(spec.id, `--model ${spec.id}=${spec.location}: the id`);
       if (seen.has(id)) {
         throw new Error(`two models would be served as "${id}"; name them with --model id=path`);
       }

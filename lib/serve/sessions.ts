@@ -153,7 +153,7 @@ export class SessionManager {
         rec.finished = new Date().toISOString();
         rec.error = {
           code: "interrupted",
-          message: `the server running this session (pid ${rec.owner?.pid}) stopped at step ` +
+          message: `the server process running this session stopped at step ` +
             `${rec.progress?.step ?? 0} of ${rec.request?.steps}; start a new session to retry`,
         };
         await this.#persist(rec, true);
@@ -345,7 +345,7 @@ export class SessionManager {
       throw new ApiError(
         409,
         "session_orphaned",
-        `the server process running session "${id}" (pid ${rec.owner?.pid}) is gone; the session is ` +
+        `the server process running session "${id}" is gone; the session is ` +
           `reported failed (interrupted) once a server restarts on this state dir`,
       );
     }
