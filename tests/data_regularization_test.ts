@@ -221,6 +221,14 @@ Deno.test("random erasing: timm's box sizes and fills, off at prob 0, errors nam
       assert.deepEqual(again, x);
     }
   }
+  // recount N: timm draws the number of boxes in [1, N], each with 1/k of the area.
+  const counts = new Set<number>();
+  for (let seed = 0; seed < 30; seed++) {
+    counts.add(
+      randomErase(base.slice(), 0, 3, H, W, { prob: 1, mode: "const", count: 3 }, new Rng(seed)).length,
+    );
+  }
+  assert.deepEqual([...counts].sort(), [1, 2, 3]);
   assert.throws(() => checkRandomErasing({ prob: 1.5, mode: "pixel", count: 1 }), /reprob/);
   assert.throws(
     () => checkRandomErasing({ prob: 0.5, mode: "zero" as never, count: 1 }),

@@ -1,7 +1,8 @@
 /**
  * Random erasing as timm's `RandomErasing` (train.py `--reprob`, `--remode`, `--recount`): applied to one
- * normalised CHW image, with probability `prob` it replaces `count` rectangles (each up to 10 tries at an
- * area fraction uniform in [0.02, 1/3] divided by the count and a log-uniform aspect ratio in [0.3, 1/0.3])
+ * normalised CHW image, with probability `prob` it replaces k rectangles, k uniform in [1, `count`] (timm's
+ * `min_count` 1, `max_count` = `recount`), each up to 10 tries at an area fraction uniform in [0.02, 1/3]
+ * divided by k and a log-uniform aspect ratio in [0.3, 1/0.3],
  * by zeros (`const`), one normal value per channel (`rand`) or a normal value per pixel (`pixel`, timm's
  * default). Because the image is already normalised, zero is the dataset mean and the normal values are
  * noise of the dataset's spread, as in timm. Every draw comes from the caller's `Rng`.
@@ -19,7 +20,7 @@ export interface RandomErasing {
   prob: number;
   /** Fill (timm's `remode`, default `pixel`). */
   mode: EraseMode;
-  /** Rectangles per erased image (timm's `recount`, default 1). */
+  /** The most rectangles per erased image (timm's `recount`, default 1); the count is drawn in [1, count]. */
   count: number;
 }
 
@@ -57,9 +58,10 @@ export function randomErase(
   const boxes: Array<{ top: number; left: number; h: number; w: number }> = [];
   if (rng.uniform() > re.prob) return boxes;
   const area = height * width, plane = height * width;
-  for (let n = 0; n < re.count; n++) {
+  const count = re.count === 1 ? 1 : 1 + rng.int(re.count);
+  for (let n = 0; n < count; n++) {
     for (let attempt = 0; attempt < 10; attempt++) {
-      const target = rng.range(MIN_AREA, MAX_AREA) * area / re.count;
+      const target = rng.range(MIN_AREA, MAX_AREA) * area / count;
       const aspect = Math.exp(rng.range(LOG_ASPECT[0], LOG_ASPECT[1]));
       const h = Math.round(Math.sqrt(target * aspect));
       const w = Math.round(Math.sqrt(target / aspect));

@@ -131,7 +131,7 @@ export interface TrainConfig {
   reprob?: number;
   /** Random-erasing fill: const, rand or pixel (timm's `--remode`, default pixel). */
   remode?: EraseMode;
-  /** Random-erasing rectangles per image (timm's `--recount`, default 1). */
+  /** The most random-erasing rectangles per image, the count drawn in [1, recount] (timm's `--recount`, 1). */
   recount?: number;
   /** Stochastic depth rate of the last block, linear from 0 at the first (timm's `--drop-path`). */
   drop_path?: number;
@@ -339,7 +339,11 @@ export const TRAIN_OPTIONS = {
   },
   reprob: { type: "number", range: [0, 1], help: "random-erasing probability, after normalisation [0]" },
   remode: { type: "string", range: ERASE_MODES, help: "random-erasing fill: const, rand or pixel [pixel]" },
-  recount: { type: "integer", range: positiveInt, help: "random-erasing rectangles per image [1]" },
+  recount: {
+    type: "integer",
+    range: positiveInt,
+    help: "the most random-erasing rectangles per image (drawn in 1..N) [1]",
+  },
   drop_path: {
     type: "number",
     range: [0, 1],
