@@ -12,6 +12,7 @@ import { benchRegularization } from "../lib/bench/regularization.ts";
 import { readManifest } from "../lib/weights/load.ts";
 import { DEFAULTS, mergeConfig, readConfigSource } from "../lib/train/config.ts";
 import { datasetImageSet, openEvalData } from "../lib/train/dataset_set.ts";
+import { syntheticPreprocessing } from "../lib/train/synthetic.ts";
 import type { Preprocessing } from "../lib/weights/manifest.ts";
 import { commandLine } from "./_cli.ts";
 
@@ -57,17 +58,11 @@ const raw = await readConfigSource(values.config as string);
 delete raw.initial_checkpoint;
 const config = mergeConfig(DEFAULTS, raw, `config ${values.config}`);
 const backend = await initBackend((config.backend || undefined) as "wasm" | "webgpu" | "cpu" | undefined);
-let pre: Preprocessing = {
-  img_size: config.img_size,
-  mean: [0.5, 0.5, 0.5],
-  std: [0.5, 0.5, 0.5],
-  interpolation: "bicubic",
-  crop_pct: 1,
-};
+let pre: Preprocessing = syntheticPreprocessing(config.img_size);
 try {
   pre = { ...(await readManifest(values.preprocessing as string)).preprocessing, img_size: config.img_size };
 } catch {
-  // no model folder: the defaults above
+  // no model folder: a from-scratch model's preprocessing
 }
 const { dataset } = await openEvalData(config.data_dir, config.train_split);
 const data = datasetImageSet(dataset, pre);
