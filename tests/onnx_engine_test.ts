@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
-import { describeBackend, initBackend, parseEngine } from "../lib/backend/backend.ts";
+import { describeBackend, ensureTrainingBackend, initBackend, parseEngine } from "../lib/backend/backend.ts";
 import { loadOrt } from "../lib/onnx/ort.ts";
 import { decodeMessage, fieldText } from "../lib/onnx/protobuf.ts";
 import { archConfig } from "../lib/vit/archs.ts";
@@ -116,6 +116,8 @@ Deno.test({
   ignore: noOrt,
   async fn() {
     const info = await initBackend("onnx");
+    // tfjs starts on first need on this engine; tf.memory() below must count on the training backend.
+    await ensureTrainingBackend(info);
     const state = initStateDict(resolveConfig(MICRO), 2);
     const before = tf.memory().numTensors;
     const served = await createViT(MICRO, state, { trainable: false });

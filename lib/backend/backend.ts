@@ -192,11 +192,46 @@ async function trainingBackend(hardwareGpu: boolean): Promise<Chosen> {
   return info;
 }
 
+/** Starts the tfjs training backend of an onnx-engine choice, once, when something first needs tfjs. */
+const trainingStarts = new WeakMap<BackendInfo, () => Promise<void>>();
+
 async function onnxEngine(reason: string, hardwareGpu: boolean): Promise<BackendInfo | string> {
   const ort = await loadOrt();
   if ("error" in ort) return ort.error;
-  const training = await trainingBackend(hardwareGpu);
-  return { ...training, engine: "onnx", reason, ort: { version: ort.version, threads: defaultThreads() } };
+  // Inference needs no tfjs at all: the training backend starts on first use (ensureTrainingBackend), so a
+  // server that only classifies never pays for it. Until then `name` is the planned one, and tfjs sits on its
+  // pure-JS backend (instant to start), so that tfjs calls such as tf.memory() work and never wake the
+  // highest-priority backend (WebGPU, on a software adapter) by themselves.
+  await tf.setBackend("cpu");
+  const planned: BackendName = hardwareGpu ? "webgpu" : "wasm";
+  const info: BackendInfo = {
+    name: planned,
+    engine: "onnx",
+    reason,
+    ort: { version: ort.version, threads: defaultThreads() },
+    maxBindingBytes: Infinity,
+    memoryBudgetBytes: planned === "wasm" ? WASM_BUDGET_BYTES : Infinity,
+    kernels: [],
+  };
+  let started: Promise<void> | undefined;
+  trainingStarts.set(info, () => {
+    started ??= trainingBackend(hardwareGpu).then((chosen) => {
+      Object.assign(info, chosen);
+    }).catch((e) => {
+      started = undefined;
+      throw e;
+    });
+    return started;
+  });
+  return info;
+}
+
+/**
+ * Makes sure the tfjs backend that trains (and holds Variables) is running: on the onnx engine it starts on
+ * first use; on the tfjs engines it already is. `info` is updated in place with what started.
+ */
+export async function ensureTrainingBackend(info: BackendInfo): Promise<void> {
+  await trainingStarts.get(info)?.();
 }
 
 async function select(prefer: EngineName | undefined): Promise<BackendInfo> {

@@ -11,7 +11,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import { type BackendInfo, initBackend } from "../backend/backend.ts";
+import { type BackendInfo, ensureTrainingBackend, initBackend } from "../backend/backend.ts";
 import { resolveConfig, type ResolvedViTConfig, type ViTConfig } from "./config.ts";
 import { dropPathRates, type DropPathScales } from "./block.ts";
 import { crossEntropy, softTargetCrossEntropy } from "./loss.ts";
@@ -468,6 +468,7 @@ export async function createViT(
   options?: CreateOptions,
 ): Promise<ViTModel> {
   const backend = await initBackend();
+  if (options?.trainable !== false) await ensureTrainingBackend(backend);
   const model = new ViTModel(resolveConfig(config), stateDict, backend, options);
   await model.ready();
   return model;

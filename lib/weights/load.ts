@@ -57,6 +57,29 @@ async function readBytes(location: string, what: string, fetcher: typeof fetch):
   }
 }
 
+async function fileSize(path: string, what: string): Promise<number> {
+  try {
+    return (await Deno.stat(path)).size;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new Error(`${what}: ${path} does not exist`);
+    throw new Error(`${what}: reading ${path} failed (${(e as Error).message})`);
+  }
+}
+
+/** Reads a file of known size into `target`; a file that changed size meanwhile is an error. */
+async function readInto(path: string, target: Uint8Array, what: string): Promise<void> {
+  using file = await Deno.open(path);
+  let at = 0;
+  while (at < target.length) {
+    const n = await file.read(target.subarray(at));
+    if (n === null) throw new Error(`${what}: ${path} ended at byte ${at}, expected ${target.length}`);
+    at += n;
+  }
+  if ((await file.read(new Uint8Array(1))) !== null) {
+    throw new Error(`${what}: ${path} grew while being read`);
+  }
+}
+
 async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
   let next = 0;
@@ -92,8 +115,7 @@ export async function loadWeights(
   const fetcher = options.fetch ?? fetch;
   const state: StateDict = new Map();
   for (const group of manifest.weightsManifest) {
-    const shards = await mapLimit(group.paths, options.concurrency ?? 8, async (path) => {
-      const bytes = await readBytes(join(location, path), `shard ${path}`, fetcher);
+    const verify = async (path: string, bytes: Uint8Array) => {
       const actual = await sha256Hex(bytes);
       if (actual !== manifest.shards[path]) {
         throw new Error(
@@ -101,18 +123,36 @@ export async function loadWeights(
             `(${bytes.length} bytes; the shard is corrupt or truncated)`,
         );
       }
-      return bytes;
-    });
-    const size = shards.reduce((a, s) => a + s.length, 0);
-    let all = shards[0] ?? new Uint8Array(0);
-    if (shards.length > 1) {
-      all = new Uint8Array(size);
-      let at = 0;
-      for (const s of shards) {
-        all.set(s, at);
-        at += s.length;
+    };
+    let all: Uint8Array;
+    if (!isUrl(location)) {
+      // Local shards are read straight into one buffer: no per-shard copies to concatenate.
+      const sizes = await Promise.all(
+        group.paths.map((path) => fileSize(join(location, path), `shard ${path}`)),
+      );
+      const starts = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
+      all = new Uint8Array(sizes.reduce((a, b) => a + b, 0));
+      await mapLimit(group.paths.map((path, i) => i), options.concurrency ?? 8, async (i) => {
+        const path = group.paths[i], slot = all.subarray(starts[i], starts[i] + sizes[i]);
+        await readInto(join(location, path), slot, `shard ${path}`);
+        await verify(path, slot);
+      });
+    } else {
+      const shards = await mapLimit(group.paths, options.concurrency ?? 8, async (path) => {
+        const bytes = await readBytes(join(location, path), `shard ${path}`, fetcher);
+        await verify(path, bytes);
+        return bytes;
+      });
+      all = shards.length === 1 ? shards[0] : new Uint8Array(shards.reduce((a, x) => a + x.length, 0));
+      if (shards.length > 1) {
+        let at = 0;
+        for (const x of shards) {
+          all.set(x, at);
+          at += x.length;
+        }
       }
     }
+    const size = all.length;
     let offset = 0;
     for (const w of group.weights) {
       const count = w.shape.reduce((a, b) => a * b, 1);
