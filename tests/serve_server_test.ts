@@ -140,10 +140,14 @@ Deno.test("serve: real server on loopback, then killed mid-session and restarted
     server = await spawnServer(args, env);
     await assert.rejects(Deno.stat(`${root}/state/models/half.tmp-999999-0badc0de`));
     await assert.rejects(Deno.stat(`${root}/state/uploads/999999-0badc0de-0000`));
-    const rec = await json(await fetch(`${server.url}/v1/finetune/${killedSession}`));
+    // Without the token a failed session shows only its error code; with it, the detail.
+    const anonymous = await json(await fetch(`${server.url}/v1/finetune/${killedSession}`));
+    assert.deepEqual(anonymous.error, { code: "interrupted" }, JSON.stringify(anonymous));
+    const rec = await json(await fetch(`${server.url}/v1/finetune/${killedSession}`, { headers: auth }));
     assert.equal(rec.state, "failed", JSON.stringify(rec));
     assert.equal(rec.error.code, "interrupted");
     assert.match(rec.error.message, /stopped at step \d+/);
+    assert.ok(!/pid/.test(rec.error.message), rec.error.message);
     assert.ok(rec.finished);
     assert.match(server.log(), /interrupted by a restart/);
     // The registered model is intact and answers exactly as before; nothing half-written was registered.
