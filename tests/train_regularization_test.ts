@@ -214,8 +214,9 @@ Deno.test("a run with every key on: deterministic per seed, EMA evaluated each e
     const records = await readMetrics(`${dir}/a/metrics.jsonl`);
     assert.equal(records.filter((r) => r.type === "eval").length, 2);
     assert.equal(records.filter((r) => r.type === "eval_ema").length, 2);
-    const info = records.find((r) => r.type === "info")!.config as Record<string, unknown>;
-    assert.equal(info.aa, "rand-m9-mstd0.5-inc1");
+    const info = records.find((r) => r.type === "info")!;
+    assert.equal((info.config as Record<string, unknown>).aa, "rand-m9-mstd0.5-inc1");
+    assert.match(String(info.exported_weights), /EMA of the weights \(model_ema, decay 0\.9\)/);
     const manifest = JSON.parse(await Deno.readTextFile(`${dir}/a/final/model.json`));
     assert.match(JSON.stringify(manifest), /EMA of the weights \(decay 0\.9\)/);
     // A resume with a key changed is a different run.

@@ -194,6 +194,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
       trainable: opt.names.length,
       vit,
       config: comparable(config),
+      ...(ema ? { exported_weights: `EMA of the weights (model_ema, decay ${ema.decay})` } : {}),
     });
   }
 
