@@ -58,7 +58,6 @@ export {
   type Sample,
   subsetDataset,
 } from "./lib/data/dataset.ts";
-export { type Batch, Batcher, type BatcherOptions } from "./lib/data/batcher.ts";
 export { CIFAR10_CLASSES, CifarBinaryDataset } from "./lib/data/cifar_binary.ts";
 export { openFlatFolder, openImageFolder } from "./lib/data/image_folder.ts";
 export { openCifar10 } from "./lib/data/cifar10.ts";

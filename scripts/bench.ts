@@ -22,7 +22,7 @@ import { onnxSessionNote, sessionVariants, timeVariant } from "../lib/bench/onnx
 import { type BenchReport, type Figure, type Metric, writeReport } from "../lib/bench/report.ts";
 import { measure, median, type Timing } from "../lib/bench/stats.ts";
 import { runTorchAnchor, torchAvailable } from "../lib/bench/torch_anchor.ts";
-import { archConfig } from "../lib/vit/archs.ts";
+import { archConfig, MICRO_ARCH } from "../lib/vit/archs.ts";
 import { resolveConfig, type ViTConfig } from "../lib/vit/config.ts";
 import { createViT, type ViTModel } from "../lib/vit/model.ts";
 import type { StateDict } from "../lib/vit/params.ts";
@@ -127,16 +127,7 @@ export const BENCH_OPTIONS = {
 const MODEL_LABEL: Record<string, string> = { micro: "micro", tiny: "ViT-Ti/16", base: "ViT-B/16" };
 
 const MODELS: Record<string, ViTConfig> = {
-  // The fixtures' micro config (../shared/fixtures/vit/micro/config.json), inlined so the bench needs no fixtures.
-  micro: {
-    img_size: 32,
-    patch_size: 4,
-    embed_dim: 64,
-    depth: 2,
-    num_heads: 4,
-    num_classes: 10,
-    qkv_bias: true,
-  },
+  micro: archConfig(MICRO_ARCH)!,
   tiny: archConfig("vit_tiny_patch16_224")!,
   base: archConfig("vit_base_patch16_224")!,
 };

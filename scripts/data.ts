@@ -5,7 +5,6 @@
  * `--download` fetches the canonical binary archive instead (MD5-checked) to `data/cifar-10-batches-bin`.
  * Both skip what is already complete. `--bench` then times decoding (and 224 px preprocessing).
  */
-import { Batcher } from "../lib/data/batcher.ts";
 import {
   CIFAR10_BINARY_MD5,
   CIFAR10_BINARY_URL,
@@ -15,6 +14,7 @@ import {
 } from "../lib/data/cifar10.ts";
 import { decodeImage } from "../lib/data/decode.ts";
 import { openImageFolder } from "../lib/data/image_folder.ts";
+import { datasetImageSet } from "../lib/data/image_set.ts";
 import type { Schema } from "../lib/util/options.ts";
 import { commandLine } from "./_cli.ts";
 
@@ -91,20 +91,21 @@ async function bench(out: string, split: "train" | "test"): Promise<void> {
       } images/s (${navigator.hardwareConcurrency} cores)`,
     );
   }
-  const batcher = new Batcher(dataset, {
-    preprocessing: {
-      img_size: 224,
-      crop_pct: 1,
-      interpolation: "bilinear",
-      mean: [0.5, 0.5, 0.5],
-      std: [0.5, 0.5, 0.5],
-    },
-    batchSize: 64,
-    indices: Array.from({ length: Math.min(2048, dataset.length) }, (_, i) => i),
-  });
+  const set = datasetImageSet(dataset, {
+    img_size: 224,
+    crop_pct: 1,
+    interpolation: "bilinear",
+    mean: [0.5, 0.5, 0.5],
+    std: [0.5, 0.5, 0.5],
+  }, 0);
   const t0 = performance.now();
   let n = 0;
-  for await (const b of batcher.epoch(0)) n += b.shape[0];
+  const total = Math.min(2048, dataset.length);
+  for (let at = 0; at < total; at += 64) {
+    const batch = Array.from({ length: Math.min(64, total - at) }, (_, i) => at + i);
+    await set.images(batch);
+    n += batch.length;
+  }
   const s = (performance.now() - t0) / 1000;
   console.log(
     `${source}: read+decode+preprocess to 224 px: ${n} images in ${s.toFixed(2)} s = ${

@@ -11,9 +11,9 @@
 import { describeBackend, initBackend, parseEngine } from "../lib/backend/backend.ts";
 import { writeFileAtomic } from "../lib/util/fs.ts";
 import { loadModel } from "../lib/weights/load.ts";
-import { datasetImageSet, openEvalData } from "../lib/train/dataset_set.ts";
+import { datasetImageSet, openSplit } from "../lib/data/image_set.ts";
+import { classBalancedSubset } from "../lib/data/dataset.ts";
 import { evaluate } from "../lib/train/evaluate.ts";
-import { evalIndices } from "../lib/train/image_set.ts";
 import { confusionSvg } from "../lib/train/plot.ts";
 import { formatDuration } from "../lib/train/progress.ts";
 import { confusionText, evalReport } from "../lib/train/report.ts";
@@ -66,6 +66,11 @@ export const EVAL_OPTIONS = {
   },
 } satisfies Schema;
 
+/** How many images of each class a class-balanced subset of `n` takes: "100", or "2–3" when uneven. */
+function perClassText(n: number, k: number): string {
+  return n % k ? `${Math.floor(n / k)}–${Math.ceil(n / k)}` : String(n / k);
+}
+
 if (import.meta.main) {
   const args = [...Deno.args];
   const { values: o } = commandLine("eval", USAGE, EVAL_OPTIONS, args);
@@ -82,7 +87,7 @@ if (import.meta.main) {
     const reportPath = o.report as string;
     const backend = await initBackend(parseEngine(o.backend as string | undefined, "--backend"));
     const { model, manifest } = await loadModel(modelAt, { trainable: false });
-    const { dataset, name } = await openEvalData(data, split);
+    const { dataset, name } = await openSplit(data, split);
     if (dataset.classes.join() !== manifest.labels.join()) {
       throw new Error(
         `the data's classes (${dataset.classes.join(", ")}) are not the model's labels (${
@@ -91,7 +96,7 @@ if (import.meta.main) {
       );
     }
     const set = datasetImageSet(dataset, manifest.preprocessing);
-    const indices = evalIndices(dataset.labels, subset);
+    const indices = classBalancedSubset(dataset.labels, subset);
     const tty = Deno.stderr.isTerminal();
     const result = await evaluate(model, set, {
       indices,
@@ -131,9 +136,8 @@ if (import.meta.main) {
       const floor = o.floor as number | undefined;
       record = {
         subset: subset
-          ? `${name}, ${split} split, the first ${
-            Math.ceil(subset / manifest.labels.length)
-          } images of each class by file name (${result.n} images)`
+          ? `${name}, ${split} split, the first ${perClassText(subset, manifest.labels.length)} images of ` +
+            `each class by file name (${result.n} images)`
           : `${name}, ${split} split, all ${result.n} images`,
         n: result.n,
         correct,

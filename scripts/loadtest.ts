@@ -11,6 +11,7 @@
  * @module
  */
 import { encodeImage } from "../lib/data/decode.ts";
+import { archConfig, MICRO_ARCH } from "../lib/vit/archs.ts";
 import { formulaStateDict } from "../lib/weights/formula.ts";
 import { defaultPreprocessing } from "../lib/weights/manifest.ts";
 import { saveModel } from "../lib/weights/shards.ts";
@@ -69,7 +70,7 @@ function parse(args: readonly string[]): Options {
   };
 }
 
-const MICRO = { img_size: 32, patch_size: 4, embed_dim: 64, depth: 2, num_heads: 4, num_classes: 10 };
+const MICRO = archConfig(MICRO_ARCH)!;
 
 function pattern(width: number, height: number, seed: number): Uint8Array {
   const data = new Uint8Array(width * height * 3);

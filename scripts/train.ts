@@ -18,13 +18,12 @@ import {
   type TrainConfig,
 } from "../lib/train/config.ts";
 import { helpText, OptionError } from "../lib/util/options.ts";
-import type { ImageSet } from "../lib/train/image_set.ts";
-import { syntheticImageSet } from "../lib/train/synthetic.ts";
+import { syntheticImageSet, syntheticPreprocessing } from "../lib/train/synthetic.ts";
 import { train } from "../lib/train/trainer.ts";
 import { loadWeights, readManifest } from "../lib/weights/load.ts";
 import type { Preprocessing } from "../lib/weights/manifest.ts";
 import { saveModel } from "../lib/weights/shards.ts";
-import { datasetImageSet, openEvalData } from "../lib/train/dataset_set.ts";
+import { datasetImageSet, type ImageSet, openSplit } from "../lib/data/image_set.ts";
 import { HOLDOUT_PATTERN, holdoutSplit } from "../lib/data/dataset.ts";
 
 const USAGE = `Usage: deno task train --config <file.yml> [--<option> <value> ...] [--resume] [--export <dir>]
@@ -35,13 +34,7 @@ the file. Lists in timm's form: --scale 0.08 1, --scale 0.08,1, --ratio 3/4 4/3.
 async function preprocessingOf(c: TrainConfig): Promise<Preprocessing> {
   const base: Preprocessing = c.initial_checkpoint
     ? (await readManifest(c.initial_checkpoint)).preprocessing
-    : {
-      img_size: c.img_size,
-      mean: [0.5, 0.5, 0.5],
-      std: [0.5, 0.5, 0.5],
-      interpolation: "bicubic",
-      crop_pct: 1,
-    };
+    : syntheticPreprocessing(c.img_size);
   return {
     img_size: c.img_size,
     mean: c.mean ?? base.mean,
@@ -71,9 +64,9 @@ async function openData(
       labels: Array.from({ length: c.num_classes }, (_, i) => `class_${i}`),
     };
   }
-  const train = await openEvalData(c.data_dir, c.train_split);
+  const train = await openSplit(c.data_dir, c.train_split);
   const holdout = HOLDOUT_PATTERN.exec(c.val_split);
-  const val = holdout ? { ...train } : await openEvalData(c.data_dir, c.val_split);
+  const val = holdout ? { ...train } : await openSplit(c.data_dir, c.val_split);
   if (holdout) {
     const parts = holdoutSplit(train.dataset, Number(holdout[1]));
     train.dataset = parts.train;

@@ -3,6 +3,7 @@
  * state and data dirs, and small encoded test images.
  */
 import { encodeImage } from "../lib/data/decode.ts";
+import { archConfig, MICRO_ARCH } from "../lib/vit/archs.ts";
 import { DEFAULT_LIMITS, type ServeOptions } from "../lib/serve/options.ts";
 import { Service } from "../lib/serve/service.ts";
 import type { FineTuner } from "../lib/serve/finetune.ts";
@@ -12,8 +13,8 @@ import { saveModel } from "../lib/weights/shards.ts";
 import { createApp } from "../routes/app.ts";
 import { CIFAR10_CLASSES } from "../lib/data/cifar_binary.ts";
 
-/** The micro config of the brief: 32 px, patch 4, dim 64, depth 2, 4 heads, 10 classes. */
-export const MICRO = { img_size: 32, patch_size: 4, embed_dim: 64, depth: 2, num_heads: 4, num_classes: 10 };
+/** The registered micro test config (`vit_micro_patch4_32`): 32 px, patch 4, dim 64, depth 2, 4 heads. */
+export const MICRO = archConfig(MICRO_ARCH)!;
 
 /** The CIFAR-10 class names (the data layer's list). */
 export const CIFAR_LABELS: string[] = [...CIFAR10_CLASSES];

@@ -2,7 +2,8 @@
 import assert from "node:assert/strict";
 import { initBackend } from "../lib/backend/backend.ts";
 import { evaluate } from "../lib/train/evaluate.ts";
-import { evalIndices, type ImageSet } from "../lib/train/image_set.ts";
+import { classBalancedSubset } from "../lib/data/dataset.ts";
+import type { ImageSet } from "../lib/data/image_set.ts";
 import { initStateDict } from "../lib/train/init.ts";
 import { confusionSvg, curvesSvg } from "../lib/train/plot.ts";
 import { confusionText, evalReport } from "../lib/train/report.ts";
@@ -39,7 +40,7 @@ Deno.test("evaluate: metrics agree with each other and with the logits", async (
   );
   assert.ok(r.loss > 0 && Number.isFinite(r.loss));
   // A subset of 20 takes the first 2 of each class.
-  assert.deepEqual(Array.from(evalIndices(set.labels, 20)), Array.from({ length: 20 }, (_, i) => i));
+  assert.deepEqual(Array.from(classBalancedSubset(set.labels, 20)), Array.from({ length: 20 }, (_, i) => i));
 });
 
 Deno.test("report: results beside the paper's 98.13% and the re-run's 96.9%, data and backend named", () => {

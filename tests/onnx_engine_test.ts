@@ -9,7 +9,7 @@ import * as tf from "@tensorflow/tfjs";
 import { describeBackend, ensureTrainingBackend, initBackend, parseEngine } from "../lib/backend/backend.ts";
 import { loadOrt } from "../lib/onnx/ort.ts";
 import { decodeMessage, fieldText } from "../lib/onnx/protobuf.ts";
-import { archConfig } from "../lib/vit/archs.ts";
+import { archConfig, MICRO_ARCH } from "../lib/vit/archs.ts";
 import { resolveConfig } from "../lib/vit/config.ts";
 import { createViT } from "../lib/vit/model.ts";
 import { vitOnnxModel } from "../lib/vit/onnx_graph.ts";
@@ -25,7 +25,7 @@ const ort = await loadOrt();
 const noOrt = "error" in ort;
 if (noOrt) console.warn(`SKIP onnx engine tests: ${ort.error}`);
 
-const MICRO = { img_size: 32, patch_size: 4, embed_dim: 64, depth: 2, num_heads: 4, num_classes: 10 };
+const MICRO = archConfig(MICRO_ARCH)!;
 
 Deno.test({
   name: "[onnx] micro: logits on ONNX Runtime, loss and every gradient on tfjs, all match timm",

@@ -8,7 +8,7 @@ import { initBackend } from "../lib/backend/backend.ts";
 import { DEFAULTS, mergeConfig } from "../lib/train/config.ts";
 import { evaluate } from "../lib/train/evaluate.ts";
 import { openImageFolder } from "../lib/data/image_folder.ts";
-import { datasetImageSet } from "../lib/train/dataset_set.ts";
+import { datasetImageSet } from "../lib/data/image_set.ts";
 import { initStateDict } from "../lib/train/init.ts";
 import { readMetrics } from "../lib/train/metrics.ts";
 import { train } from "../lib/train/trainer.ts";

@@ -16,7 +16,7 @@ import {
   type TrainConfig,
 } from "../lib/train/config.ts";
 import { applyFreeze } from "../lib/train/freeze.ts";
-import { balancedSubset, firstPerClass } from "../lib/train/image_set.ts";
+import { classBalancedSubset } from "../lib/data/dataset.ts";
 import { initStateDict } from "../lib/train/init.ts";
 import { readMetrics } from "../lib/train/metrics.ts";
 import { type StepReport, trainLoop, updatesPerEpoch } from "../lib/train/loop.ts";
@@ -331,10 +331,10 @@ Deno.test("a one-update run with RandomResizedCrop: RRC reaches the images, the 
 
 Deno.test("subsets are class-balanced and deterministic", () => {
   const labels = Int32Array.from({ length: 1000 }, (_, i) => Math.floor(i / 100));
-  const first = firstPerClass(labels, 10);
+  const first = classBalancedSubset(labels, 100);
   assert.equal(first.length, 100);
   assert.deepEqual(Array.from(first.slice(0, 3)), [0, 1, 2]);
-  const a = balancedSubset(labels, 50, 3), b = balancedSubset(labels, 50, 3);
+  const a = classBalancedSubset(labels, 50, { seed: 3 }), b = classBalancedSubset(labels, 50, { seed: 3 });
   assert.deepEqual(a, b);
   const counts = new Map<number, number>();
   for (const i of a) counts.set(labels[i], (counts.get(labels[i]) ?? 0) + 1);

@@ -3,20 +3,12 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend/backend.ts";
 import { bytesPerImage, chunkSize, createViT } from "../lib/vit/model.ts";
-import { archConfig } from "../lib/vit/archs.ts";
+import { archConfig, MICRO_ARCH } from "../lib/vit/archs.ts";
 import { resolveConfig } from "../lib/vit/config.ts";
 import { formulaStateDict } from "../lib/weights/formula.ts";
 import { relError } from "./_fixtures.ts";
 
-const micro = {
-  img_size: 32,
-  patch_size: 4,
-  embed_dim: 64,
-  depth: 2,
-  num_heads: 4,
-  num_classes: 10,
-  qkv_bias: true,
-};
+const micro = archConfig(MICRO_ARCH)!;
 
 function randomInput(n: number, size = 32, seed = 1): Float32Array {
   const out = new Float32Array(n * 3 * size * size);

@@ -8,6 +8,7 @@
  * @module
  */
 import type { RgbImage } from "./image.ts";
+import { permutation } from "./rng.ts";
 
 /** One labelled image. */
 export interface Sample {
@@ -38,33 +39,38 @@ export function checkIndex(i: number, length: number, what: string): void {
 }
 
 /**
- * A fixed class-balanced subset: the first `total / k` samples of each of the `k` classes in sample order
- * (the first `total % k` classes take one more), returned as ascending sample indices. The accuracy check
- * uses `classBalancedSubset(testLabels, 1000)`: the first 100 images of each CIFAR-10 class.
- * Throws when a class has too few samples.
+ * A class-balanced subset of `total` samples, as ascending sample indices: each of the `k` classes gives
+ * `floor(total / k)` samples and the first `total % k` classes one more. Without `seed` a class gives its
+ * first samples in sample order, a fixed subset (the accuracy check's 1,000 CIFAR-10 test images are the
+ * first 100 of each class); with `seed` a seeded random choice (`train_subset`). `total` 0, or at least the
+ * number of samples, is every sample. The classes are `0..numClasses-1`, or the labels present. Throws when
+ * a class has too few samples.
  */
-export function classBalancedSubset(labels: Int32Array, total: number, numClasses?: number): Int32Array {
-  let k = numClasses ?? 0;
-  if (numClasses === undefined) { for (const l of labels) k = Math.max(k, l + 1); }
+export function classBalancedSubset(
+  labels: Int32Array,
+  total: number,
+  { seed, numClasses }: { seed?: number; numClasses?: number } = {},
+): Int32Array {
   if (!Number.isInteger(total) || total < 0) throw new Error(`subset size ${total} must be a count`);
-  if (k === 0) {
-    if (total > 0) throw new Error(`cannot take ${total} samples from an empty dataset`);
-    return new Int32Array(0);
-  }
-  const quota = Array.from({ length: k }, (_, c) => Math.floor(total / k) + (c < total % k ? 1 : 0));
+  if (total === 0 || total >= labels.length) return Int32Array.from(labels.keys());
+  const classes = numClasses !== undefined
+    ? Array.from({ length: numClasses }, (_, c) => c)
+    : [...new Set(labels)].sort((a, b) => a - b);
+  const k = classes.length;
+  const quota = new Map(classes.map((c, i) => [c, Math.floor(total / k) + (i < total % k ? 1 : 0)]));
+  const order = seed === undefined ? labels.keys() : permutation(labels.length, seed);
   const out: number[] = [];
-  for (let i = 0; i < labels.length && out.length < total; i++) {
-    const c = labels[i];
-    if (c < k && quota[c] > 0) {
-      quota[c]--;
+  for (const i of order) {
+    const q = quota.get(labels[i]) ?? 0;
+    if (q > 0) {
       out.push(i);
+      quota.set(labels[i], q - 1);
+      if (out.length === total) break;
     }
   }
-  const short = quota.findIndex((q) => q > 0);
-  if (short >= 0) {
-    throw new Error(`class-balanced subset of ${total}: class ${short} has too few samples`);
-  }
-  return Int32Array.from(out);
+  const short = [...quota].find(([, q]) => q > 0);
+  if (short) throw new Error(`class-balanced subset of ${total}: class ${short[0]} has too few samples`);
+  return Int32Array.from(out.sort((a, b) => a - b));
 }
 
 /** The samples `indices` of `ds`, as a dataset of their own (same classes). */
@@ -96,7 +102,10 @@ export const HOLDOUT_PATTERN = /^holdout:(\d+)$/;
  */
 export function holdoutSplit(ds: Dataset, total: number): { train: Dataset; val: Dataset } {
   const reversed = Int32Array.from(ds.labels).reverse();
-  const tail = classBalancedSubset(reversed, total, ds.classes.length);
+  if (!(total > 0 && total < ds.length)) {
+    throw new Error(`holdout:${total}: expected between 1 and ${ds.length - 1} held-out samples`);
+  }
+  const tail = classBalancedSubset(reversed, total, { numClasses: ds.classes.length });
   const held = new Set(Array.from(tail, (i) => ds.length - 1 - i));
   const val = [...held].sort((a, b) => a - b);
   const train = Array.from(ds.labels.keys()).filter((i) => !held.has(i));

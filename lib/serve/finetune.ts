@@ -10,7 +10,7 @@
  */
 import type { Freeze } from "../train/config.ts";
 import { applyFreeze } from "../train/freeze.ts";
-import type { ImageSet } from "../train/image_set.ts";
+import type { ImageSet } from "../data/image_set.ts";
 import { trainLoop, updatesPerEpoch } from "../train/loop.ts";
 import { Optimizer } from "../train/optimizer.ts";
 import { resolveConfig, timmConfig, type ViTConfig } from "../vit/config.ts";

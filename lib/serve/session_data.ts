@@ -10,7 +10,7 @@
  */
 import { openImageFolder } from "../data/image_folder.ts";
 import { extractTar, fileStream, TarError } from "../data/tar.ts";
-import { datasetImageSet } from "../train/dataset_set.ts";
+import { datasetImageSet, splitFolder } from "../data/image_set.ts";
 import { resolveDataset } from "./datasets.ts";
 import { ApiError } from "./errors.ts";
 import { PROCESS_TAG } from "./liveness.ts";
@@ -18,23 +18,6 @@ import type { FineTuneFields } from "./finetune_request.ts";
 import type { ServedModel } from "./registry.ts";
 import type { Service } from "./service.ts";
 import type { SessionDataset, SessionRequest } from "./sessions.ts";
-import { isDirectory } from "../util/fs.ts";
-
-/** Descends through single wrapper folders (`archive/mydata/<class>/…`) and into a `train/` split. */
-async function datasetRoot(dir: string): Promise<string> {
-  for (let depth = 0; depth < 4; depth++) {
-    if (await isDirectory(`${dir}/train`)) return `${dir}/train`;
-    const entries: Deno.DirEntry[] = [];
-    for await (const e of Deno.readDir(dir)) if (!e.name.startsWith(".")) entries.push(e);
-    if (entries.length !== 1 || !entries[0].isDirectory) return dir;
-    const inner = `${dir}/${entries[0].name}`;
-    let hasSubdir = false;
-    for await (const e of Deno.readDir(inner)) if (e.isDirectory && !e.name.startsWith(".")) hasSubdir = true;
-    if (!hasSubdir) return dir;
-    dir = inner;
-  }
-  return dir;
-}
 
 /**
  * An uploaded archive on its way to disk (`<state-dir>/uploads/<process tag>-<uuid>.upload`), written chunk
@@ -142,7 +125,7 @@ export async function prepareSession(
     datasetName = f.dataset!;
   }
   try {
-    const root = await datasetRoot(dir);
+    const root = await splitFolder(dir, "train");
     let ds;
     try {
       ds = await openImageFolder(root, { maxPixels: limits.maxPixels });

@@ -13,7 +13,7 @@ import { writeFileAtomic } from "../util/fs.ts";
 import { loadWeights } from "../weights/load.ts";
 import { saveModel } from "../weights/shards.ts";
 import type { Freeze } from "../train/config.ts";
-import type { ImageSet } from "../train/image_set.ts";
+import type { ImageSet } from "../data/image_set.ts";
 import type { DeviceQueue } from "./device_queue.ts";
 import { ApiError, notFound } from "./errors.ts";
 import type { FineTuneProgress, FineTuner } from "./finetune.ts";

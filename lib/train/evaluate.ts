@@ -5,7 +5,7 @@
  * @module
  */
 import type { ViTModel } from "../vit/model.ts";
-import type { ImageSet } from "./image_set.ts";
+import type { ImageSet } from "../data/image_set.ts";
 
 /** The result of {@linkcode evaluate}. */
 export interface EvalResult {

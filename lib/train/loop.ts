@@ -17,7 +17,7 @@ import * as tf from "@tensorflow/tfjs";
 import type { TrainAugment } from "../data/augment.ts";
 import { mixupBatch, type MixupOptions } from "../data/mixup.ts";
 import type { ViTModel } from "../vit/model.ts";
-import type { ImageSet } from "./image_set.ts";
+import type { ImageSet } from "../data/image_set.ts";
 import { clipGradNorm, type Optimizer } from "./optimizer.ts";
 import { mixSeed, permutation, Rng } from "./rng.ts";
 import { learningRate, type ScheduleOptions } from "./scheduler.ts";

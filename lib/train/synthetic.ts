@@ -7,9 +7,8 @@
  * @module
  */
 import { checkIndex, type Dataset } from "../data/dataset.ts";
-import type { Preprocessing } from "../weights/manifest.ts";
-import { datasetImageSet } from "./dataset_set.ts";
-import type { ImageSet } from "./image_set.ts";
+import { defaultPreprocessing, type Preprocessing } from "../weights/manifest.ts";
+import { datasetImageSet, type ImageSet } from "../data/image_set.ts";
 import { mixSeed, normal, Rng } from "./rng.ts";
 
 /** `n` RGB images of `classes` classes at `size`×`size`, deterministic in `seed`. */
@@ -43,13 +42,7 @@ export function syntheticDataset(n: number, size: number, classes = 10, seed = 1
 
 /** The preprocessing of a model trained from scratch (`deno task train` without a checkpoint). */
 export function syntheticPreprocessing(size: number): Preprocessing {
-  return {
-    img_size: size,
-    mean: [0.5, 0.5, 0.5],
-    std: [0.5, 0.5, 0.5],
-    interpolation: "bicubic",
-    crop_pct: 1,
-  };
+  return { ...defaultPreprocessing(size), crop_pct: 1 };
 }
 
 /** {@linkcode syntheticDataset} as an {@linkcode ImageSet}, preprocessed with `pre`. */

@@ -22,7 +22,8 @@ import { modelConfig, trainAugment, type TrainConfig, trainEmaDecay, trainMixup 
 import { ModelEma } from "./ema.ts";
 import { type EvalResult, evaluate } from "./evaluate.ts";
 import { applyFreeze } from "./freeze.ts";
-import { balancedSubset, evalIndices, type ImageSet } from "./image_set.ts";
+import { classBalancedSubset } from "../data/dataset.ts";
+import type { ImageSet } from "../data/image_set.ts";
 import { initStateDict } from "./init.ts";
 import { MetricsLog, readMetrics } from "./metrics.ts";
 import { trainLoop, updatesPerEpoch } from "./loop.ts";
@@ -198,7 +199,9 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
     });
   }
 
-  const pool = balancedSubset(inputs.train.labels, config.train_subset, mixSeed(config.seed, 0x5b5e7));
+  const pool = classBalancedSubset(inputs.train.labels, config.train_subset, {
+    seed: mixSeed(config.seed, 0x5b5e7),
+  });
   const eff = config.batch_size * config.grad_accum_steps;
   const perEpoch = updatesPerEpoch(pool.length, config.batch_size, config.grad_accum_steps);
   const total = perEpoch * config.epochs;
@@ -212,7 +215,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
     decayUpdates: Math.round(config.decay_epochs * perEpoch),
     decayRate: config.decay_rate,
   };
-  const valIdx = inputs.val ? evalIndices(inputs.val.labels, config.eval_subset) : undefined;
+  const valIdx = inputs.val ? classBalancedSubset(inputs.val.labels, config.eval_subset) : undefined;
   bar.log(
     `training ${config.epochs} epochs × ${perEpoch} updates (batch ${config.batch_size} × ${config.grad_accum_steps}) ` +
       `on ${pool.length} images, ${describeBackend(backend)}, ${opt.names.length} trainable tensors`,

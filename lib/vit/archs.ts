@@ -1,5 +1,7 @@
 /**
- * timm architectures known by name: `vit_{tiny,small,base,large}_patch{16,32}_{224,384}`.
+ * timm architectures known by name: `vit_{tiny,small,base,large}_patch{16,32}_{224,384}`, and the test
+ * config `vit_micro_patch4_32` (as timm registers `test_vit`): the golden fixtures' micro model, which tests,
+ * the bench and the load test build.
  *
  * @module
  */
@@ -14,13 +16,35 @@ const WIDTHS: Record<string, { embed_dim: number; depth: number; num_heads: numb
 
 const PATTERN = /^vit_(tiny|small|base|large)_patch(16|32)_(224|384)$/;
 
-/** The names {@linkcode archConfig} knows. */
-export const KNOWN_ARCHS: readonly string[] = Object.keys(WIDTHS).flatMap((w) =>
-  ["16", "32"].flatMap((p) => ["224", "384"].map((s) => `vit_${w}_patch${p}_${s}`))
-);
+/** The fixtures' micro ViT (../shared/fixtures/vit/micro/config.json): 32 px, patch 4, dim 64, depth 2. */
+export const MICRO_ARCH = "vit_micro_patch4_32";
 
-/** timm's config for a known architecture name (1000 ImageNet classes), or undefined. */
+const TEST_ARCHS: Record<string, ViTConfig> = {
+  [MICRO_ARCH]: {
+    img_size: 32,
+    patch_size: 4,
+    embed_dim: 64,
+    depth: 2,
+    num_heads: 4,
+    num_classes: 10,
+    qkv_bias: true,
+  },
+};
+
+/** The names {@linkcode archConfig} knows. */
+export const KNOWN_ARCHS: readonly string[] = [
+  ...Object.keys(WIDTHS).flatMap((w) =>
+    ["16", "32"].flatMap((p) => ["224", "384"].map((s) => `vit_${w}_patch${p}_${s}`))
+  ),
+  ...Object.keys(TEST_ARCHS),
+];
+
+/**
+ * timm's config for a known architecture name (1000 ImageNet classes; the test config's 10), or
+ * undefined.
+ */
 export function archConfig(name: string): ViTConfig | undefined {
+  if (TEST_ARCHS[name]) return { ...TEST_ARCHS[name] };
   const m = PATTERN.exec(name.replace(/\.[a-z0-9_]+$/i, ""));
   if (!m) return undefined;
   return {

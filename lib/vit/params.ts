@@ -29,40 +29,55 @@ export interface ParamSpec {
   layout: Layout;
 }
 
+/**
+ * timm's module names, spelled once: the model (`vision_transformer.ts`) reads its parameters by these and
+ * {@linkcode paramSpecs} names the state dict by them (`<module>.weight`, `<module>.bias`).
+ */
+export const MODULES = {
+  clsToken: "cls_token",
+  posEmbed: "pos_embed",
+  patchEmbed: "patch_embed.proj",
+  norm: "norm",
+  head: "head",
+  /** The modules of block `i`. */
+  block: (i: number) => ({
+    norm1: `blocks.${i}.norm1`,
+    qkv: `blocks.${i}.attn.qkv`,
+    proj: `blocks.${i}.attn.proj`,
+    norm2: `blocks.${i}.norm2`,
+    fc1: `blocks.${i}.mlp.fc1`,
+    fc2: `blocks.${i}.mlp.fc2`,
+  }),
+} as const;
+
 /** Every parameter of the model, in timm's state-dict order. */
 export function paramSpecs(c: ResolvedViTConfig): ParamSpec[] {
-  const D = c.embed_dim, H = c.mlp_hidden;
-  const specs: ParamSpec[] = [
-    { name: "cls_token", shape: [1, 1, D], layout: "same" },
-    { name: "pos_embed", shape: [1, c.tokens, D], layout: "same" },
-    { name: "patch_embed.proj.weight", shape: [D, c.in_chans, c.patch_size, c.patch_size], layout: "conv" },
-    { name: "patch_embed.proj.bias", shape: [D], layout: "same" },
-  ];
+  const D = c.embed_dim, H = c.mlp_hidden, m = MODULES;
+  const specs: ParamSpec[] = [];
+  const add = (name: string, shape: number[], layout: Layout = "same") => specs.push({ name, shape, layout });
+  const linear = (module: string, out: number, inp: number, bias = true) => {
+    add(`${module}.weight`, [out, inp], "linear");
+    if (bias) add(`${module}.bias`, [out]);
+  };
+  const norm = (module: string) => {
+    add(`${module}.weight`, [D]);
+    add(`${module}.bias`, [D]);
+  };
+  add(m.clsToken, [1, 1, D]);
+  add(m.posEmbed, [1, c.tokens, D]);
+  add(`${m.patchEmbed}.weight`, [D, c.in_chans, c.patch_size, c.patch_size], "conv");
+  add(`${m.patchEmbed}.bias`, [D]);
   for (let i = 0; i < c.depth; i++) {
-    const p = `blocks.${i}`;
-    specs.push(
-      { name: `${p}.norm1.weight`, shape: [D], layout: "same" },
-      { name: `${p}.norm1.bias`, shape: [D], layout: "same" },
-      { name: `${p}.attn.qkv.weight`, shape: [3 * D, D], layout: "linear" },
-    );
-    if (c.qkv_bias) specs.push({ name: `${p}.attn.qkv.bias`, shape: [3 * D], layout: "same" });
-    specs.push(
-      { name: `${p}.attn.proj.weight`, shape: [D, D], layout: "linear" },
-      { name: `${p}.attn.proj.bias`, shape: [D], layout: "same" },
-      { name: `${p}.norm2.weight`, shape: [D], layout: "same" },
-      { name: `${p}.norm2.bias`, shape: [D], layout: "same" },
-      { name: `${p}.mlp.fc1.weight`, shape: [H, D], layout: "linear" },
-      { name: `${p}.mlp.fc1.bias`, shape: [H], layout: "same" },
-      { name: `${p}.mlp.fc2.weight`, shape: [D, H], layout: "linear" },
-      { name: `${p}.mlp.fc2.bias`, shape: [D], layout: "same" },
-    );
+    const b = m.block(i);
+    norm(b.norm1);
+    linear(b.qkv, 3 * D, D, c.qkv_bias);
+    linear(b.proj, D, D);
+    norm(b.norm2);
+    linear(b.fc1, H, D);
+    linear(b.fc2, D, H);
   }
-  specs.push(
-    { name: "norm.weight", shape: [D], layout: "same" },
-    { name: "norm.bias", shape: [D], layout: "same" },
-    { name: "head.weight", shape: [c.num_classes, D], layout: "linear" },
-    { name: "head.bias", shape: [c.num_classes], layout: "same" },
-  );
+  norm(m.norm);
+  linear(m.head, c.num_classes, D);
   return specs;
 }
 

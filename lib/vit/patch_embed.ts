@@ -6,7 +6,7 @@ import type { Linear } from "./linear.ts";
  * non-overlapping patches (the same arithmetic, and a single large matmul is what WebGPU runs fastest).
  */
 export class PatchEmbed {
-  constructor(readonly proj: Linear, readonly patchSize: number, readonly inChans: number) {}
+  constructor(readonly proj: Linear, readonly patchSize: number) {}
 
   /** `[b, C, H, W]` (NCHW, as timm) → patch tokens `[b, (H/p)·(W/p), D]` in row-major patch order. */
   apply(x: tf.Tensor4D): tf.Tensor3D {

@@ -5,6 +5,7 @@ import type { ResolvedViTConfig } from "./config.ts";
 import { LayerNorm } from "./layer_norm.ts";
 import { Linear } from "./linear.ts";
 import { Mlp } from "./mlp.ts";
+import { MODULES } from "./params.ts";
 import { PatchEmbed } from "./patch_embed.ts";
 
 /** Looks up a parameter variable by its timm name. */
@@ -26,29 +27,24 @@ export class VisionTransformer {
     const linear = (prefix: string, bias = true) =>
       new Linear(param(`${prefix}.weight`), bias ? param(`${prefix}.bias`) : undefined);
     const norm = (prefix: string) => new LayerNorm(param(`${prefix}.weight`), param(`${prefix}.bias`));
-    const c = config;
-    this.patchEmbed = new PatchEmbed(linear("patch_embed.proj"), c.patch_size, c.in_chans);
-    this.clsToken = param("cls_token");
-    this.posEmbed = param("pos_embed");
+    const c = config, m = MODULES;
+    this.patchEmbed = new PatchEmbed(linear(m.patchEmbed), c.patch_size);
+    this.clsToken = param(m.clsToken);
+    this.posEmbed = param(m.posEmbed);
     this.blocks = [];
     for (let i = 0; i < c.depth; i++) {
-      const p = `blocks.${i}`;
+      const b = m.block(i);
       this.blocks.push(
         new Block(
-          norm(`${p}.norm1`),
-          new Attention(
-            linear(`${p}.attn.qkv`, c.qkv_bias),
-            linear(`${p}.attn.proj`),
-            c.num_heads,
-            c.embed_dim,
-          ),
-          norm(`${p}.norm2`),
-          new Mlp(linear(`${p}.mlp.fc1`), linear(`${p}.mlp.fc2`)),
+          norm(b.norm1),
+          new Attention(linear(b.qkv, c.qkv_bias), linear(b.proj), c.num_heads, c.embed_dim),
+          norm(b.norm2),
+          new Mlp(linear(b.fc1), linear(b.fc2)),
         ),
       );
     }
-    this.norm = norm("norm");
-    this.head = linear("head");
+    this.norm = norm(m.norm);
+    this.head = linear(m.head);
   }
 
   /**
