@@ -11,7 +11,7 @@ import { initBackend } from "../lib/backend/backend.ts";
 import { benchRegularization } from "../lib/bench/regularization.ts";
 import { readManifest } from "../lib/weights/load.ts";
 import { DEFAULTS, mergeConfig, readConfigSource } from "../lib/train/config.ts";
-import { datasetImageSet, openEvalData } from "../lib/train/dataset_set.ts";
+import { datasetImageSet, openSplit } from "../lib/data/image_set.ts";
 import { syntheticPreprocessing } from "../lib/train/synthetic.ts";
 import type { Preprocessing } from "../lib/weights/manifest.ts";
 import { commandLine } from "./_cli.ts";
@@ -64,7 +64,7 @@ try {
 } catch {
   // no model folder: a from-scratch model's preprocessing
 }
-const { dataset } = await openEvalData(config.data_dir, config.train_split);
+const { dataset } = await openSplit(config.data_dir, config.train_split);
 const data = datasetImageSet(dataset, pre);
 const pool = Int32Array.from({ length: Math.min(values.images as number, dataset.length) }, (_, i) => i);
 await data.images(pool); // decode once, so no variant pays for decoding

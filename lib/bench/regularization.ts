@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { ImageSet } from "../train/image_set.ts";
+import type { ImageSet } from "../data/image_set.ts";
 import {
   mergeConfig,
   modelConfig,

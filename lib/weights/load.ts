@@ -132,7 +132,7 @@ export async function loadWeights(
       );
       const starts = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
       all = new Uint8Array(sizes.reduce((a, b) => a + b, 0));
-      await mapLimit(group.paths.map((path, i) => i), options.concurrency ?? 8, async (i) => {
+      await mapLimit(group.paths.map((_path, i) => i), options.concurrency ?? 8, async (i) => {
         const path = group.paths[i], slot = all.subarray(starts[i], starts[i] + sizes[i]);
         await readInto(join(location, path), slot, `shard ${path}`);
         await verify(path, slot);
