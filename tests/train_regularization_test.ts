@@ -145,7 +145,6 @@ Deno.test("model EMA: ema ← ema + (1 − decay)·(weights − ema) per update,
     }
     // Untouched tensors stay equal to the model's.
     assert.deepEqual((await ema.stateDict()).get("cls_token"), before.get("cls_token"));
-    assert.equal(ema.model.variables.get("head.bias")!.trainable, false);
     await assert.rejects(ModelEma.create(model, 1), /model_ema_decay: expected a number in \[0, 1\)/);
   } finally {
     ema.dispose();
@@ -226,5 +225,28 @@ Deno.test("a run with every key on: deterministic per seed, EMA evaluated each e
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("model EMA on the onnx engine: the average keeps tfjs Variables and answers logits there", async () => {
+  await initBackend("onnx");
+  const micro = { img_size: 8, patch_size: 4, embed_dim: 8, depth: 1, num_heads: 2, num_classes: 3 };
+  const model = await createViT(micro, formulaStateDict(micro, 1));
+  const ema = await ModelEma.create(model, 0.5);
+  try {
+    assert.equal(ema.model.onOnnx, true);
+    const w = model.variables.get("head.bias")!;
+    w.assign(tf.tidy(() => tf.add(w, 2)));
+    ema.update(model);
+    const x = new Float32Array(2 * 3 * 64).fill(0.1);
+    const raw = await model.logits(x, [2, 3, 8, 8]), avg = await ema.model.logits(x, [2, 3, 8, 8]);
+    // Only the head bias moved: the EMA's logits sit halfway (decay 0.5) between the old and new ones.
+    for (let i = 0; i < raw.length; i++) {
+      assert.ok(Math.abs(raw[i] - avg[i] - 1) < 1e-5, `${raw[i]} vs ${avg[i]}`);
+    }
+  } finally {
+    ema.dispose();
+    model.dispose();
+    await initBackend("cpu");
   }
 });

@@ -32,9 +32,9 @@ export class ModelEma {
    */
   static async create(source: ViTModel, decay: number, state?: StateDict): Promise<ModelEma> {
     checkEmaDecay(decay);
-    const model = await createViT(timmConfig(source.config), state ?? await source.stateDict(), {
-      trainable: false,
-    });
+    // tfjs Variables (trainable: true) even on the onnx engine, where an inference-only model has none; the
+    // optimizer never sees them (it holds the trained model's), so they only change through update().
+    const model = await createViT(timmConfig(source.config), state ?? await source.stateDict());
     return new ModelEma(model, decay);
   }
 
