@@ -1,4 +1,7 @@
-/** Option schemas: parsing, validation, `--help` and unknown flags of all eight tasks, README's tables. */
+/**
+ * Option schemas: parsing, validation, `--help` and unknown flags of all eight tasks, README's tables; the
+ * new-user path of `train` (a checkpoint without `model`) and the summarised tensor mismatch.
+ */
 import assert from "node:assert/strict";
 import { type Command, COMMANDS } from "../scripts/_commands.ts";
 import { unpadTables, withOptionTables } from "../scripts/_readme_options.ts";
@@ -11,6 +14,11 @@ import {
   type Schema,
   schemaDefaults,
 } from "../lib/util/options.ts";
+import { checkpointDefaults, DEFAULTS, explicitKeys, mergeConfig, modelConfig } from "../lib/train/config.ts";
+import { archConfig, MICRO_ARCH } from "../lib/vit/archs.ts";
+import { resolveConfig } from "../lib/vit/config.ts";
+import { checkStateDict, paramSpecs } from "../lib/vit/params.ts";
+import { formulaStateDict } from "../lib/weights/formula.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -152,4 +160,31 @@ Deno.test("every task answers --help with exit 0 and refuses an unknown flag, na
     }
   };
   await Promise.all([worker(), worker()]);
+});
+
+Deno.test("train: initial_checkpoint without model fine-tunes the checkpoint's architecture", () => {
+  const vit = { ...archConfig(MICRO_ARCH)!, num_classes: 7 };
+  const yaml = { initial_checkpoint: "weights", lr: 0.01 }, cli = { "batch-size": "8" };
+  const merged = mergeConfig(mergeConfig(DEFAULTS, yaml, "config c.yml"), cli, "command line");
+  const c = checkpointDefaults(merged, vit, explicitKeys(yaml, cli));
+  const m = modelConfig(c);
+  assert.deepEqual([m.embed_dim, m.depth, m.patch_size, m.img_size, m.num_classes], [64, 2, 4, 32, 7]);
+  // What the config sets wins; a named model is never replaced.
+  const sized = checkpointDefaults({ ...merged, img_size: 48 }, vit, explicitKeys(yaml, { img_size: 48 }));
+  assert.equal(modelConfig(sized).img_size, 48);
+  assert.equal(modelConfig(sized).embed_dim, 64);
+  const named = checkpointDefaults(merged, vit, explicitKeys({ ...yaml, model: "vit_base_patch16_224" }));
+  assert.equal(modelConfig(named).embed_dim, 768);
+});
+
+Deno.test("a state dict of another architecture: the mismatch is summarised, not listed in full", () => {
+  const base = resolveConfig(archConfig("vit_base_patch16_224")!);
+  const specs = paramSpecs(resolveConfig(archConfig(MICRO_ARCH)!));
+  assert.throws(() => checkStateDict(specs, formulaStateDict(base), "weights"), (e: Error) => {
+    const lines = e.message.split("\n");
+    assert.match(lines[0], /^weights does not match the ViT config \(\d+ problems\):$/);
+    assert.ok(lines.length <= 8, `${lines.length} lines`);
+    assert.match(lines.at(-1)!, /… and \d+ more$/);
+    return true;
+  });
 });

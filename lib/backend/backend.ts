@@ -309,8 +309,3 @@ export function initBackend(prefer?: EngineName): Promise<BackendInfo> {
   }
   return current;
 }
-
-/** The backend chosen by {@linkcode initBackend}, which must have been awaited. */
-export async function backendInfo(): Promise<BackendInfo> {
-  return await initBackend();
-}

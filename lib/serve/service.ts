@@ -1,6 +1,7 @@
 /**
- * The running service, independent of HTTP: configuration, metrics, the device queue, admission control,
- * the model registry and the fine-tuning sessions, wired together. `start()` loads the models; until it has
+ * The running service: configuration, metrics, the device queue, admission control, the model registry and
+ * the fine-tuning sessions, wired together; routes/ puts HTTP in front of it. Its parts report refusals as
+ * `ApiError`s that carry the HTTP status routes/ answers with. `start()` loads the models; until it has
  * finished `/readyz` answers 503, so a load balancer sends traffic only to a replica that can serve it.
  *
  * @module

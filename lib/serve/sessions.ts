@@ -169,11 +169,6 @@ export class SessionManager {
     return [...this.#records.values()].sort((a, b) => b.created.localeCompare(a.created));
   }
 
-  /** Sessions queued or running in this process (the limit counts every process's: see `reserve`). */
-  get active(): number {
-    return this.list().filter((r) => !isTerminal(r.state)).length;
-  }
-
   /** Sessions by state, for metrics. */
   countByState(): Record<SessionState, number> {
     const out: Record<SessionState, number> = {

@@ -32,7 +32,7 @@ export interface TrainerState {
 }
 
 /** What {@linkcode saveCheckpoint} writes. */
-export interface Checkpoint {
+export interface TrainCheckpoint {
   vit: ViTConfig;
   state: StateDict;
   optimizer: { step: number; slots: Map<string, { shape: number[]; data: Float32Array }> };
@@ -59,7 +59,7 @@ export interface LoadedCheckpoint {
 export async function saveCheckpoint(
   runDir: string,
   name: string,
-  ck: Checkpoint,
+  ck: TrainCheckpoint,
   keep = 2,
 ): Promise<string> {
   const root = `${runDir}/checkpoints`;

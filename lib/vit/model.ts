@@ -345,7 +345,7 @@ export class ViTModel {
 
   /**
    * Mean loss and its gradients as device tensors in device layouts, keyed by timm name. Batches larger than
-   * {@linkcode maxChunk} are split and their gradients summed with weights `chunk / n`, which gives exactly
+   * {@linkcode trainChunk} are split and their gradients summed with weights `chunk / n`, which gives exactly
    * the gradient of the mean over the whole batch. The caller disposes the returned tensors. `labels` may be
    * soft targets ({@linkcode Targets}); `options.dropPath` makes it a stochastic-depth training step.
    */

@@ -311,8 +311,3 @@ export function parsePth(input: Uint8Array | ZipArchive, source = "checkpoint"):
   }
   return result;
 }
-
-/** Reads a `.pth` / `.pth.tar` checkpoint from disk. */
-export async function readPth(path: string): Promise<PthCheckpoint> {
-  return parsePth(await Deno.readFile(path), path);
-}
