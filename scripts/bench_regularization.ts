@@ -74,5 +74,14 @@ const results = await benchRegularization(config, data, pool, {
   rounds: values.rounds as number,
   log: (m) => console.error(m),
 });
-console.log(`| keys on (over ${values.config}'s recipe) | img/s | × baseline |\n| --- | ---: | ---: |`);
-for (const r of results) console.log(`| ${r.name} | ${r.imgPerSec.toFixed(1)} | ${r.ratio.toFixed(2)} |`);
+console.log(
+  `| keys on (over ${values.config}'s recipe) | img/s | × baseline | img per CPU-s | × baseline (CPU) |\n` +
+    "| --- | ---: | ---: | ---: | ---: |",
+);
+for (const r of results) {
+  console.log(
+    `| ${r.name} | ${r.imgPerSec.toFixed(1)} | ${r.ratio.toFixed(2)} | ${r.imgPerCpuSec.toFixed(1)} | ${
+      r.cpuRatio.toFixed(2)
+    } |`,
+  );
+}

@@ -2,7 +2,8 @@
  * What timm's regularisation keys cost in training throughput: the same training loop (lib/train/loop.ts,
  * plus the model EMA's update where it is on) run side by side in one process for a baseline recipe and
  * the recipe with one key on, in interleaved rounds, so the ratios compare like with like on a shared
- * machine. Used by `scripts/bench_regularization.ts`.
+ * machine. Besides wall-clock img/s it counts images per CPU-second of the process (all its threads), which
+ * other jobs on a loaded machine disturb far less than wall time. Used by `scripts/bench_regularization.ts`.
  *
  * @module
  */
@@ -21,6 +22,7 @@ import { type LoopPosition, trainLoop } from "../train/loop.ts";
 import { Optimizer } from "../train/optimizer.ts";
 import { resolveConfig, timmConfig } from "../vit/config.ts";
 import { createViT, type ViTModel } from "../vit/model.ts";
+import process from "node:process";
 import { median } from "./stats.ts";
 
 /** The keys measured, each on its own over the baseline, then all together (timm-style values). */
@@ -48,6 +50,10 @@ export interface VariantResult {
   imgPerSec: number;
   /** Median over the rounds of (this variant's img/s ÷ the baseline's in the same round). */
   ratio: number;
+  /** Median images per CPU-second of the process (user + system, every thread). */
+  imgPerCpuSec: number;
+  /** Median over the rounds of (this variant's img per CPU-second ÷ the baseline's in the same round). */
+  cpuRatio: number;
 }
 
 interface Runner {
@@ -59,6 +65,8 @@ interface Runner {
   position: LoopPosition;
   rates: number[];
   ratios: number[];
+  cpuRates: number[];
+  cpuRatios: number[];
 }
 
 /**
@@ -99,12 +107,14 @@ export async function benchRegularization(
         position: { epoch: 0, updateInEpoch: 0, update: 0 },
         rates: [],
         ratios: [],
+        cpuRates: [],
+        cpuRatios: [],
       });
     }
     for (let round = 0; round <= rounds; round++) {
-      const rates: number[] = [];
+      const rates: number[] = [], cpuRates: number[] = [];
       for (const r of runners) {
-        const start = performance.now();
+        const start = performance.now(), cpu = process.cpuUsage();
         await trainLoop({
           model: r.model,
           optimizer: r.opt,
@@ -132,19 +142,38 @@ export async function benchRegularization(
           position: r.position,
           onStep: () => r.ema?.update(r.model),
         });
-        const rate = (updates * r.config.batch_size * r.config.grad_accum_steps) /
-          ((performance.now() - start) / 1000);
+        const images = updates * r.config.batch_size * r.config.grad_accum_steps;
+        const used = process.cpuUsage(cpu);
+        const rate = images / ((performance.now() - start) / 1000);
+        const cpuRate = images / ((used.user + used.system) / 1e6);
         rates.push(rate);
-        if (round > 0) r.rates.push(rate);
+        cpuRates.push(cpuRate);
+        if (round > 0) {
+          r.rates.push(rate);
+          r.cpuRates.push(cpuRate);
+        }
       }
-      if (round > 0) runners.forEach((r, i) => r.ratios.push(rates[i] / rates[0]));
+      if (round > 0) {
+        runners.forEach((r, i) => {
+          r.ratios.push(rates[i] / rates[0]);
+          r.cpuRatios.push(cpuRates[i] / cpuRates[0]);
+        });
+      }
       log(
         `round ${round}${round === 0 ? " (warm-up)" : ""}: ${
-          runners.map((r, i) => `${r.name} ${rates[i].toFixed(1)}`).join(", ")
+          runners.map((r, i) => `${r.name} ${rates[i].toFixed(1)} (${cpuRates[i].toFixed(1)}/CPU-s)`).join(
+            ", ",
+          )
         } img/s`,
       );
     }
-    return runners.map((r) => ({ name: r.name, imgPerSec: median(r.rates), ratio: median(r.ratios) }));
+    return runners.map((r) => ({
+      name: r.name,
+      imgPerSec: median(r.rates),
+      ratio: median(r.ratios),
+      imgPerCpuSec: median(r.cpuRates),
+      cpuRatio: median(r.cpuRatios),
+    }));
   } finally {
     for (const r of runners) {
       r.opt.dispose();
