@@ -27,6 +27,8 @@ import { resolveConfig, type ViTConfig } from "../lib/vit/config.ts";
 import { createViT, type ViTModel } from "../lib/vit/model.ts";
 import type { StateDict } from "../lib/vit/params.ts";
 import { formulaStateDict } from "../lib/weights/formula.ts";
+import { threadFigures } from "../lib/bench/threads.ts";
+import { finetuneHttpFigures } from "../lib/bench/finetune_http.ts";
 import { readSafetensors } from "../lib/weights/safetensors.ts";
 import { encodeSafetensors } from "../lib/weights/safetensors.ts";
 import { saveModel } from "../lib/weights/shards.ts";
@@ -91,6 +93,17 @@ export const BENCH_OPTIONS = {
     default: true,
     help: "skip the tfjs-wasm SIMD / no-SIMD / threads comparison",
   },
+  threads: {
+    type: "boolean",
+    default: true,
+    help: "skip the wasm threads N vs 1 ratios (lib/bench/threads.ts)",
+  },
+  "finetune-http": {
+    type: "boolean",
+    default: false,
+    help: "ViT-B/16 fine-tuning over HTTP (200 images, 5 epochs; head-only, blocks:10) against classifying " +
+      "each image once at b1 on the same server (lib/bench/finetune_http.ts; ~30 min here)",
+  },
   "stock-kernels": {
     type: "boolean",
     default: false,
@@ -148,6 +161,8 @@ interface Options {
   profile: boolean;
   wasmVariants: boolean;
   onnxSweep: boolean;
+  threads: boolean;
+  finetuneHttp: boolean;
   fastKernels: boolean;
   forceWgsl: boolean;
   ortThreads: number;
@@ -199,6 +214,8 @@ function parseOptions(args: readonly string[]): Options {
     profile: v.profile as boolean,
     wasmVariants: v["wasm-variants"] as boolean && !quick,
     onnxSweep: !quick,
+    threads: v.threads as boolean,
+    finetuneHttp: v["finetune-http"] as boolean,
     fastKernels: !v["stock-kernels"],
     forceWgsl: v["force-wgsl-matmul"] as boolean,
     ortThreads: v["ort-threads"] as number,
@@ -1010,6 +1027,18 @@ async function main(): Promise<number> {
     bench.notes.push("anchors, conversion and cold start are ViT-B/16 figures: add base to --models");
   }
   if (o.wasmVariants) await bench.wasmVariantFigures();
+  if (o.threads) {
+    const t = await threadFigures(ROOT, MODELS.micro, MODELS.base, { runs: o.runs });
+    bench.ratios.push(...t.ratios);
+    bench.notes.push(...t.notes);
+    for (const line of t.ratios) console.log(`ratio: ${line}`);
+  }
+  if (o.finetuneHttp) {
+    const f = await finetuneHttpFigures(ROOT, { cache: o.cache });
+    bench.ratios.push(...f.ratios);
+    bench.notes.push(...f.notes);
+    for (const line of f.ratios) console.log(`ratio: ${line}`);
+  }
   const report: BenchReport = {
     date,
     command,

@@ -25,7 +25,9 @@ Deno.test("wasm BatchMatMul override: equals tfjs's kernel on batched, broadcast
     [[3, 64, 64], [1, 64, 72], false, false], // broadcast b
     [[70, 64], [80, 64], false, true], // one product with transposeB
     [[70, 64], [64, 80], false, false], // one plain product: tfjs's fast path, passed through
-    [[3, 64, 70], [3, 64, 72], true, false], // transposeA: passed through
+    [[3, 64, 70], [3, 64, 72], true, false], // transposeA (batched)
+    [[300, 64], [300, 72], true, false], // transposeA: a weight gradient xᵀ·dy
+    [[64, 300], [72, 64], true, true], // both transposed
     [[2, 5, 4], [2, 4, 6], false, false], // small: passed through
   ];
   try {

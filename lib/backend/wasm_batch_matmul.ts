@@ -5,10 +5,11 @@
  * batched product (attention's per-head `q·kᵀ` and `p·v`) or one with `transposeB` goes to a naive loop that
  * runs at well under 1 GFLOP/s. Measured on this 2-core machine for ViT-B/16 attention (12 heads, 197 tokens):
  * `p·v` 154 ms → 18 ms and `q·kᵀ` 68 ms → 35 ms when each head is one XNNPACK product. This kernel does
- * exactly that: one `transposeB` transpose when asked, then one product per batch item through tfjs's own
- * kernel (which takes its fast path for a single product). Items are copied in and results written into one
- * output straight through views of tfjs-wasm's heap, not with tfjs's `Slice` and `Concat`. Anything else
- * (`transposeA`, general broadcasting, non-float32, small products) goes to tfjs's kernel unchanged.
+ * exactly that: one transpose of each operand asked to be transposed (`transposeB` in attention, `transposeA`
+ * in every weight gradient `xᵀ·dy` of training), then one product per batch item through tfjs's own kernel
+ * (which takes its fast path for a single product). Items are copied in and results written into one output
+ * straight through views of tfjs-wasm's heap, not with tfjs's `Slice` and `Concat`. Anything else (general
+ * broadcasting, non-float32, small products) goes to tfjs's kernel unchanged.
  *
  * The result is the same arithmetic as tfjs's single-product path, checked against the stock kernel in
  * tests/kernels_wasm_test.ts and, with the kernel installed, by the timm parity tests.
@@ -76,24 +77,30 @@ function perItemBatchMatMul(
   const batch = Math.max(batchA, batchB);
   const sameOuter = outerA.length === outerB.length && outerA.every((d, i) => d === outerB[i]);
   if (
-    transposeA || a.dtype !== "float32" || b.dtype !== "float32" || (batch === 1 && !transposeB) ||
+    a.dtype !== "float32" || b.dtype !== "float32" || (batch === 1 && !transposeA && !transposeB) ||
     !(sameOuter || batchA === 1 || batchB === 1)
   ) {
     return original(args);
   }
-  const M = a.shape[a.shape.length - 2], K = a.shape[a.shape.length - 1];
+  const ra = a.shape[a.shape.length - 2], ca = a.shape[a.shape.length - 1];
+  const [M, K] = transposeA ? [ca, ra] : [ra, ca];
   const N = transposeB ? b.shape[b.shape.length - 2] : b.shape[b.shape.length - 1];
+  const outer = sameOuter ? outerA : (batchA === 1 ? outerB : outerA);
   if (M * K * N < MIN_MACS_PER_ITEM) return original(args);
   const temps: Info[] = [];
-  const a3 = run("Reshape", { x: a }, backend, { shape: [batchA, M, K] });
+  let a3 = run("Reshape", { x: a }, backend, { shape: transposeA ? [batchA, K, M] : [batchA, M, K] });
   temps.push(a3);
+  if (transposeA) {
+    // Training's weight gradients (xᵀ·dy): one transpose, then XNNPACK instead of tfjs's naive loop.
+    a3 = run("Transpose", { x: a3 }, backend, { perm: [0, 2, 1] });
+    temps.push(a3);
+  }
   let b3 = run("Reshape", { x: b }, backend, { shape: transposeB ? [batchB, N, K] : [batchB, K, N] });
   temps.push(b3);
   if (transposeB) {
     b3 = run("Transpose", { x: b3 }, backend, { perm: [0, 2, 1] });
     temps.push(b3);
   }
-  const outer = sameOuter ? outerA : (batchA === 1 ? outerB : outerA);
   const out = backend.makeOutput([...outer, M, N], "float32");
   try {
     for (let i = 0; i < batch; i++) {

@@ -9,13 +9,15 @@
  * @module
  */
 import type { Freeze } from "../train/config.ts";
-import { applyFreeze } from "../train/freeze.ts";
+import { setUpTraining } from "../train/freeze.ts";
+import type { FrozenCacheOptions } from "../train/frozen_cache.ts";
 import type { ImageSet } from "../data/image_set.ts";
 import { trainLoop, updatesPerEpoch } from "../train/loop.ts";
-import { Optimizer } from "../train/optimizer.ts";
+import type { Optimizer } from "../train/optimizer.ts";
 import { resolveConfig, timmConfig, type ViTConfig } from "../vit/config.ts";
-import { createViT } from "../vit/model.ts";
+import { checkImageShape, createViT } from "../vit/model.ts";
 import type { StateDict } from "../vit/params.ts";
+import { adaptForFineTuning } from "../weights/adapt.ts";
 import type { Preprocessing } from "../weights/manifest.ts";
 
 /** One fine-tuning job: a private copy of the base weights and the data to fit. */
@@ -34,6 +36,8 @@ export interface FineTuneJob {
   freeze: Freeze;
   batchSize: number;
   seed: number;
+  /** The frozen-prefix cache's budgets, or false to recompute the prefix every step; 512 MiB by default. */
+  cache?: FrozenCacheOptions | false;
 }
 
 /** Progress after one optimizer step. */
@@ -65,43 +69,34 @@ export type FineTuner = (
   signal: AbortSignal,
 ) => Promise<FineTuneResult>;
 
-/** Replaces the head with zeros when the class count differs (the ViT paper's fine-tuning recipe). */
-function adaptHead(config: ViTConfig, state: StateDict, classes: number): boolean {
-  const head = state.get("head.weight");
-  const dim = resolveConfig(config).embed_dim;
-  if (head && head.shape[0] === classes) return false;
-  state.set("head.weight", { shape: [classes, dim], data: new Float32Array(classes * dim) });
-  state.set("head.bias", { shape: [classes], data: new Float32Array(classes) });
-  return true;
-}
-
 function abortError(): Error {
   return new DOMException("the fine-tuning session was cancelled", "AbortError");
 }
 
-/** The default {@linkcode FineTuner}: SGD with momentum, cosine schedule, horizontal flips. */
+/**
+ * The default {@linkcode FineTuner}: SGD with momentum and a cosine schedule on `lib/train`'s one training
+ * loop, the weights adapted as `deno task train` adapts them (lib/weights/adapt.ts). With a frozen prefix
+ * (`head-only`, `blocks:N`) that prefix is computed once per image and cached, and images are not flipped
+ * (a short session then costs about one forward pass per image plus the trainable part); with nothing frozen,
+ * horizontal flips.
+ */
 export const fineTune: FineTuner = async (job, onProgress, signal) => {
   const classes = job.labels.length;
   const config = timmConfig(resolveConfig({ ...job.config, num_classes: classes }));
-  const state: StateDict = new Map(job.state);
-  const headReinitialized = adaptHead(config, state, classes);
-  const [C, H, W] = job.train.shape;
-  if (C !== 3 || H !== config.img_size || W !== config.img_size) {
-    throw new Error(
-      `training images are [${job.train.shape}], the model expects [3, ${config.img_size}, ${config.img_size}]`,
-    );
-  }
+  const { state, changes } = adaptForFineTuning(job.state, config);
+  checkImageShape(job.train.shape, config, "training images");
   if (signal.aborted) throw abortError();
   const model = await createViT(config, state);
   let opt: Optimizer | undefined;
   try {
-    applyFreeze(model, job.freeze);
-    const trainable = new Map([...model.variables].filter(([, v]) => v.trainable));
-    opt = new Optimizer(trainable, new Map(model.specs.map((s) => [s.name, s.shape])), {
-      opt: "sgd",
-      momentum: 0.9,
-      weightDecay: 0,
+    const augment = job.freeze === "none" ? { hflip: 0.5 } : {};
+    const setup = await setUpTraining(model, {
+      freeze: job.freeze,
+      optimizer: { opt: "sgd", momentum: 0.9, weightDecay: 0 },
+      augment,
+      cache: job.cache ?? {},
     });
+    opt = setup.optimizer;
     const bs = Math.min(job.batchSize, job.train.size);
     const perEpoch = updatesPerEpoch(job.train.size, bs);
     const t0 = performance.now();
@@ -110,10 +105,11 @@ export const fineTune: FineTuner = async (job, onProgress, signal) => {
       ({ loss } = await trainLoop({
         model,
         optimizer: opt,
+        ...(setup.prefixCache ? { prefixCache: setup.prefixCache } : {}),
         data: job.train,
         batchSize: bs,
         seed: job.seed,
-        augment: { hflip: 0.5 },
+        augment,
         schedule: {
           sched: "cosine",
           lr: job.lr,
@@ -145,7 +141,12 @@ export const fineTune: FineTuner = async (job, onProgress, signal) => {
       throw e;
     }
     if (signal.aborted) throw abortError();
-    return { config, state: await model.stateDict(), finalLoss: loss, headReinitialized };
+    return {
+      config,
+      state: await model.stateDict(),
+      finalLoss: loss,
+      headReinitialized: changes.head_reinitialized !== undefined,
+    };
   } finally {
     opt?.dispose();
     model.dispose();

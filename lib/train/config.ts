@@ -139,6 +139,12 @@ export interface TrainConfig {
   model_ema?: boolean;
   /** The EMA's decay per update (timm's `--model-ema-decay`, default 0.9998). */
   model_ema_decay?: number;
+  /** Cache the frozen prefix's outputs (lib/train/frozen_cache.ts) when `freeze` leaves one. */
+  frozen_cache: boolean;
+  /** Memory for that cache, MiB. */
+  frozen_cache_mb: number;
+  /** A folder for cache entries beyond memory, kept across runs; empty = none. */
+  frozen_cache_dir: string;
 }
 
 const positiveInt = [1, Infinity] as const, nonNegative = [0, Infinity] as const;
@@ -360,6 +366,23 @@ export const TRAIN_OPTIONS = {
     range: [0, 1],
     parse: belowOne,
     help: "EMA decay per update [0.9998]",
+  },
+  frozen_cache: {
+    type: "boolean",
+    default: true,
+    help: "with freeze head-only or blocks:N, compute the frozen prefix once per image view and cache it",
+  },
+  frozen_cache_mb: {
+    type: "integer",
+    default: 512,
+    range: nonNegative,
+    help: "memory for the frozen-prefix cache, MiB",
+  },
+  frozen_cache_dir: {
+    type: "string",
+    default: "",
+    metavar: "dir",
+    help: "also keep frozen-prefix entries there (2 GiB at most), across runs; empty = memory only",
   },
 } satisfies Schema;
 

@@ -16,8 +16,9 @@
 import * as tf from "@tensorflow/tfjs";
 import type { TrainAugment } from "../data/augment.ts";
 import { mixupBatch, type MixupOptions } from "../data/mixup.ts";
-import type { ViTModel } from "../vit/model.ts";
+import { accumulateGrads, type ViTModel } from "../vit/model.ts";
 import type { ImageSet } from "../data/image_set.ts";
+import type { FrozenPrefixCache } from "./frozen_cache.ts";
 import { clipGradNorm, type Optimizer } from "./optimizer.ts";
 import { mixSeed, permutation, Rng } from "./rng.ts";
 import { learningRate, type ScheduleOptions } from "./scheduler.ts";
@@ -90,6 +91,11 @@ export interface LoopOptions {
    * (`epoch` is the one that ended); returning true stops the loop there.
    */
   onEpochEnd?: (epoch: number) => Promise<boolean | void> | boolean | void;
+  /**
+   * The frozen prefix's outputs by input view (frozen_cache.ts): steps then run through the trainable
+   * suffix only. Built over `model`; none by default; not with `mixup` or `dropPath`.
+   */
+  prefixCache?: FrozenPrefixCache;
   /** Checked before every update; once aborted the loop throws the signal's reason (an `AbortError`). */
   signal?: AbortSignal;
 }
@@ -119,6 +125,10 @@ export async function trainLoop(o: LoopOptions): Promise<{ stopped: boolean; los
   if (!Number.isInteger(o.batchSize) || o.batchSize < 1 || !Number.isInteger(accum) || accum < 1) {
     throw new Error(`batch size ${o.batchSize} × ${accum} accumulation steps: expected positive integers`);
   }
+  if (o.prefixCache && (o.mixup || o.dropPath)) {
+    // A cached prefix is the deterministic forward of one view: mixing images or dropping blocks would change it.
+    throw new Error("the frozen-prefix cache does not combine with mixup/CutMix or drop_path");
+  }
   const pool = o.pool ? Int32Array.from(o.pool) : Int32Array.from({ length: o.data.size }, (_, i) => i);
   const eff = o.batchSize * accum;
   const perEpoch = updatesPerEpoch(pool.length, o.batchSize, accum);
@@ -144,20 +154,16 @@ export async function trainLoop(o: LoopOptions): Promise<{ stopped: boolean; los
             ? mixupBatch(x, shape, y, o.mixup, Rng.derive(o.seed, pos.epoch, batchInEpoch, 0x313c))
             : y;
           const dpRng = Rng.derive(o.seed, pos.epoch, batchInEpoch, 0xd0d0);
-          const step = await o.model.lossAndDeviceGrads(x, shape, targets, {
+          const lossOptions = {
             labelSmoothing: o.smoothing ?? 0,
             ...(o.dropPath ? { dropPath: { rate: o.dropPath, uniform: () => dpRng.uniform() } } : {}),
-          });
+          };
+          const step = o.prefixCache
+            ? await o.prefixCache.lossAndDeviceGrads(ids, x, shape, targets, lossOptions)
+            : await o.model.lossAndDeviceGrads(x, shape, targets, lossOptions);
           stepLoss += step.loss / accum;
           if (!grads) grads = step.grads;
-          else {
-            for (const [name, g] of step.grads) {
-              const sum = tf.add(grads.get(name)!, g);
-              grads.get(name)!.dispose();
-              g.dispose();
-              grads.set(name, sum);
-            }
-          }
+          else accumulateGrads(grads, step.grads);
         }
         if (accum > 1) {
           for (const [name, g] of grads!) {

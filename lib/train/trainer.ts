@@ -11,23 +11,22 @@
  */
 import { type BackendName, describeBackend, initBackend } from "../backend/backend.ts";
 import { resolveConfig, timmConfig } from "../vit/config.ts";
-import { createViT } from "../vit/model.ts";
+import { checkImageShape, createViT } from "../vit/model.ts";
 import type { StateDict } from "../vit/params.ts";
 import { loadWeights } from "../weights/load.ts";
 import type { Preprocessing, SourceInfo } from "../weights/manifest.ts";
-import { resamplePosEmbed } from "../weights/resample.ts";
+import { adaptForFineTuning } from "../weights/adapt.ts";
 import { saveModel } from "../weights/shards.ts";
 import { loadLatestCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
 import { modelConfig, trainAugment, type TrainConfig, trainEmaDecay, trainMixup } from "./config.ts";
 import { ModelEma } from "./ema.ts";
 import { type EvalResult, evaluate } from "./evaluate.ts";
-import { applyFreeze } from "./freeze.ts";
+import { setUpTraining } from "./freeze.ts";
 import { classBalancedSubset } from "../data/dataset.ts";
 import type { ImageSet } from "../data/image_set.ts";
 import { initStateDict } from "./init.ts";
 import { MetricsLog, readMetrics } from "./metrics.ts";
 import { trainLoop, updatesPerEpoch } from "./loop.ts";
-import { Optimizer } from "./optimizer.ts";
 import { curvesSvg } from "./plot.ts";
 import { formatDuration, ProgressBar, progressLine } from "./progress.ts";
 import { mixSeed } from "./rng.ts";
@@ -64,6 +63,10 @@ const RESUMABLE = new Set([
   "output",
   "checkpoint_every",
   "checkpoint_keep",
+  // The cache changes how the frozen prefix is computed, not what: a resume may toggle it.
+  "frozen_cache",
+  "frozen_cache_mb",
+  "frozen_cache_dir",
 ]);
 
 /**
@@ -96,24 +99,13 @@ async function initialState(
     ...manifest.source,
     file: `${config.initial_checkpoint} (fine-tuned by deno task train)`,
   };
-  const pos = state.get("pos_embed")!;
-  if (pos.shape[1] !== vit.tokens) {
-    state.set("pos_embed", resamplePosEmbed(pos, vit.grid));
-    source.pos_embed_resampled = { from: Math.round(Math.sqrt(pos.shape[1] - 1)), to: vit.grid };
-    log(`pos_embed resampled to a ${vit.grid}×${vit.grid} grid`);
-  }
-  const head = state.get("head.weight");
-  if (!head || head.shape[0] !== vit.num_classes) {
-    // A zero head, as the ViT paper's fine-tuning (and `deno task convert --num-classes`).
-    state.set("head.weight", {
-      shape: [vit.num_classes, vit.embed_dim],
-      data: new Float32Array(vit.num_classes * vit.embed_dim),
-    });
-    state.set("head.bias", { shape: [vit.num_classes], data: new Float32Array(vit.num_classes) });
-    source.head_reinitialized = { num_classes: vit.num_classes, init: "zeros" };
+  const adapted = adaptForFineTuning(state, vit);
+  Object.assign(source, adapted.changes);
+  if (adapted.changes.pos_embed_resampled) log(`pos_embed resampled to a ${vit.grid}×${vit.grid} grid`);
+  if (adapted.changes.head_reinitialized) {
     log(`classifier head re-initialised for ${vit.num_classes} classes`);
   }
-  return { state, source };
+  return { state: adapted.state, source };
 }
 
 /** Runs (or resumes) training as `config` says. */
@@ -124,12 +116,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
   const run = config.output;
   await Deno.mkdir(run, { recursive: true });
   const vit = timmConfig(resolveConfig(modelConfig(config)));
-  const [C, H, W] = inputs.train.shape;
-  if (C !== 3 || H !== vit.img_size || W !== vit.img_size) {
-    throw new Error(
-      `training images are [${inputs.train.shape}], the model expects [3, ${vit.img_size}, ${vit.img_size}]`,
-    );
-  }
+  checkImageShape(inputs.train.shape, vit, "training images");
 
   // Where to start: the newest checkpoint on --resume, else fresh or initial weights.
   const ck = config.resume ? await loadLatestCheckpoint(run) : undefined;
@@ -173,14 +160,18 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
   }
   const metrics = await MetricsLog.open(`${run}/metrics.jsonl`, ck ? trainer.metricsLines : 0);
   const model = await createViT(vit, state);
-  applyFreeze(model, config.freeze);
-  const trainable = new Map([...model.variables].filter(([, v]) => v.trainable));
-  const timmShapes = new Map(model.specs.map((s) => [s.name, s.shape]));
-  const opt = new Optimizer(trainable, timmShapes, {
-    opt: config.opt,
-    momentum: config.momentum,
-    weightDecay: config.weight_decay,
+  const augment = trainAugment(config);
+  const { optimizer: opt, prefixCache, note } = await setUpTraining(model, {
+    freeze: config.freeze,
+    optimizer: { opt: config.opt, momentum: config.momentum, weightDecay: config.weight_decay },
+    augment,
+    ...(trainMixup(config) || config.drop_path ? { varies: "mixup/CutMix or drop_path is on" } : {}),
+    cache: config.frozen_cache && {
+      memoryBytes: config.frozen_cache_mb * 2 ** 20,
+      ...(config.frozen_cache_dir ? { dir: config.frozen_cache_dir } : {}),
+    },
   });
+  if (note) bar.log(note);
   if (ck) opt.load(ck.optimizer.step, ck.optimizer.slots);
   const emaDecay = trainEmaDecay(config);
   if (ck && emaDecay !== undefined && !ck.ema) {
@@ -251,7 +242,8 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
       batchSize: config.batch_size,
       gradAccumSteps: config.grad_accum_steps,
       seed: config.seed,
-      augment: trainAugment(config),
+      augment,
+      ...(prefixCache ? { prefixCache } : {}),
       smoothing: config.smoothing,
       mixup: trainMixup(config),
       dropPath: config.drop_path,

@@ -103,6 +103,37 @@ export function chunkSize(config: ResolvedViTConfig, maxBindingBytes: number, ma
   return Math.max(1, Math.min(maxChunk ?? Infinity, derived, 1024));
 }
 
+/**
+ * Throws unless preprocessed images of shape `[C, H, W]` fit `config` (`what` names them in the message,
+ * e.g. "training images").
+ */
+export function checkImageShape(
+  shape: readonly number[],
+  config: { in_chans?: number; img_size: number },
+  what = "images",
+): void {
+  const c = config.in_chans ?? 3;
+  if (shape.length !== 3 || shape[0] !== c || shape[1] !== config.img_size || shape[2] !== config.img_size) {
+    throw new Error(
+      `${what} are [${shape}], the model expects [${c}, ${config.img_size}, ${config.img_size}]`,
+    );
+  }
+}
+
+/**
+ * Adds `more` into `into` tensor by tensor (same names), disposing `more` and the replaced sums: gradient
+ * accumulation over chunks and over accumulation steps, in one place.
+ */
+export function accumulateGrads(into: Map<string, tf.Tensor>, more: Map<string, tf.Tensor>): void {
+  for (const [name, g] of more) {
+    const before = into.get(name);
+    if (!before) throw new Error(`internal: no gradient "${name}" to accumulate into`);
+    into.set(name, tf.add(before, g));
+    before.dispose();
+    g.dispose();
+  }
+}
+
 /** A timm ViT on the current tfjs backend. Create it with {@linkcode createViT}. */
 export class ViTModel {
   readonly config: ResolvedViTConfig;
@@ -118,6 +149,8 @@ export class ViTModel {
   #disposed = false;
   /** The ONNX Runtime session (onnx engine), opened on first use and again after the Variables may change. */
   #session: Promise<OrtSession> | undefined;
+  /** Sessions of frozen-prefix graphs by split point (onnx engine; see `prefixOutputs`). */
+  readonly #prefixSessions = new Map<number, Promise<OrtSession>>();
   /** Weights to open the first session from, dropped once it is open. */
   #pending: StateDict | undefined;
 
@@ -357,11 +390,133 @@ export class ViTModel {
   ): Promise<DeviceGrads> {
     this.#tfjsOnly("lossAndGrads");
     this.#checkInput(input, shape);
-    const n = shape[0], k = this.config.num_classes;
+    const n = shape[0];
     this.#checkLabels(labels, n);
+    const drops = this.#dropPathDraws(n, options.dropPath);
+    return await this.#lossAndGrads(n, labels, options, (start, end) => {
+      const m = end - start;
+      const scale = (v?: Float32Array) => v ? tf.tensor3d(v.subarray(start, end), [m, 1, 1]) : undefined;
+      const dp: DropPathScales[] | undefined = drops?.map((d) => ({
+        attn: scale(d.attn),
+        mlp: scale(d.mlp),
+      }));
+      return this.net.apply(this.#imageTensor(input, shape, start, end), dp);
+    });
+  }
+
+  /**
+   * The split point of the frozen prefix (see `VisionTransformer.prefix`): the most stages whose parameters
+   * are all frozen, or -1 when the patch embedding, class token or position embedding train. Depth + 1 means
+   * everything but the head is frozen (`freeze: head-only`).
+   */
+  frozenSplit(): number {
+    this.#check();
+    const frozen = (prefix: string) =>
+      [...this.#vars].every(([name, v]) => !name.startsWith(prefix) || !v.trainable);
+    if (!["patch_embed.", "cls_token", "pos_embed"].every(frozen)) return -1;
+    let split = 0;
+    while (split < this.config.depth && frozen(`blocks.${split}.`)) split++;
+    return split === this.config.depth && frozen("norm.") ? split + 1 : split;
+  }
+
+  /**
+   * The ONNX Runtime session of the prefix graph at `split`, opened from the current weights on first use.
+   * The prefix is frozen, so it is not reopened when the trainable part changes.
+   */
+  #prefixSession(split: number): Promise<OrtSession> {
+    let session = this.#prefixSessions.get(split);
+    if (!session) {
+      session = (async () =>
+        openSession(vitOnnxModel(this.config, await this.#readVariables(), { split })))();
+      session.catch(() => this.#prefixSessions.delete(split));
+      this.#prefixSessions.set(split, session);
+    }
+    return session;
+  }
+
+  /** Values one image's prefix output holds at `split` (token states, or pooled features past the blocks). */
+  prefixSize(split: number): number {
+    const c = this.config;
+    return split > c.depth ? c.embed_dim : c.tokens * c.embed_dim;
+  }
+
+  /**
+   * The frozen prefix's output for preprocessed NCHW images, `prefixSize(split)` values per image, computed
+   * without gradients: on ONNX Runtime over the prefix graph on the onnx engine, else on tfjs in passes of
+   * {@linkcode maxChunk}. Each image's row depends on that image only.
+   */
+  async prefixOutputs(input: Float32Array, shape: readonly number[], split: number): Promise<Float32Array> {
+    this.#check();
+    this.#checkInput(input, shape);
+    const per = this.prefixSize(split);
+    const out = new Float32Array(shape[0] * per);
+    if (this.onOnnx) {
+      const session = await this.#prefixSession(split);
+      const pixels = shape[1] * shape[2] * shape[3];
+      for (const [start, end] of this.#chunks(shape[0], ORT_CHUNK)) {
+        const x = input.subarray(start * pixels, end * pixels);
+        out.set(await session.run(x, [end - start, shape[1], shape[2], shape[3]]), start * per);
+      }
+      return out;
+    }
+    for (const [start, end] of this.#chunks(shape[0])) {
+      const h = tf.tidy(() => this.net.prefix(this.#imageTensor(input, shape, start, end), split));
+      try {
+        out.set(await h.data() as Float32Array, start * per);
+      } finally {
+        h.dispose();
+      }
+    }
+    return out;
+  }
+
+  /**
+   * {@linkcode lossAndDeviceGrads} from the frozen prefix's outputs (`prefixOutputs` at `split`, `n` images):
+   * forward and backward through the trainable suffix only. Every parameter before `split` must be frozen.
+   */
+  async lossAndDeviceGradsFromPrefix(
+    prefix: Float32Array,
+    n: number,
+    split: number,
+    labels: Targets,
+    options: LossOptions = {},
+  ): Promise<DeviceGrads> {
+    this.#tfjsOnly("lossAndGrads");
+    if (options.dropPath && options.dropPath.rate > 0) {
+      throw new Error(
+        "drop_path needs every block's forward: it does not combine with a frozen prefix's outputs",
+      );
+    }
+    if (split < 0 || split > this.frozenSplit()) {
+      throw new Error(`split ${split} reaches parameters that train (frozen prefix: ${this.frozenSplit()})`);
+    }
+    const per = this.prefixSize(split);
+    if (prefix.length !== n * per) {
+      throw new Error(`prefix holds ${prefix.length} values, ${n} images at split ${split} need ${n * per}`);
+    }
+    this.#checkLabels(labels, n);
+    const rows = split > this.config.depth ? 1 : this.config.tokens;
+    return await this.#lossAndGrads(n, labels, options, (start, end) =>
+      this.net.suffix(
+        tf.tensor2d(prefix.subarray(start * per, end * per), [(end - start) * rows, this.config.embed_dim]),
+        end - start,
+        split,
+      ));
+  }
+
+  /**
+   * Loss and trainable gradients over `n` images (labels checked) in chunks; `logits(start, end)` runs one
+   * chunk's forward.
+   */
+  async #lossAndGrads(
+    n: number,
+    labels: Targets,
+    options: LossOptions,
+    logits: (start: number, end: number) => tf.Tensor2D,
+  ): Promise<DeviceGrads> {
     // Gradients are taken to change the weights: logits on onnx must then see the new ones.
     this.#stale();
-    const drops = this.#dropPathDraws(n, options.dropPath);
+    const k = this.config.num_classes;
     const varList = [...this.#vars.values()].filter((v) => v.trainable);
     let grads: Map<string, tf.Tensor> | undefined;
     let loss = 0;
@@ -369,14 +524,8 @@ export class ViTModel {
       for (const [start, end] of this.#chunks(n, this.trainChunk)) {
         const weight = (end - start) / n;
         const step = tf.tidy(() => {
-          const x = this.#imageTensor(input, shape, start, end);
           const m = end - start;
-          const scale = (v?: Float32Array) => v ? tf.tensor3d(v.subarray(start, end), [m, 1, 1]) : undefined;
-          const dp: DropPathScales[] | undefined = drops?.map((d) => ({
-            attn: scale(d.attn),
-            mlp: scale(d.mlp),
-          }));
-          const loss = labels instanceof Float32Array
+          const lossOf = labels instanceof Float32Array
             ? (logits: tf.Tensor2D) =>
               softTargetCrossEntropy(logits, tf.tensor2d(labels.subarray(start * k, end * k), [m, k]))
             : (logits: tf.Tensor2D) =>
@@ -385,21 +534,13 @@ export class ViTModel {
                 tf.tensor1d(labels.subarray(start, end), "int32"),
                 options.labelSmoothing ?? 0,
               );
-          return tf.variableGrads(() => tf.mul(loss(this.net.apply(x, dp)), weight) as tf.Scalar, varList);
+          return tf.variableGrads(() => tf.mul(lossOf(logits(start, end)), weight) as tf.Scalar, varList);
         });
         loss += (await step.value.data())[0];
         step.value.dispose();
-        if (!grads) {
-          grads = new Map(Object.entries(step.grads).map(([k, g]) => [this.#timmNameOf.get(k)!, g]));
-        } else {
-          for (const [k, g] of Object.entries(step.grads)) {
-            const name = this.#timmNameOf.get(k)!;
-            const sum = tf.add(grads.get(name)!, g);
-            grads.get(name)!.dispose();
-            g.dispose();
-            grads.set(name, sum);
-          }
-        }
+        const named = new Map(Object.entries(step.grads).map(([k, g]) => [this.#timmNameOf.get(k)!, g]));
+        if (!grads) grads = named;
+        else accumulateGrads(grads, named);
       }
     } catch (e) {
       for (const g of grads?.values() ?? []) g.dispose();
@@ -455,6 +596,8 @@ export class ViTModel {
     this.#pending = undefined;
     this.#session?.then((s) => s.release()).catch(() => {});
     this.#session = undefined;
+    for (const p of this.#prefixSessions.values()) p.then((s) => s.release()).catch(() => {});
+    this.#prefixSessions.clear();
   }
 }
 

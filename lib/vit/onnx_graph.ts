@@ -19,10 +19,16 @@ export type GeluForm = "erf" | "contrib";
 /** Options of {@linkcode vitOnnxModel}. */
 export interface VitOnnxOptions {
   gelu?: GeluForm;
+  /**
+   * Write only the network up to this split point (as `VisionTransformer.prefix`): token rows `[b·T, D]`
+   * after that many blocks, or the pooled features `[b, D]` for depth + 1. Output `prefix`; the frozen
+   * prefix of a fine-tuning run (lib/train/frozen_cache.ts) runs on it.
+   */
+  split?: number;
 }
 
 /** The graph's input and output names. */
-export const ONNX_INPUT = "pixel_values", ONNX_OUTPUT = "logits";
+export const ONNX_INPUT = "pixel_values", ONNX_OUTPUT = "logits", ONNX_PREFIX_OUTPUT = "prefix";
 
 /** The ONNX `ModelProto` of a ViT (opset 17, float32, input `pixel_values` [batch, C, H, W] → `logits`). */
 export function vitOnnxModel(
@@ -69,7 +75,8 @@ export function vitOnnxModel(
   let h = g.node("Reshape", [tokens, g.int64([-1, D])]);
   const headDim = c.head_dim;
   const scale = g.float(1 / Math.sqrt(headDim));
-  for (let i = 0; i < c.depth; i++) {
+  const split = options.split ?? c.depth + 2;
+  for (let i = 0; i < Math.min(c.depth, split); i++) {
     const p = `blocks.${i}`;
     const qkv = linear(layerNorm(h, `${p}.norm1`), `${p}.attn.qkv`, c.qkv_bias);
     // [b·T, 3D] → [b, T, 3H, hd] → [b, 3H, T, hd] → q, k, v [b, H, T, hd]
@@ -88,12 +95,21 @@ export function vitOnnxModel(
     const hidden = gelu(linear(layerNorm(h, `${p}.norm2`), `${p}.mlp.fc1`));
     h = g.node("Add", [h, linear(hidden, `${p}.mlp.fc2`)]);
   }
-  // Only the class token feeds the head, and LayerNorm is per token: normalising just that row is exact.
-  const clsRow = g.node("Gather", [g.node("Reshape", [h, g.int64([-1, T, D])]), g.int64([0], [])], {
-    axis: 1,
-  });
-  linear(layerNorm(clsRow, "norm"), "head");
-  g.output(g.renameLast(ONNX_OUTPUT), DataType.FLOAT, ["batch", c.num_classes]);
+  if (split <= c.depth) {
+    // h is the last node written: its output is the prefix.
+    g.output(g.renameLast(ONNX_PREFIX_OUTPUT), DataType.FLOAT, ["rows", D]);
+  } else {
+    // Only the class token feeds the head, and LayerNorm is per token: normalising just that row is exact.
+    const clsRow = g.node("Gather", [g.node("Reshape", [h, g.int64([-1, T, D])]), g.int64([0], [])], {
+      axis: 1,
+    });
+    const features = layerNorm(clsRow, "norm");
+    if (split === c.depth + 1) g.output(g.renameLast(ONNX_PREFIX_OUTPUT), DataType.FLOAT, ["batch", D]);
+    else {
+      linear(features, "head");
+      g.output(g.renameLast(ONNX_OUTPUT), DataType.FLOAT, ["batch", c.num_classes]);
+    }
+  }
   const opsets = [{ domain: "", version: 17 }];
   if (options.gelu === "contrib") opsets.push({ domain: "com.microsoft", version: 1 });
   return g.encode(opsets, 8);

@@ -9,7 +9,7 @@ import type { StateDict } from "../vit/params.ts";
 import { readCheckpoint } from "./checkpoint.ts";
 import { archFromName, inferConfig } from "./infer_config.ts";
 import { defaultPreprocessing, type ModelManifest, type Preprocessing, type SourceInfo } from "./manifest.ts";
-import { resamplePosEmbed } from "./resample.ts";
+import { adaptForFineTuning } from "./adapt.ts";
 import { sha256Hex } from "./sha256.ts";
 import { saveModel } from "./shards.ts";
 
@@ -84,25 +84,17 @@ export async function convertCheckpoint(
   };
   const source: SourceInfo = { file: input, sha256, format: checkpoint.format, ...(arch ? { arch } : {}) };
 
-  if (options.imgSize !== undefined && options.imgSize !== config.img_size) {
-    const grid = options.imgSize / config.patch_size;
-    if (!Number.isInteger(grid)) {
-      throw new Error(`--img-size ${options.imgSize} is not a multiple of patch_size ${config.patch_size}`);
-    }
-    state = new Map(state);
-    state.set("pos_embed", resamplePosEmbed(state.get("pos_embed")!, grid));
-    source.pos_embed_resampled = { from: config.img_size, to: options.imgSize };
-    config = { ...config, img_size: options.imgSize };
+  if (options.imgSize !== undefined && !Number.isInteger(options.imgSize / config.patch_size)) {
+    throw new Error(`--img-size ${options.imgSize} is not a multiple of patch_size ${config.patch_size}`);
   }
-  if (options.numClasses !== undefined && options.numClasses !== config.num_classes) {
-    const k = options.numClasses;
-    if (!Number.isInteger(k) || k < 1) throw new Error(`--num-classes must be a positive integer, got ${k}`);
-    state = new Map(state);
-    // The ViT paper fine-tunes with a zero-initialised head; it is also deterministic.
-    state.set("head.weight", { shape: [k, config.embed_dim], data: new Float32Array(k * config.embed_dim) });
-    state.set("head.bias", { shape: [k], data: new Float32Array(k) });
-    source.head_reinitialized = { num_classes: k, init: "zeros" };
-    config = { ...config, num_classes: k };
+  const k = options.numClasses ?? config.num_classes;
+  if (!Number.isInteger(k) || k < 1) throw new Error(`--num-classes must be a positive integer, got ${k}`);
+  if (options.imgSize !== undefined || options.numClasses !== undefined) {
+    const target = { ...resolveConfig(config), img_size: options.imgSize ?? config.img_size, num_classes: k };
+    const adapted = adaptForFineTuning(state, target);
+    state = adapted.state;
+    Object.assign(source, adapted.changes);
+    config = { ...config, img_size: target.img_size, num_classes: k };
   }
   const resolved = resolveConfig(config);
   const labels = options.labels ?? Array.from({ length: resolved.num_classes }, (_, i) => `class_${i}`);

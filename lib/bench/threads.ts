@@ -1,0 +1,202 @@
+/**
+ * wasm threads against one thread, measured side by side: every probe runs in its own process (the wasm build
+ * is fixed once per process) with `VIT_WASM_THREADS` set, alternating 1 and N threads over several rounds so
+ * that both see the same load, and the best median of each is compared.
+ *
+ * Probes: a micro training step, ViT-B/16's batch-1 forward, and training steps of the shipped model's
+ * architecture (configs/cifar10_vit_micro_stage3.yml's `model`, at its batch size, AdamW + clipping as it
+ * trains) with the project's kernels and threads against `VIT_KERNELS=stock VIT_WASM_THREADS=1`.
+ *
+ * Child: `deno run -A lib/bench/threads.ts <train|forward> <config JSON> <batch> <runs>` prints one JSON line.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+import { parse as parseYaml } from "yaml";
+import { initBackend } from "../backend/backend.ts";
+import { clipGradNorm, Optimizer } from "../train/optimizer.ts";
+import type { ViTConfig } from "../vit/config.ts";
+import { createViT } from "../vit/model.ts";
+import { formulaStateDict } from "../weights/formula.ts";
+import { denoRunArgs, runTimed } from "./child.ts";
+import { measure } from "./stats.ts";
+
+/** One probe's result in one process. */
+export interface ProbeResult {
+  threads: number;
+  kernels: string[];
+  medianMs: number;
+  runs: number[];
+}
+
+async function probe(kind: string, config: ViTConfig, batch: number, runs: number): Promise<ProbeResult> {
+  const backend = await initBackend("wasm");
+  const vit = await createViT(config, formulaStateDict(config));
+  const c = vit.config;
+  const shape = [batch, c.in_chans, c.img_size, c.img_size];
+  const input = new Float32Array(batch * c.in_chans * c.img_size * c.img_size).map((_, i) =>
+    Math.sin(i * 0.001)
+  );
+  let fn: () => Promise<unknown>;
+  if (kind === "forward") fn = () => vit.logits(input, shape);
+  else if (kind === "train") {
+    const labels = Int32Array.from({ length: batch }, (_, i) => i % c.num_classes);
+    const opt = new Optimizer(vit.variables, new Map(vit.specs.map((s) => [s.name, s.shape])), {
+      opt: "adamw",
+      momentum: 0.9,
+      weightDecay: 0.05,
+    });
+    fn = async () => {
+      const { grads } = await vit.lossAndDeviceGrads(input, shape, labels, { labelSmoothing: 0.1 });
+      try {
+        await clipGradNorm(grads, 1.0);
+        opt.apply(grads, 1e-4);
+      } finally {
+        for (const g of grads.values()) g.dispose();
+      }
+      // The update is queued work on wasm; reading one value waits for it.
+      await vit.variables.get("head.bias")!.data();
+    };
+  } else throw new Error(`probe must be train or forward, got "${kind}"`);
+  const t = await measure(fn, 1, runs);
+  tf.disposeVariables();
+  return { threads: backend.threads ?? 1, kernels: backend.kernels, medianMs: t.medianMs, runs: t.runs };
+}
+
+/** The shipped model's architecture and batch size, read from its stage-3 config. */
+export async function shippedArch(root: string): Promise<{ config: ViTConfig; batch: number }> {
+  const y = parseYaml(await Deno.readTextFile(`${root}/configs/cifar10_vit_micro_stage3.yml`)) as {
+    model: Partial<ViTConfig>;
+    img_size: number;
+    num_classes: number;
+    batch_size: number;
+  };
+  return {
+    config: { ...y.model, img_size: y.img_size, num_classes: y.num_classes } as ViTConfig,
+    batch: y.batch_size,
+  };
+}
+
+/** One side of a comparison: the environment its processes run with. */
+interface Side {
+  label: string;
+  env: Record<string, string>;
+}
+
+/**
+ * Runs `kind` on `config` at `batch` in alternating processes for each side (`rounds` each), returning each
+ * side's best median (ms), or the error of the first failing process.
+ */
+async function compare(
+  root: string,
+  kind: string,
+  config: ViTConfig,
+  batch: number,
+  runs: number,
+  rounds: number,
+  sides: Side[],
+): Promise<{ best: number[]; results: ProbeResult[] } | { error: string }> {
+  const best = sides.map(() => Infinity);
+  const results: ProbeResult[] = [];
+  for (let r = 0; r < rounds; r++) {
+    for (const [i, side] of sides.entries()) {
+      const out = await runTimed(
+        Deno.execPath(),
+        denoRunArgs(root, "lib/bench/threads.ts", [
+          kind,
+          JSON.stringify(config),
+          String(batch),
+          String(runs),
+        ]),
+        { cwd: root, env: { VIT_QUIET: "1", ...side.env } },
+      );
+      const last = out.stdout.trim().split("\n").pop() ?? "";
+      if (out.code !== 0 || !last.startsWith("{")) {
+        return { error: `${side.label}: ${out.stderr.trim().split("\n").slice(-3).join(" ")}` };
+      }
+      const res = JSON.parse(last) as ProbeResult;
+      results[i] = res;
+      best[i] = Math.min(best[i], res.medianMs);
+    }
+  }
+  return { best, results };
+}
+
+/** What {@linkcode threadFigures} found: `ratio:` lines and notes for the report. */
+export interface ThreadFigures {
+  ratios: string[];
+  notes: string[];
+}
+
+/**
+ * The thread ratios of issue 13: micro training step and ViT-B/16 b1 forward (N vs 1 thread, project kernels
+ * on both), and the shipped architecture's training throughput against stock kernels on one thread.
+ */
+export async function threadFigures(
+  root: string,
+  micro: ViTConfig,
+  base: ViTConfig,
+  o: { runs: number; rounds?: number; microBatch?: number },
+): Promise<ThreadFigures> {
+  const n = Math.min(8, navigator.hardwareConcurrency);
+  const rounds = o.rounds ?? 2;
+  const one: Side = { label: "1 thread", env: { VIT_WASM_THREADS: "1" } };
+  const many: Side = { label: `${n} threads`, env: { VIT_WASM_THREADS: String(n) } };
+  const out: ThreadFigures = { ratios: [], notes: [] };
+  const microBatch = o.microBatch ?? 32;
+  const probes: Array<[string, string, ViTConfig, number, number]> = [
+    ["micro train step", "train", micro, microBatch, Math.max(o.runs, 5)],
+    ["ViT-B/16 b1 forward", "forward", base, 1, o.runs],
+  ];
+  for (const [label, kind, config, batch, runs] of probes) {
+    const r = await compare(root, kind, config, batch, runs, rounds, [one, many]);
+    if ("error" in r) {
+      out.notes.push(`wasm threads, ${label}: failed (${r.error})`);
+      continue;
+    }
+    const [t1, tn] = r.best;
+    out.ratios.push(`wasm threads ${r.results[1].threads} vs 1, ${label}: ${(t1 / tn).toFixed(2)}×`);
+    out.notes.push(
+      `wasm threads, ${label}${kind === "train" ? ` (batch ${batch})` : ""}: ${
+        t1.toFixed(0)
+      } ms on 1 thread, ` +
+        `${tn.toFixed(0)} ms on ${
+          r.results[1].threads
+        } (best median of ${rounds} alternating processes each)`,
+    );
+  }
+  const shipped = await shippedArch(root);
+  const stock: Side = { label: "stock, 1 thread", env: { VIT_WASM_THREADS: "1", VIT_KERNELS: "stock" } };
+  const project: Side = { label: `project kernels, ${n} threads`, env: { VIT_WASM_THREADS: String(n) } };
+  const r = await compare(root, "train", shipped.config, shipped.batch, Math.max(3, o.runs), rounds, [
+    stock,
+    project,
+  ]);
+  if ("error" in r) out.notes.push(`shipped architecture training: failed (${r.error})`);
+  else {
+    const [ts, tp] = r.best.map((ms) => (shipped.batch * 1000) / ms);
+    out.ratios.push(
+      `shipped architecture training b${shipped.batch}, wasm ${
+        r.results[1].threads
+      } threads + project kernels ` +
+        `vs VIT_KERNELS=stock VIT_WASM_THREADS=1: ${(tp / ts).toFixed(2)}× (${tp.toFixed(0)} vs ${
+          ts.toFixed(0)
+        } img/s)`,
+    );
+    out.notes.push(
+      `shipped architecture (configs/cifar10_vit_micro_stage3.yml) training steps at batch ${shipped.batch} ` +
+        `(loss + grads + clip + AdamW, synthetic images): ${tp.toFixed(1)} img/s with ${
+          r.results[1].threads
+        } threads and the project's kernels, ${
+          ts.toFixed(1)
+        } img/s with VIT_KERNELS=stock VIT_WASM_THREADS=1`,
+    );
+  }
+  return out;
+}
+
+if (import.meta.main) {
+  const [kind, configJson, batch, runs] = Deno.args;
+  console.log(JSON.stringify(await probe(kind, JSON.parse(configJson), Number(batch), Number(runs ?? "3"))));
+  Deno.exit(0);
+}

@@ -1,0 +1,56 @@
+/**
+ * Adapting pretrained weights for fine-tuning, in one place (as timm's `checkpoint_filter_fn` and
+ * `reset_classifier`): `pos_embed` resampled to the target resolution's grid, and a zero-initialised
+ * classifier head when the class count differs (the ViT paper's fine-tuning recipe; also deterministic).
+ * `deno task convert`, `deno task train` and the service's fine-tuning sessions all go through it.
+ *
+ * @module
+ */
+import type { StateDict } from "../vit/params.ts";
+import type { SourceInfo } from "./manifest.ts";
+import { resamplePosEmbed } from "./resample.ts";
+
+/** The target of an adaptation: the fine-tuned model's geometry and class count. */
+export interface AdaptTarget {
+  img_size: number;
+  patch_size: number;
+  embed_dim: number;
+  num_classes: number;
+}
+
+/** What {@linkcode adaptForFineTuning} changed, in the manifest's `source` terms. */
+export type Adaptation = Pick<SourceInfo, "pos_embed_resampled" | "head_reinitialized">;
+
+/**
+ * A copy of `state` fitted to `target` (the input is not modified): `pos_embed` resampled when its grid is
+ * not `img_size / patch_size` (recorded as image sizes, from → to), the head replaced by zeros when its
+ * class count differs or it is missing. Throws when `img_size` is not a multiple of `patch_size`.
+ */
+export function adaptForFineTuning(
+  state: StateDict,
+  target: AdaptTarget,
+): { state: StateDict; changes: Adaptation } {
+  const out: StateDict = new Map(state);
+  const changes: Adaptation = {};
+  const grid = target.img_size / target.patch_size;
+  if (!Number.isInteger(grid)) {
+    throw new Error(`img_size ${target.img_size} is not a multiple of patch_size ${target.patch_size}`);
+  }
+  const pos = state.get("pos_embed");
+  if (pos) {
+    const from = Math.round(Math.sqrt(pos.shape[1] - 1));
+    if (from !== grid) {
+      out.set("pos_embed", resamplePosEmbed(pos, grid));
+      changes.pos_embed_resampled = { from: from * target.patch_size, to: target.img_size };
+    }
+  }
+  const k = target.num_classes, dim = target.embed_dim;
+  if (!Number.isInteger(k) || k < 1) throw new Error(`num_classes must be a positive integer, got ${k}`);
+  const head = state.get("head.weight");
+  if (!head || head.shape[0] !== k) {
+    out.set("head.weight", { shape: [k, dim], data: new Float32Array(k * dim) });
+    out.set("head.bias", { shape: [k], data: new Float32Array(k) });
+    changes.head_reinitialized = { num_classes: k, init: "zeros" };
+  }
+  return { state: out, changes };
+}
