@@ -24,7 +24,8 @@ export function openApiDocument(version = "0.1.0"): Record<string, unknown> {
       title: "vit-deno",
       version,
       description: "Vision Transformer classification and fine-tuning service (Deno, tfjs). Errors are " +
-        "`{error: {code, message}}` with a matching HTTP status.",
+        "`{error: {code, message, request_id}}` with a matching HTTP status; every answer carries " +
+        "`X-Request-Id`. The model id `default` is reserved (it names the default model).",
     },
     paths: {
       "/": {
@@ -78,7 +79,10 @@ export function openApiDocument(version = "0.1.0"): Record<string, unknown> {
             content: json({
               type: "object",
               required: ["id", "location"],
-              properties: { id: { type: "string" }, location: { type: "string", format: "uri" } },
+              properties: {
+                id: { type: "string", description: "not `default`, which is reserved" },
+                location: { type: "string", format: "uri" },
+              },
             }),
           },
           responses: {
@@ -253,7 +257,11 @@ export function openApiDocument(version = "0.1.0"): Record<string, unknown> {
             error: {
               type: "object",
               required: ["code", "message"],
-              properties: { code: { type: "string" }, message: { type: "string" } },
+              properties: {
+                code: { type: "string" },
+                message: { type: "string" },
+                request_id: { type: "string", description: "finds the request in the server log" },
+              },
             },
           },
         },
@@ -341,7 +349,10 @@ export function openApiDocument(version = "0.1.0"): Record<string, unknown> {
             freeze: { type: "string", description: "none | head-only | blocks:N", default: "none" },
             batch_size: { type: "integer", default: 16 },
             seed: { type: "integer", default: 0 },
-            model_id: { type: "string", description: "id of the model registered at the end" },
+            model_id: {
+              type: "string",
+              description: "id of the model registered at the end (not `default`, which is reserved)",
+            },
           },
         },
         Session: {
