@@ -4,7 +4,7 @@
  * @module
  */
 import { Hono } from "hono";
-import { openApiDocument } from "../lib/serve/openapi.ts";
+import { openApiDocument } from "../lib/serve/http/openapi.ts";
 import type { Service } from "../lib/serve/service.ts";
 
 const PAGE_URL = new URL("./static/index.html", import.meta.url);

@@ -6,10 +6,11 @@
  */
 import { type Context, Hono } from "hono";
 import { streamSSE } from "hono/streaming";
-import { hasToken, requireToken } from "../lib/serve/auth.ts";
-import { readJson, readMultipart } from "../lib/serve/body.ts";
-import { ApiError, redactPaths } from "../lib/serve/errors.ts";
-import { fieldsFromForm, parseFineTuneFields } from "../lib/serve/finetune_request.ts";
+import { hasToken } from "../lib/serve/http/auth.ts";
+import { needsToken, whenReady } from "../lib/serve/http/middleware.ts";
+import { readJson, readMultipart } from "../lib/serve/http/body.ts";
+import { redactPaths, ServiceError } from "../lib/serve/errors.ts";
+import { fieldsFromForm, parseFineTuneFields } from "../lib/serve/http/finetune_request.ts";
 import { prepareSession, UploadFile } from "../lib/serve/session_data.ts";
 import type { Service } from "../lib/serve/service.ts";
 import type { SessionEvent, SessionRecord } from "../lib/serve/sessions.ts";
@@ -33,15 +34,13 @@ export function finetuneRoutes(service: Service): Hono {
   const app = new Hono();
   const limits = service.options.limits;
 
-  app.post("/v1/finetune", async (c) => {
-    requireToken(c.req.header("authorization"), service.options.token);
-    if (service.state !== "ready") {
-      throw new ApiError(503, "not_ready", "the server is still loading its models", { "Retry-After": "5" });
-    }
+  const auth = needsToken(service), ready = whenReady(service);
+
+  app.post("/v1/finetune", auth, ready, async (c) => {
     const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
     if (type !== "multipart/form-data" && type !== "application/json") {
-      throw new ApiError(
-        415,
+      throw new ServiceError(
+        "unsupported",
         "unsupported_media_type",
         `content type ${JSON.stringify(type || "(none)")} is not accepted; send application/json ` +
           `(dataset by name) or multipart/form-data (dataset archive as "archive")`,
@@ -61,15 +60,19 @@ export function finetuneRoutes(service: Service): Hono {
           maxFileBytes: limits.maxUploadBytes,
           maxFields: 16,
           tooManyFiles: () =>
-            new ApiError(400, "invalid_field", 'upload one dataset archive, as the file field "archive"'),
+            new ServiceError(
+              "invalid",
+              "invalid_field",
+              'upload one dataset archive, as the file field "archive"',
+            ),
         }, (field) => field === "archive" ? (chunk) => file.write(chunk) : undefined);
         upload.close();
         ({ fields: raw, archive } = fieldsFromForm(form, upload.path));
       } else {
         const json = await readJson(c.req.raw, 1024 * 1024);
         if (typeof json !== "object" || json === null || Array.isArray(json)) {
-          throw new ApiError(
-            400,
+          throw new ServiceError(
+            "invalid",
             "invalid_request",
             "the JSON body must be an object of fine-tuning options",
           );
@@ -109,8 +112,7 @@ export function finetuneRoutes(service: Service): Hono {
     return c.json(view(rec, authorized(c)));
   });
 
-  app.delete("/v1/finetune/:id", async (c) => {
-    requireToken(c.req.header("authorization"), service.options.token);
+  app.delete("/v1/finetune/:id", auth, async (c) => {
     const rec = await service.sessions.cancel(c.req.param("id"));
     return c.json(view(rec, true), 202);
   });

@@ -8,26 +8,11 @@
  * @module
  */
 import { parseServeArgs } from "../lib/serve/options.ts";
-import { Service } from "../lib/serve/service.ts";
-import { createApp } from "./app.ts";
+import { startService } from "./start.ts";
 
 const args = Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args;
-const service = new Service(parseServeArgs(args, (k) => Deno.env.get(k)));
-const app = createApp(service);
-service.start().catch((e) => {
-  console.error(`serve: ${(e as Error).message}`);
-  Deno.exit(1);
-});
-
 // On SIGTERM/SIGINT `deno serve` stops accepting connections, but the process would live on until a running
 // fine-tuning session ended: each worker records its sessions as interrupted and frees its models instead.
-let closing = false;
-for (const signal of Deno.build.os === "windows" ? ["SIGINT"] as const : ["SIGTERM", "SIGINT"] as const) {
-  Deno.addSignalListener(signal, () => {
-    if (closing) return;
-    closing = true;
-    service.close().catch((e) => console.error(`serve: shutting down: ${(e as Error).message}`));
-  });
-}
+const { app } = await startService(parseServeArgs(args, (k) => Deno.env.get(k)));
 
 export default { fetch: app.fetch } satisfies Deno.ServeDefaultExport;

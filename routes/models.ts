@@ -6,36 +6,18 @@
  * @module
  */
 import { Hono } from "hono";
-import { requireToken } from "../lib/serve/auth.ts";
-import { readJson } from "../lib/serve/body.ts";
+import { needsToken, needsTokenToRead, whenReady } from "../lib/serve/http/middleware.ts";
+import { readJson } from "../lib/serve/http/body.ts";
 import { classifyImages } from "../lib/serve/classify.ts";
-import { ApiError, badRequest } from "../lib/serve/errors.ts";
-import { parseClassifyRequest, parseTopK } from "../lib/serve/inputs.ts";
+import { badRequest, ServiceError } from "../lib/serve/errors.ts";
+import { parseClassifyRequest, parseTopK } from "../lib/serve/http/inputs.ts";
 import type { Service } from "../lib/serve/service.ts";
-
-function notReady(service: Service): void {
-  if (service.state !== "ready") {
-    throw new ApiError(503, "not_ready", "the server is still loading its models", { "Retry-After": "5" });
-  }
-}
 
 /** The model routes. */
 export function modelRoutes(service: Service): Hono {
   const app = new Hono();
-  // With --auth-classify, reading and classifying need the token as well.
-  if (service.options.authClassify) {
-    app.use("/v1/models", (c, next) => {
-      if (c.req.method === "GET" || c.req.method === "HEAD") {
-        requireToken(c.req.header("authorization"), service.options.token);
-      }
-      return next();
-    });
-    app.use("/v1/models/*", (c, next) => {
-      requireToken(c.req.header("authorization"), service.options.token);
-      return next();
-    });
-  }
-  app.get("/v1/models", async (c) => {
+  const auth = needsToken(service), read = needsTokenToRead(service), ready = whenReady(service);
+  app.get("/v1/models", read, async (c) => {
     await service.registry.sync();
     return c.json({
       default: service.registry.defaultId ?? null,
@@ -44,14 +26,11 @@ export function modelRoutes(service: Service): Hono {
       unavailable: service.registry.unavailable().map((u) => service.registry.describeUnavailable(u)),
     });
   });
-  app.get("/v1/models/:id", async (c) => {
-    notReady(service);
+  app.get("/v1/models/:id", read, ready, async (c) => {
     const m = await service.registry.get(c.req.param("id"));
     return c.json(service.registry.describe(m, true));
   });
-  app.post("/v1/models", async (c) => {
-    requireToken(c.req.header("authorization"), service.options.token);
-    notReady(service);
+  app.post("/v1/models", auth, ready, async (c) => {
     const body = await readJson(c.req.raw, 64 * 1024) as Record<string, unknown>;
     if (typeof body !== "object" || body === null || typeof body.location !== "string") {
       throw badRequest(
@@ -68,9 +47,7 @@ export function modelRoutes(service: Service): Hono {
     const m = await service.registry.register(String(body.id ?? ""), body.location);
     return c.json(service.registry.describe(m, true), 201);
   });
-  app.delete("/v1/models/:id", async (c) => {
-    requireToken(c.req.header("authorization"), service.options.token);
-    notReady(service);
+  app.delete("/v1/models/:id", auth, ready, async (c) => {
     const r = await service.registry.unregister(c.req.param("id"));
     return c.json({
       id: r.id,
@@ -80,8 +57,7 @@ export function modelRoutes(service: Service): Hono {
       removed: true,
     });
   });
-  app.post("/v1/models/:id/classify", async (c) => {
-    notReady(service);
+  app.post("/v1/models/:id/classify", read, ready, async (c) => {
     const t0 = performance.now();
     // Announce the request at once, so a fine-tuning step waits for it instead of running in between.
     const done = service.queue.expect();

@@ -121,21 +121,30 @@ Deno.test("hardening 1: floods of empty parts and huge base64 neither stall /hea
     assert.equal(JSON.parse(a.body).error.code, "too_many_images");
     assert.ok(a.slowestHealthMs < 1000, `/healthz took ${a.slowestHealthMs.toFixed(0)} ms during the flood`);
 
-    // A 31 MB base64 image in JSON: decoded in linear time, a slice per turn.
+    // A 31 MB base64 image in JSON: decoded in linear time, a slice per turn. On a shared machine a poll can
+    // also wait for a core, so the attack is tried up to three times: a stall caused by the code (unsliced
+    // decoding held the loop for 3.6 s and more) shows in every try, a scheduling hiccup in one.
     const b64 = "QUJD".repeat(Math.floor(31e6 / 4));
-    const b = await duringAttack(server.url, () =>
-      fetch(`${server.url}/v1/models/base/classify`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ image: b64 }),
-      }));
-    assert.ok(b.res.status >= 400 && b.res.status < 500, b.body); // not an image: refused after decoding
-    // The decoding itself is ~1 s of CPU, done in 256 KiB turns; on a shared 2-core machine the health
-    // poll also waits for a core, hence the wider bound (unsliced, the loop was held for 3.6 s and more).
-    assert.ok(b.slowestHealthMs < 2000, `/healthz took ${b.slowestHealthMs.toFixed(0)} ms during the base64`);
+    const tries: number[] = [];
+    for (let i = 0; i < 3 && !(tries.at(-1)! < 1000); i++) {
+      const b = await duringAttack(server.url, () =>
+        fetch(`${server.url}/v1/models/base/classify`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ image: b64 }),
+        }));
+      assert.ok(b.res.status >= 400 && b.res.status < 500, b.body); // not an image: refused after decoding
+      tries.push(b.slowestHealthMs);
+    }
+    assert.ok(
+      tries.at(-1)! < 1000,
+      `/healthz took ${tries.map((t) => t.toFixed(0)).join(", ")} ms during the base64`,
+    );
     const rss1 = peakRss(pid);
     console.log(
-      `flood: /healthz ≤ ${a.slowestHealthMs.toFixed(0)} ms; base64: ≤ ${b.slowestHealthMs.toFixed(0)} ms; ` +
+      `flood: /healthz ≤ ${a.slowestHealthMs.toFixed(0)} ms; base64: ≤ ${
+        tries.map((t) => t.toFixed(0)).join(", ")
+      } ms; ` +
         `peak RSS +${(((rss1 ?? 0) - (rss0 ?? 0)) / 2 ** 20).toFixed(0)} MiB`,
     );
     if (rss0 !== undefined && rss1 !== undefined) {

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { Admission } from "../lib/serve/admission.ts";
 import { Batcher } from "../lib/serve/batcher.ts";
 import { DeviceQueue } from "../lib/serve/device_queue.ts";
-import { ApiError } from "../lib/serve/errors.ts";
+import { ServiceError } from "../lib/serve/errors.ts";
 import type { FineTuner } from "../lib/serve/finetune.ts";
 import type { ViTModel } from "../lib/vit/model.ts";
 import { startTestService, testImage, writeImageFolder } from "./_serve.ts";
@@ -67,7 +67,7 @@ Deno.test("admission: 503 with Retry-After past the limit, released after", () =
   a.admit(3);
   assert.throws(
     () => a.admit(2),
-    (e) => e instanceof ApiError && e.status === 503 && e.headers["Retry-After"] !== undefined,
+    (e) => e instanceof ServiceError && e.kind === "unavailable" && e.retryAfterS !== undefined,
   );
   a.admit(1);
   a.release(4);

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend/backend.ts";
 import type { FineTuner } from "../lib/serve/finetune.ts";
-import { SessionLeases } from "../lib/serve/session_leases.ts";
+import { SessionLeases } from "../lib/serve/state/session_leases.ts";
 import {
   serveFolders,
   spawnServer,
@@ -404,7 +404,7 @@ Deno.test(
       );
       await assert.rejects(
         b.service.sessions.start({ ...res.body.request, model_id: "theirs" }, () => Promise.reject()),
-        (e: { status?: number; code?: string }) => e.status === 409 && e.code === "model_exists",
+        (e: { kind?: string; code?: string }) => e.kind === "conflict" && e.code === "model_exists",
       );
       assert.deepEqual(listDir(`${root}/state/sessions/active`), [".lock", `${res.body.id}.json`]);
       assert.equal((await del(a, `/v1/finetune/${res.body.id}`)).status, 202);

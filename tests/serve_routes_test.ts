@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { encodeBase64 } from "../lib/serve/base64.ts";
-import { openApiDocument } from "../lib/serve/openapi.ts";
+import { openApiDocument } from "../lib/serve/http/openapi.ts";
 import { Service } from "../lib/serve/service.ts";
 import { createApp } from "../routes/app.ts";
 import { DEFAULT_LIMITS } from "../lib/serve/options.ts";

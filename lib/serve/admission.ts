@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ApiError } from "./errors.ts";
+import { ServiceError } from "./errors.ts";
 
 /** Counts images in flight against a limit. */
 export class Admission {
@@ -24,11 +24,11 @@ export class Admission {
   admit(n: number): void {
     if (this.#pending + n > this.limit) {
       const wait = Math.max(1, Math.ceil(this.#pending * this.#secondsPerImage));
-      throw new ApiError(
-        503,
+      throw new ServiceError(
+        "unavailable",
         "queue_full",
         `the inference queue is full (${this.#pending} images waiting, limit ${this.limit}); retry in ${wait} s`,
-        { "Retry-After": String(wait) },
+        { retryAfterS: wait },
       );
     }
     this.#pending += n;

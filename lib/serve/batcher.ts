@@ -9,7 +9,7 @@
 import type { ViTModel } from "../vit/model.ts";
 import type { Admission } from "./admission.ts";
 import type { DeviceQueue } from "./device_queue.ts";
-import { ApiError } from "./errors.ts";
+import { ServiceError } from "./errors.ts";
 import type { ServeMetrics } from "./metrics.ts";
 
 /** Batching parameters. */
@@ -34,7 +34,7 @@ export class Batcher {
   /** Batches on the device now. */
   #running = 0;
   /** Why new work is refused, once it is. */
-  #closed: ApiError | undefined;
+  #closed: ServiceError | undefined;
   readonly #idle: Array<() => void> = [];
 
   constructor(
@@ -129,7 +129,7 @@ export class Batcher {
    * {@linkcode close} it resolves once no batch is on the device, i.e. when the model may be freed.
    */
   drain(): Promise<void> {
-    this.#closed ??= new ApiError(404, "model_not_found", `model "${this.modelId}" was removed`);
+    this.#closed ??= new ServiceError("not_found", "model_not_found", `model "${this.modelId}" was removed`);
     return new Promise((resolve) => {
       this.#idle.push(resolve);
       this.#checkIdle();
@@ -138,7 +138,11 @@ export class Batcher {
 
   /** Refuses new work and fails what is still waiting (a batch already on the device still finishes). */
   close(): void {
-    this.#closed ??= new ApiError(503, "model_unloaded", `model "${this.modelId}" was unloaded`);
+    this.#closed ??= new ServiceError(
+      "unavailable",
+      "model_unloaded",
+      `model "${this.modelId}" was unloaded`,
+    );
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     const left = this.#pending.splice(0);
     this.admission.release(left.length);

@@ -8,9 +8,14 @@
  */
 import { decodeImage, ImageDecodeError } from "../data/decode.ts";
 import { preprocessEval } from "../data/preprocess.ts";
-import { ApiError } from "./errors.ts";
-import type { InputImage } from "./inputs.ts";
+import { type ErrorKind, ServiceError } from "./errors.ts";
 import type { ServedModel } from "./registry.ts";
+
+/** One uploaded image, still encoded. */
+export interface InputImage {
+  name: string;
+  bytes: Uint8Array;
+}
 
 /** One label and its probability. */
 export interface Prediction {
@@ -28,23 +33,23 @@ export interface ImageResult {
   timing_ms: { decode: number; preprocess: number; queue_and_inference: number; total: number };
 }
 
-const DECODE_STATUS: Record<string, [number, string]> = {
-  empty: [400, "empty_image"],
-  unsupported_format: [415, "unsupported_image_format"],
-  too_large: [413, "image_too_large"],
-  truncated: [400, "truncated_image"],
-  corrupt: [400, "corrupt_image"],
-  decoder_unavailable: [500, "decoder_unavailable"],
+const DECODE_ERRORS: Record<string, [ErrorKind, string]> = {
+  empty: ["invalid", "empty_image"],
+  unsupported_format: ["unsupported", "unsupported_image_format"],
+  too_large: ["too_large", "image_too_large"],
+  truncated: ["invalid", "truncated_image"],
+  corrupt: ["invalid", "corrupt_image"],
+  decoder_unavailable: ["internal", "decoder_unavailable"],
 };
 
-/** Maps an image decode failure to the 4xx (or 500) it is answered with. */
-export function decodeErrorToApi(e: unknown, index: number, count: number): ApiError {
+/** Maps an image decode failure to the service error it is reported as. */
+export function decodeErrorToApi(e: unknown, index: number, count: number): ServiceError {
   if (e instanceof ImageDecodeError) {
-    const [status, code] = DECODE_STATUS[e.code] ?? [400, "invalid_image"];
+    const [kind, code] = DECODE_ERRORS[e.code] ?? ["invalid", "invalid_image"];
     const which = count > 1 ? `image ${index + 1} of ${count}: ` : "";
-    return new ApiError(status, code, `${which}${e.message}`);
+    return new ServiceError(kind, code, `${which}${e.message}`);
   }
-  return e instanceof ApiError ? e : new ApiError(400, "invalid_image", (e as Error).message);
+  return e instanceof ServiceError ? e : new ServiceError("invalid", "invalid_image", (e as Error).message);
 }
 
 /** Softmax of one logits row, then the `k` largest with their labels. */

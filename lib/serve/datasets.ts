@@ -5,15 +5,15 @@
  *
  * @module
  */
-import { ApiError } from "./errors.ts";
+import { ServiceError } from "./errors.ts";
 
 const SEGMENT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 /** Throws 400 `invalid_dataset_name` unless `name` is a safe relative name. */
 export function checkDatasetName(name: unknown): string {
   const bad = (why: string) =>
-    new ApiError(
-      400,
+    new ServiceError(
+      "invalid",
       "invalid_dataset_name",
       `dataset name ${JSON.stringify(name)?.slice(0, 100)} is invalid: ${why}`,
     );
@@ -36,27 +36,35 @@ export function checkDatasetName(name: unknown): string {
 export async function resolveDataset(root: string | undefined, name: unknown): Promise<string> {
   const checked = checkDatasetName(name);
   if (!root) {
-    throw new ApiError(
-      400,
+    throw new ServiceError(
+      "invalid",
       "no_data_root",
       "the server has no data root configured (--data-root); upload an archive",
     );
   }
   const realRoot = await Deno.realPath(root).catch(() => {
-    throw new ApiError(500, "data_root_missing", `the configured data root is not readable`);
+    throw new ServiceError("internal", "data_root_missing", `the configured data root is not readable`);
   });
   let real: string;
   try {
     real = await Deno.realPath(`${realRoot}/${checked}`);
   } catch {
-    throw new ApiError(404, "dataset_not_found", `dataset "${checked}" does not exist under the data root`);
+    throw new ServiceError(
+      "not_found",
+      "dataset_not_found",
+      `dataset "${checked}" does not exist under the data root`,
+    );
   }
   if (real !== realRoot && !real.startsWith(`${realRoot}/`)) {
-    throw new ApiError(400, "invalid_dataset_name", `dataset "${checked}" resolves outside the data root`);
+    throw new ServiceError(
+      "invalid",
+      "invalid_dataset_name",
+      `dataset "${checked}" resolves outside the data root`,
+    );
   }
   if (!(await Deno.stat(real).catch(() => undefined))?.isDirectory) {
-    throw new ApiError(
-      400,
+    throw new ServiceError(
+      "invalid",
       "invalid_dataset",
       `dataset "${checked}" is not a folder; a dataset is a folder of class folders of images`,
     );

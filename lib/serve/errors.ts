@@ -1,24 +1,41 @@
 /**
- * The service's error type: every failure a client can cause or observe becomes an `ApiError` with an HTTP
- * status, a stable machine-readable `code` and a message saying what was wrong and what was expected. Routes
- * turn it into `{error: {code, message}}`.
+ * The service's errors, in its own terms: every failure a client can cause or observe is a `ServiceError`
+ * with a `kind` (what sort of failure: invalid input, not found, conflict, over a limit, busy…), a stable
+ * machine-readable `code` and a message saying what was wrong and what was expected. The core knows no HTTP:
+ * one place in the HTTP layer (`routes/app.ts`) maps each kind to a status and answers
+ * `{error: {code, message, request_id}}`.
  *
  * @module
  */
 
-/** An error with the HTTP status and code it is reported with. */
-export class ApiError extends Error {
-  readonly status: number;
-  readonly code: string;
-  /** Extra response headers (e.g. `Retry-After`). */
-  readonly headers: Record<string, string>;
+/** What sort of failure an error is; the HTTP layer gives each its status. */
+export type ErrorKind =
+  | "invalid"
+  | "unauthenticated"
+  | "forbidden"
+  | "not_found"
+  | "conflict"
+  | "too_large"
+  | "unsupported"
+  | "unprocessable"
+  | "busy"
+  | "client_gone"
+  | "internal"
+  | "unavailable";
 
-  constructor(status: number, code: string, message: string, headers: Record<string, string> = {}) {
+/** An error a client is told about, by kind and code. */
+export class ServiceError extends Error {
+  readonly kind: ErrorKind;
+  readonly code: string;
+  /** When trying again may succeed (busy, unavailable), in seconds. */
+  readonly retryAfterS?: number;
+
+  constructor(kind: ErrorKind, code: string, message: string, options: { retryAfterS?: number } = {}) {
     super(message);
-    this.name = "ApiError";
-    this.status = status;
+    this.name = "ServiceError";
+    this.kind = kind;
     this.code = code;
-    this.headers = headers;
+    if (options.retryAfterS !== undefined) this.retryAfterS = options.retryAfterS;
   }
 }
 
@@ -67,12 +84,12 @@ export function redactPaths<T>(value: T): T {
   return value;
 }
 
-/** 400 `bad_request`. */
-export function badRequest(message: string, code = "bad_request"): ApiError {
-  return new ApiError(400, code, message);
+/** Invalid input, `bad_request` unless named. */
+export function badRequest(message: string, code = "bad_request"): ServiceError {
+  return new ServiceError("invalid", code, message);
 }
 
-/** 404 for an unknown thing of kind `what`. */
-export function notFound(what: string, id: string, code = "not_found"): ApiError {
-  return new ApiError(404, code, `${what} "${id}" does not exist`);
+/** An unknown thing of kind `what`. */
+export function notFound(what: string, id: string, code = "not_found"): ServiceError {
+  return new ServiceError("not_found", code, `${what} "${id}" does not exist`);
 }

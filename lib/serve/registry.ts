@@ -17,10 +17,10 @@ import type { Admission } from "./admission.ts";
 import { Batcher, type BatchOptions } from "./batcher.ts";
 import type { DeviceQueue } from "./device_queue.ts";
 import { redactPaths } from "./errors.ts";
-import { ApiError, notFound } from "./errors.ts";
-import { removeOrphans, TEMP_SIBLING } from "./liveness.ts";
+import { notFound, ServiceError } from "./errors.ts";
+import { removeOrphans, TEMP_SIBLING } from "./state/liveness.ts";
 import type { ServeMetrics } from "./metrics.ts";
-import type { Registration, RegistrationStore, StoredRegistration } from "./registrations.ts";
+import type { Registration, RegistrationStore, StoredRegistration } from "./state/registrations.ts";
 import { pathExists } from "../util/fs.ts";
 
 /** How a model came to be served: `--model` at startup, `POST /v1/models`, or a fine-tuning session. */
@@ -95,15 +95,15 @@ export const RESERVED_MODEL_IDS: ReadonlySet<string> = new Set(["default"]);
  */
 export function checkModelId(id: string, field = "model id"): string {
   if (RESERVED_MODEL_IDS.has(id.toLowerCase())) {
-    throw new ApiError(
-      400,
+    throw new ServiceError(
+      "invalid",
       "reserved_model_id",
       `${field} "${id}" is reserved (/v1/models/${id} names the default model); choose another id`,
     );
   }
   if (!ID_RE.test(id)) {
-    throw new ApiError(
-      400,
+    throw new ServiceError(
+      "invalid",
       "invalid_model_id",
       `${field} ${JSON.stringify(id).slice(0, 80)} is invalid: use 1-64 letters, digits, ".", "_" or "-", ` +
         `starting with a letter or digit`,
@@ -122,9 +122,9 @@ export function defaultModelId(location: string, manifest: ModelManifest): strin
   return cleaned && usable(cleaned) ? cleaned : cleaned ? `${cleaned.slice(0, 58)}-model` : "model";
 }
 
-function modelExists(id: string): ApiError {
-  return new ApiError(
-    409,
+function modelExists(id: string): ServiceError {
+  return new ServiceError(
+    "conflict",
     "model_exists",
     `a model called "${id}" already exists (served, unavailable or kept in the state dir); ` +
       `choose another id`,
@@ -252,15 +252,15 @@ export class ModelRegistry {
     return Math.max(0, Math.ceil((u.failedAt + this.retryUnavailableMs - Date.now()) / 1000));
   }
 
-  #unavailableError(u: UnavailableModel): ApiError {
+  #unavailableError(u: UnavailableModel): ServiceError {
     const wait = Math.max(1, this.#retryIn(u));
-    return new ApiError(
-      503,
+    return new ServiceError(
+      "unavailable",
       "model_unavailable",
       `model "${u.id}" is registered${u.location ? ` from ${u.location}` : ""} but could not be loaded: ` +
         `${u.error}; a request after ${wait} s tries again ` +
         `(DELETE /v1/models/${u.id} removes the registration)`,
-      { "Retry-After": String(wait) },
+      { retryAfterS: wait },
     );
   }
 
@@ -356,8 +356,12 @@ export class ModelRegistry {
     try {
       m = await this.load(id, location, "registered", { registeredAt });
     } catch (e) {
-      if (e instanceof ApiError) throw e;
-      throw new ApiError(422, "model_load_failed", `loading ${location} failed: ${(e as Error).message}`);
+      if (e instanceof ServiceError) throw e;
+      throw new ServiceError(
+        "unprocessable",
+        "model_load_failed",
+        `loading ${location} failed: ${(e as Error).message}`,
+      );
     }
     try {
       m.version = await this.registrations.create({ id, location, registered_at: registeredAt });
@@ -369,7 +373,11 @@ export class ModelRegistry {
     if (this.#models.get(id) !== m) {
       // Removed (DELETE) while its record was being written.
       await this.registrations.remove(id);
-      throw new ApiError(409, "model_removed", `model "${id}" was removed while it was being registered`);
+      throw new ServiceError(
+        "conflict",
+        "model_removed",
+        `model "${id}" was removed while it was being registered`,
+      );
     }
     // A session that reserved the id while the model loaded: checked after the record exists (the session
     // checks the records after taking its lease), so of the two at most one keeps the id.
@@ -392,8 +400,8 @@ export class ModelRegistry {
     const finetuned = m?.kind === "finetuned" ||
       (!m && this.modelsDir !== undefined && ID_RE.test(key) && await pathExists(`${this.modelsDir}/${key}`));
     if (m?.kind === "base" || finetuned) {
-      throw new ApiError(
-        409,
+      throw new ServiceError(
+        "conflict",
         "model_not_removable",
         m?.kind === "base"
           ? `model "${key}" is served from a --model of the server's command line; only models registered ` +

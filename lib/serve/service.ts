@@ -11,10 +11,10 @@ import { readManifest } from "../weights/load.ts";
 import { Admission } from "./admission.ts";
 import { DeviceQueue } from "./device_queue.ts";
 import { fineTune, type FineTuner } from "./finetune.ts";
-import { removeOrphans, UPLOAD_NAME } from "./liveness.ts";
+import { removeOrphans, UPLOAD_NAME } from "./state/liveness.ts";
 import { ServeMetrics } from "./metrics.ts";
 import type { ServeOptions } from "./options.ts";
-import { RegistrationStore } from "./registrations.ts";
+import { RegistrationStore } from "./state/registrations.ts";
 import { checkModelId, defaultModelId, ModelRegistry } from "./registry.ts";
 import { SessionManager } from "./sessions.ts";
 

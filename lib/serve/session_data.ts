@@ -12,12 +12,28 @@ import { openImageFolder } from "../data/image_folder.ts";
 import { extractTar, fileStream, TarError } from "../data/tar.ts";
 import { datasetImageSet, splitFolder } from "../data/image_set.ts";
 import { resolveDataset } from "./datasets.ts";
-import { ApiError } from "./errors.ts";
-import { PROCESS_TAG } from "./liveness.ts";
-import type { FineTuneFields } from "./finetune_request.ts";
+import { ServiceError } from "./errors.ts";
+import { PROCESS_TAG } from "./state/liveness.ts";
+import type { Freeze } from "../train/config.ts";
 import type { ServedModel } from "./registry.ts";
 import type { Service } from "./service.ts";
 import type { SessionDataset, SessionRequest } from "./sessions.ts";
+
+/** The validated fields; `steps` may still depend on the dataset's size when `epochs` was given. */
+export interface FineTuneFields {
+  base_model: string;
+  /** A dataset name under the data root, when no archive was uploaded. */
+  dataset?: string;
+  /** The uploaded archive (tar or tar.gz of class folders), as written to disk. */
+  archive?: { name: string; path: string };
+  epochs?: number;
+  steps?: number;
+  lr: number;
+  freeze: Freeze;
+  batch_size: number;
+  seed: number;
+  model_id?: string;
+}
 
 /**
  * An uploaded archive on its way to disk (`<state-dir>/uploads/<process tag>-<uuid>.upload`), written chunk
@@ -81,12 +97,15 @@ async function extractUpload(archive: { name: string; path: string }, dest: stri
   } catch (e) {
     await Deno.remove(dest, { recursive: true }).catch(() => {});
     if (e instanceof TarError) {
-      const status = e.code === "too_large" ? 413 : 400;
-      throw new ApiError(status, e.code === "unsafe_path" ? "unsafe_archive" : "invalid_archive", e.message);
+      throw new ServiceError(
+        e.code === "too_large" ? "too_large" : "invalid",
+        e.code === "unsafe_path" ? "unsafe_archive" : "invalid_archive",
+        e.message,
+      );
     }
     console.error(`serve: extracting upload "${archive.name}": ${(e as Error).stack ?? e}`);
-    throw new ApiError(
-      400,
+    throw new ServiceError(
+      "invalid",
       "invalid_archive",
       `upload "${archive.name}" is not a readable tar or tar.gz archive`,
     );
@@ -106,8 +125,8 @@ export async function prepareSession(
   );
   // Taken also when served, registered or fine-tuned by another process sharing the state dir.
   if (reserved || await service.registry.exists(modelId)) {
-    throw new ApiError(
-      409,
+    throw new ServiceError(
+      "conflict",
       "model_exists",
       `a model called "${modelId}" already exists; choose another model_id`,
     );
@@ -130,15 +149,15 @@ export async function prepareSession(
     try {
       ds = await openImageFolder(root, { maxPixels: limits.maxPixels });
     } catch (e) {
-      throw new ApiError(
-        400,
+      throw new ServiceError(
+        "invalid",
         "invalid_dataset",
         `dataset ${JSON.stringify(datasetName)}: ${(e as Error).message.replaceAll(dir, "<dataset>")}`,
       );
     }
     if (ds.classes.length < 2) {
-      throw new ApiError(
-        400,
+      throw new ServiceError(
+        "invalid",
         "invalid_dataset",
         `dataset ${
           JSON.stringify(datasetName)
@@ -146,8 +165,8 @@ export async function prepareSession(
       );
     }
     if (ds.length > limits.maxDatasetImages) {
-      throw new ApiError(
-        413,
+      throw new ServiceError(
+        "too_large",
         "dataset_too_large",
         `dataset ${
           JSON.stringify(datasetName)
@@ -157,16 +176,16 @@ export async function prepareSession(
     const bs = Math.min(f.batch_size, ds.length);
     const steps = f.steps ?? f.epochs! * Math.max(1, Math.floor(ds.length / bs));
     if (steps > limits.maxSteps) {
-      throw new ApiError(
-        400,
+      throw new ServiceError(
+        "invalid",
         "invalid_field",
         `${f.epochs} epochs are ${steps} steps; at most ${limits.maxSteps} per session`,
       );
     }
     const depth = base.model.config.depth;
     if (typeof f.freeze === "object" && f.freeze.blocks > depth) {
-      throw new ApiError(
-        400,
+      throw new ServiceError(
+        "invalid",
         "invalid_field",
         `"freeze": blocks:${f.freeze.blocks} but model "${base.id}" has ${depth} blocks`,
       );

@@ -15,12 +15,12 @@ import { saveModel } from "../weights/shards.ts";
 import type { Freeze } from "../train/config.ts";
 import type { ImageSet } from "../data/image_set.ts";
 import type { DeviceQueue } from "./device_queue.ts";
-import { ApiError, notFound } from "./errors.ts";
+import { notFound, ServiceError } from "./errors.ts";
 import type { FineTuneProgress, FineTuner } from "./finetune.ts";
-import { processAlive, SELF } from "./liveness.ts";
+import { processAlive, SELF } from "./state/liveness.ts";
 import type { ServeMetrics } from "./metrics.ts";
 import type { ModelRegistry } from "./registry.ts";
-import { SessionLeases } from "./session_leases.ts";
+import { SessionLeases } from "./state/session_leases.ts";
 
 /** Where a session stands. */
 export type SessionState = "queued" | "running" | "succeeded" | "failed" | "cancelled";
@@ -204,13 +204,13 @@ export class SessionManager {
     return this.#records.has(id);
   }
 
-  #tooMany(active: number): ApiError {
-    return new ApiError(
-      429,
+  #tooMany(active: number): ServiceError {
+    return new ServiceError(
+      "busy",
       "too_many_sessions",
       `${active} fine-tuning sessions are already queued or running (limit ${this.options.maxActive}, ` +
         `counted over every server process sharing the state dir); wait for one to finish or cancel one`,
-      { "Retry-After": "30" },
+      { retryAfterS: 30 },
     );
   }
 
@@ -245,8 +245,8 @@ export class SessionManager {
     slot?: SessionSlot,
   ): Promise<SessionRecord> {
     const reservedElsewhere = () =>
-      new ApiError(
-        409,
+      new ServiceError(
+        "conflict",
         "model_exists",
         `a session already running will register a model called "${request.model_id}"; ` +
           `choose another model_id`,
@@ -275,8 +275,8 @@ export class SessionManager {
     });
     if (taken) {
       await releaseOwn();
-      throw new ApiError(
-        409,
+      throw new ServiceError(
+        "conflict",
         "model_exists",
         `a model called "${request.model_id}" was registered meanwhile; choose another model_id`,
       );
@@ -329,7 +329,7 @@ export class SessionManager {
   async cancel(id: string): Promise<SessionRecord> {
     const rec = await this.get(id);
     if (isTerminal(rec.state)) {
-      throw new ApiError(409, "session_finished", `session "${id}" already ended (${rec.state})`);
+      throw new ServiceError("conflict", "session_finished", `session "${id}" already ended (${rec.state})`);
     }
     const abort = this.#aborts.get(id);
     if (abort) {
@@ -337,8 +337,8 @@ export class SessionManager {
       return rec;
     }
     if (!ownerAlive(rec.owner)) {
-      throw new ApiError(
-        409,
+      throw new ServiceError(
+        "conflict",
         "session_orphaned",
         `the server process running session "${id}" is gone; the session is ` +
           `reported failed (interrupted) once a server restarts on this state dir`,
@@ -502,7 +502,7 @@ export class SessionManager {
         rec.error = { code: "cancelled", message: "the session was cancelled; no model was registered" };
         await finish("cancelled");
       } else {
-        const err = e instanceof ApiError ? e : undefined;
+        const err = e instanceof ServiceError ? e : undefined;
         rec.error = { code: err?.code ?? "finetune_failed", message: (e as Error).message };
         await finish("failed");
       }

@@ -20,7 +20,7 @@ export function processStart(pid: number | "self"): number | undefined {
 /**
  * This process as named in temporary files: `<pid>s<start time>` (`<pid>` where the start time is unknown),
  * so that a later process given the same pid (PID 1 in a container) can tell the leftovers of a crashed one
- * from its own (see `lib/serve/liveness.ts`).
+ * from its own (see `lib/serve/state/liveness.ts`).
  */
 export const PROCESS_TAG: string = ((start) => start === undefined ? `${Deno.pid}` : `${Deno.pid}s${start}`)(
   processStart("self"),

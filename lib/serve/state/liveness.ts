@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { PROCESS_TAG, processStart } from "../util/fs.ts";
+import { PROCESS_TAG, processStart } from "../../util/fs.ts";
 
 export { PROCESS_TAG };
 

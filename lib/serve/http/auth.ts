@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ApiError } from "./errors.ts";
+import { ServiceError } from "../errors.ts";
 
 /** Compares in time independent of where the strings differ. */
 function sameSecret(a: string, b: string): boolean {
@@ -18,22 +18,22 @@ function sameSecret(a: string, b: string): boolean {
 /** Throws 401/403 unless `authorization` carries the configured token. */
 export function requireToken(authorization: string | undefined | null, token: string | undefined): void {
   if (!token) {
-    throw new ApiError(
-      403,
+    throw new ServiceError(
+      "forbidden",
       "auth_disabled",
       "this route needs a bearer token, and the server has none configured (set VIT_API_TOKEN)",
     );
   }
   const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "");
   if (!m) {
-    throw new ApiError(401, "missing_token", 'this route needs "Authorization: Bearer <VIT_API_TOKEN>"', {
-      "WWW-Authenticate": 'Bearer realm="vit-deno"',
-    });
+    throw new ServiceError(
+      "unauthenticated",
+      "missing_token",
+      'this route needs "Authorization: Bearer <VIT_API_TOKEN>"',
+    );
   }
   if (!sameSecret(m[1], token)) {
-    throw new ApiError(401, "invalid_token", "the bearer token is not valid", {
-      "WWW-Authenticate": 'Bearer realm="vit-deno", error="invalid_token"',
-    });
+    throw new ServiceError("unauthenticated", "invalid_token", "the bearer token is not valid");
   }
 }
 

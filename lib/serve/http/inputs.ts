@@ -6,14 +6,11 @@
  *
  * @module
  */
+import type { InputImage } from "../classify.ts";
 import { LongJsonString, readBody, readJson, readMultipart } from "./body.ts";
-import { ApiError, badRequest } from "./errors.ts";
+import { badRequest, ServiceError } from "../errors.ts";
 
-/** One uploaded image, still encoded. */
-export interface InputImage {
-  name: string;
-  bytes: Uint8Array;
-}
+export type { InputImage };
 
 /** A parsed classification request. */
 export interface ClassifyInput {
@@ -48,7 +45,7 @@ function* textPieces(value: string | LongJsonString): Generator<string> {
  * per turn of the event loop, so a large image never holds the loop for long.
  */
 async function decodeBase64(value: string | LongJsonString, what: string): Promise<Uint8Array> {
-  const invalid = () => new ApiError(400, "invalid_base64", `${what} is not valid base64`);
+  const invalid = () => new ServiceError("invalid", "invalid_base64", `${what} is not valid base64`);
   // Base64 in JSON may escape "/" as `\/` and hold `\n` line breaks; any other escape is not base64.
   const escaped = value instanceof LongJsonString && value.escaped;
   const size = typeof value === "string" ? value.length : value.byteLength;
@@ -136,9 +133,9 @@ async function fromJson(json: unknown, maxImages: number): Promise<ClassifyInput
 }
 
 /** 413 `too_many_images`. */
-export function tooManyImages(max: number, count?: number): ApiError {
-  return new ApiError(
-    413,
+export function tooManyImages(max: number, count?: number): ServiceError {
+  return new ServiceError(
+    "too_large",
     "too_many_images",
     `the request holds ${count ?? "more than " + max} images; at most ${max} per request`,
   );
@@ -170,8 +167,8 @@ export async function parseClassifyRequest(
   } else if (type === "application/json" || type.endsWith("+json")) {
     input = await fromJson(await readJson(req, maxBytes, { longStrings: "raw" }), maxImages);
   } else {
-    throw new ApiError(
-      415,
+    throw new ServiceError(
+      "unsupported",
       "unsupported_media_type",
       `content type ${JSON.stringify(type || "(none)")} is not accepted; send multipart/form-data, ` +
         `an image/* body, or application/json with base64 images`,

@@ -4,27 +4,15 @@
  *
  * @module
  */
-import type { Freeze } from "../train/config.ts";
+import type { Freeze } from "../../train/config.ts";
 import type { Multipart } from "./body.ts";
-import { ApiError, badRequest } from "./errors.ts";
-import { checkDatasetName } from "./datasets.ts";
-import { checkModelId } from "./registry.ts";
+import { badRequest, ServiceError } from "../errors.ts";
+import { checkDatasetName } from "../datasets.ts";
+import { checkModelId } from "../registry.ts";
 
-/** The validated fields; `steps` may still depend on the dataset's size when `epochs` was given. */
-export interface FineTuneFields {
-  base_model: string;
-  /** A dataset name under the data root, when no archive was uploaded. */
-  dataset?: string;
-  /** The uploaded archive (tar or tar.gz of class folders), as written to disk. */
-  archive?: { name: string; path: string };
-  epochs?: number;
-  steps?: number;
-  lr: number;
-  freeze: Freeze;
-  batch_size: number;
-  seed: number;
-  model_id?: string;
-}
+import type { FineTuneFields } from "../session_data.ts";
+
+export type { FineTuneFields };
 
 const KNOWN = new Set([
   "base_model",
@@ -126,8 +114,8 @@ export function fieldsFromForm(
   let archive: FineTuneFields["archive"];
   for (const f of form.files) {
     if (f.field !== "archive") {
-      throw new ApiError(
-        400,
+      throw new ServiceError(
+        "invalid",
         "invalid_field",
         `unexpected file field "${f.field.slice(0, 100)}"; upload the dataset as "archive"`,
       );

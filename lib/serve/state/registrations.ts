@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { createFileAtomic } from "../util/fs.ts";
+import { createFileAtomic } from "../../util/fs.ts";
 import { removeOrphans, TEMP_SIBLING } from "./liveness.ts";
 
 /** One persisted registration. */

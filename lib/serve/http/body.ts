@@ -8,11 +8,11 @@
  * @module
  */
 import { Busboy } from "@fastify/busboy";
-import { ApiError } from "./errors.ts";
+import { ServiceError } from "../errors.ts";
 
-function tooLarge(limit: number, got: string): ApiError {
-  return new ApiError(
-    413,
+function tooLarge(limit: number, got: string): ServiceError {
+  return new ServiceError(
+    "too_large",
     "payload_too_large",
     `the request body (${got}) exceeds the limit of ${limit} bytes (${(limit / 2 ** 20).toFixed(1)} MiB)`,
   );
@@ -22,9 +22,9 @@ function tooLarge(limit: number, got: string): ApiError {
  * 499 `client_closed_request`: the body could not be read to its end (the client closed the connection or
  * broke the framing). Answered to nobody; logged as a disconnect, not as a server error.
  */
-function clientDisconnected(cause: unknown): ApiError {
-  const e = new ApiError(
-    499,
+function clientDisconnected(cause: unknown): ServiceError {
+  const e = new ServiceError(
+    "client_gone",
     "client_closed_request",
     "the client closed the connection before the whole request body was read",
   );
@@ -223,11 +223,17 @@ export async function readJson(
       json.push(value.subarray(at, at + SCAN_SLICE));
     }
   }
-  if (json.empty) throw new ApiError(400, "invalid_json", "the request body is empty; expected JSON");
+  if (json.empty) {
+    throw new ServiceError("invalid", "invalid_json", "the request body is empty; expected JSON");
+  }
   try {
     return json.parse(options.longStrings === "raw");
   } catch (e) {
-    throw new ApiError(400, "invalid_json", `the request body is not valid JSON: ${(e as Error).message}`);
+    throw new ServiceError(
+      "invalid",
+      "invalid_json",
+      `the request body is not valid JSON: ${(e as Error).message}`,
+    );
   }
 }
 
@@ -243,7 +249,7 @@ export interface MultipartLimits {
   maxFields: number;
   maxFieldBytes?: number;
   /** The error for one file too many (e.g. the image limit of classification). */
-  tooManyFiles?: () => ApiError;
+  tooManyFiles?: () => ServiceError;
 }
 
 /** A file part: its field, file name and content (unless a `sink` took it). */
@@ -293,8 +299,8 @@ export async function readMultipart(
     throw invalidMultipart(e);
   }
   const out: Multipart = { fields: {}, files: [] };
-  let failure: ApiError | undefined;
-  const fail = (e: ApiError) => failure ??= e;
+  let failure: ServiceError | undefined;
+  const fail = (e: ServiceError) => failure ??= e;
   // Settles on 'finish' (every part complete) or on the parser's first error.
   let finished = false;
   const settled = new Promise<void>((resolve) => {
@@ -310,24 +316,33 @@ export async function readMultipart(
   bb.on("filesLimit", () =>
     fail(
       limits.tooManyFiles?.() ??
-        new ApiError(413, "too_many_files", `the body holds more than ${limits.maxFiles} files`),
+        new ServiceError("too_large", "too_many_files", `the body holds more than ${limits.maxFiles} files`),
     ));
   bb.on(
     "fieldsLimit",
-    () => fail(new ApiError(413, "too_many_fields", `the body holds more than ${limits.maxFields} fields`)),
+    () =>
+      fail(
+        new ServiceError(
+          "too_large",
+          "too_many_fields",
+          `the body holds more than ${limits.maxFields} fields`,
+        ),
+      ),
   );
   bb.on("partsLimit", () =>
     fail(
       limits.tooManyFiles?.() ??
-        new ApiError(
-          413,
+        new ServiceError(
+          "too_large",
           "too_many_parts",
           `the body holds more than ${limits.maxFiles + limits.maxFields} parts`,
         ),
     ));
   bb.on("field", (field: string, value: string, _nameTruncated: boolean, valueTruncated: boolean) => {
     if (valueTruncated) {
-      fail(new ApiError(413, "field_too_large", `form field "${field.slice(0, 100)}" is too long`));
+      fail(
+        new ServiceError("too_large", "field_too_large", `form field "${field.slice(0, 100)}" is too long`),
+      );
     }
     out.fields[field] = value;
   });
@@ -341,8 +356,8 @@ export async function readMultipart(
       out.files.push(file);
       stream.on("limit", () =>
         fail(
-          new ApiError(
-            413,
+          new ServiceError(
+            "too_large",
             "payload_too_large",
             `file "${name.slice(0, 100)}" exceeds the limit of ${limits.maxFileBytes} bytes`,
           ),
@@ -354,7 +369,11 @@ export async function readMultipart(
           if (write) write(chunk);
           else chunks.push(chunk);
         } catch (e) {
-          fail(e instanceof ApiError ? e : new ApiError(500, "upload_write_failed", (e as Error).message));
+          fail(
+            e instanceof ServiceError
+              ? e
+              : new ServiceError("internal", "upload_write_failed", (e as Error).message),
+          );
         }
       });
       stream.on("end", () => {
@@ -398,9 +417,9 @@ export async function readMultipart(
 /** Bytes handed to the parser at a time. */
 const SLICE = 16 * 1024;
 
-function invalidMultipart(e: unknown): ApiError {
-  return new ApiError(
-    400,
+function invalidMultipart(e: unknown): ServiceError {
+  return new ServiceError(
+    "invalid",
     "invalid_multipart",
     `the multipart/form-data body could not be parsed (${
       (e as Error).message

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { writeFileAtomic } from "../util/fs.ts";
+import { writeFileAtomic } from "../../util/fs.ts";
 import { processAlive, removeOrphans, SELF, TEMP_SIBLING } from "./liveness.ts";
 
 /** One lease file's content. */
