@@ -121,6 +121,10 @@ if (import.meta.main) {
         manifest.labels.map((l, i) => `${l} ${(100 * result.perClass[i]).toFixed(1)}%`).join(", "),
     );
     console.log(confusionText(result.confusion, manifest.labels));
+    // int8 weights on onnx are another model's numbers: recorded apart (VIT_ONNX_WEIGHTS=int8).
+    const recordKey = backend.engine === "onnx" && model.onnxWeights === "int8"
+      ? "onnx-int8"
+      : backend.engine;
     const recordPath = o.record as string | undefined;
     if (recordPath) {
       let record: Record<string, unknown> = {};
@@ -131,7 +135,7 @@ if (import.meta.main) {
       }
       const correct = {
         ...(record.correct as Record<string, number> ?? {}),
-        [backend.engine]: Math.round(result.top1 * result.n),
+        [recordKey]: Math.round(result.top1 * result.n),
       };
       const floor = o.floor as number | undefined;
       record = {
@@ -147,7 +151,7 @@ if (import.meta.main) {
         ),
       };
       await writeFileAtomic(recordPath, JSON.stringify(record, null, 1) + "\n");
-      console.log(`recorded ${backend.engine}: ${correct[backend.engine]}/${result.n} in ${recordPath}`);
+      console.log(`recorded ${recordKey}: ${correct[recordKey]}/${result.n} in ${recordPath}`);
     }
     if (reportPath !== "-") {
       const svgPath = reportPath.replace(/\.md$/, "") + "_confusion.svg";

@@ -2,7 +2,8 @@
  * Accuracy regression of the shipped model (`weights/`): on a fixed, class-balanced 1,000-image subset of the
  * CIFAR-10 test split (JPEG copy; the first 100 images of each class by file name) it must get exactly the
  * number of images right that `weights/accuracy.json` records for the backend (inference is deterministic),
- * on wasm, on WebGPU and on the onnx engine, and stay at or above the recorded floor.
+ * on wasm, on WebGPU and on the onnx engine (float32, and its opt-in int8 weights as `onnx-int8`), and stay at
+ * or above the recorded floor.
  *
  * Refresh the record after shipping new weights with
  * `deno task eval --model weights --data <dir> --subset 1000 --backend <b> --record weights/accuracy.json`.
@@ -56,20 +57,25 @@ const missing: Record<string, string | undefined> = {
 };
 
 function engineHere(backend: string): boolean {
+  backend = backend.replace("-int8", "");
   if (missing[backend]) console.warn(`SKIP ${backend} accuracy: ${missing[backend]}`);
   return !missing[backend];
 }
 
-for (const backend of ["wasm", "webgpu", "onnx"] as const) {
+for (const backend of ["wasm", "webgpu", "onnx", "onnx-int8"] as const) {
   Deno.test({
     name: `shipped model: recorded accuracy on the fixed 1,000-image CIFAR-10 subset, ${backend}`,
     ignore: !haveData || !haveWeights || !engineHere(backend),
     async fn(t) {
+      const onnx = backend.startsWith("onnx");
       const record: AccuracyRecord = JSON.parse(await Deno.readTextFile(`${WEIGHTS}/accuracy.json`));
-      await initBackend(backend);
+      await initBackend(onnx ? "onnx" : backend as "wasm" | "webgpu");
       const folder = await openImageFolder(await subset());
       assert.equal(folder.length, 1000);
-      const { model, manifest } = await loadModel(WEIGHTS, { trainable: false });
+      const { model, manifest } = await loadModel(WEIGHTS, {
+        trainable: false,
+        onnxWeights: backend === "onnx-int8" ? "int8" : "float32",
+      });
       try {
         assert.deepEqual([...folder.classes], manifest.labels);
         const set = datasetImageSet(folder, manifest.preprocessing);

@@ -11,15 +11,15 @@ import { loadOrt } from "../lib/onnx/ort.ts";
 import { decodeMessage, fieldText } from "../lib/onnx/protobuf.ts";
 import { archConfig, MICRO_ARCH } from "../lib/vit/archs.ts";
 import { resolveConfig } from "../lib/vit/config.ts";
-import { createViT } from "../lib/vit/model.ts";
-import { vitOnnxModel } from "../lib/vit/onnx_graph.ts";
+import { createViT, onnxWeightsFromEnv } from "../lib/vit/model.ts";
+import { quantizeLinear, vitOnnxModel } from "../lib/vit/onnx_graph.ts";
 import { initStateDict } from "../lib/train/init.ts";
 import { convertCheckpoint } from "../lib/weights/convert.ts";
 import { formulaStateDict } from "../lib/weights/formula.ts";
 import { loadModel } from "../lib/weights/load.ts";
-import { encodeSafetensors } from "../lib/weights/safetensors.ts";
-import { assertClose, fastTempDir, golden, haveFixtures, relError } from "./_fixtures.ts";
-import { checkBase, checkMicro, checkTiny } from "./_timm_oracle.ts";
+import { encodeSafetensors, readSafetensors } from "../lib/weights/safetensors.ts";
+import { assertClose, fastTempDir, FIXTURES, golden, haveFixtures, relError } from "./_fixtures.ts";
+import { checkBase, checkMicro, checkTiny, floats } from "./_timm_oracle.ts";
 
 const ort = await loadOrt();
 const noOrt = "error" in ort;
@@ -213,5 +213,52 @@ Deno.test({
     );
     assert.doesNotMatch(stderr, /XDG_RUNTIME_DIR/, "the WebGPU probe prints nothing the user must act on");
     assert.match(describeBackend({ ...info }), /^onnx \(/);
+  },
+});
+
+Deno.test("int8 weights: per-output-channel symmetric quantisation, transposed to [in, out]", () => {
+  const w = new Float32Array([0.5, -1, 0.25, 2, 0, -0.5]); // [out 2, in 3]
+  const { q, scale } = quantizeLinear(w, 2, 3);
+  assert.deepEqual([...scale], [1 / 127, 2 / 127].map((x) => Math.fround(x)));
+  // q[i * out + o] ≈ w[o, i] / scale[o], and every value is within half a step of its float.
+  for (let o = 0; o < 2; o++) {
+    for (let i = 0; i < 3; i++) assert.ok(Math.abs(q[i * 2 + o] * scale[o] - w[o * 3 + i]) <= scale[o] / 2);
+  }
+  assert.equal(q[1 * 2 + 0], -127);
+});
+
+Deno.test({
+  name: "[onnx] int8 weights (opt-in): ViT-Ti/16 keeps timm's top-1 and stays near its logits",
+  ignore: noOrt || !haveFixtures,
+  async fn() {
+    await initBackend("onnx");
+    const weights = await readSafetensors(`${FIXTURES}/tiny/vit_tiny_patch16_224.f16.safetensors`);
+    const model = await createViT(archConfig("vit_tiny_patch16_224")!, floats(weights), {
+      trainable: false,
+      onnxWeights: "int8",
+    });
+    try {
+      assert.equal(model.onnxWeights, "int8");
+      const g = await golden("tiny/golden.safetensors");
+      const input = g.get("input")!, ref = g.get("logits")!.data as Float32Array;
+      const out = await model.logits(input.data as Float32Array, input.shape);
+      const err = relError(out, ref);
+      // Not exact by design; far from the float32 tolerance (1e-4) but close enough to keep the ranking.
+      assert.ok(err > 1e-4 && err < 0.1, `int8 logits error ${err}`);
+      for (let r = 0; r < 2; r++) {
+        const a = out.subarray(r * 1000, (r + 1) * 1000), b = ref.subarray(r * 1000, (r + 1) * 1000);
+        assert.equal(a.indexOf(Math.max(...a)), b.indexOf(Math.max(...b)), `image ${r} top-1`);
+      }
+    } finally {
+      model.dispose();
+    }
+    const prev = Deno.env.get("VIT_ONNX_WEIGHTS");
+    Deno.env.set("VIT_ONNX_WEIGHTS", "int4");
+    try {
+      assert.throws(() => onnxWeightsFromEnv(), /VIT_ONNX_WEIGHTS: unknown value "int4", expected float32/);
+    } finally {
+      if (prev === undefined) Deno.env.delete("VIT_ONNX_WEIGHTS");
+      else Deno.env.set("VIT_ONNX_WEIGHTS", prev);
+    }
   },
 });

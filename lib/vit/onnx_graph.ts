@@ -16,6 +16,9 @@ import { checkStateDict, paramSpecs, type StateDict } from "./params.ts";
 /** How the graph writes GELU: timm's erf formula in plain ops (default), or ONNX Runtime's contrib `Gelu`. */
 export type GeluForm = "erf" | "contrib";
 
+/** How the blocks' linear layers keep their weights: float32 (default) or int8 (dynamic quantisation). */
+export type OnnxWeights = "float32" | "int8";
+
 /** Options of {@linkcode vitOnnxModel}. */
 export interface VitOnnxOptions {
   gelu?: GeluForm;
@@ -25,6 +28,30 @@ export interface VitOnnxOptions {
    * prefix of a fine-tuning run (lib/train/frozen_cache.ts) runs on it.
    */
   split?: number;
+  /**
+   * `"int8"`: the blocks' qkv, proj, fc1 and fc2 weights are stored as int8 with one symmetric scale per
+   * output channel, and their inputs quantised per call as ONNX Runtime's dynamic quantisation does
+   * (`DynamicQuantizeLinear` → `MatMulInteger` → scale, which it fuses into `DynamicQuantizeMatMul`). The
+   * patch embedding and the head stay float32. Smaller and faster, not exact: see docs/benchmarks.md.
+   */
+  weights?: OnnxWeights;
+}
+
+/** int8 weights `[in, out]` (transposed from timm's `[out, in]`) and one scale per output channel. */
+export function quantizeLinear(
+  w: Float32Array,
+  out: number,
+  inDim: number,
+): { q: Int8Array; scale: Float32Array } {
+  const q = new Int8Array(out * inDim), scale = new Float32Array(out);
+  for (let o = 0; o < out; o++) {
+    let max = 0;
+    for (let i = 0; i < inDim; i++) max = Math.max(max, Math.abs(w[o * inDim + i]));
+    const s = max > 0 ? max / 127 : 1;
+    scale[o] = s;
+    for (let i = 0; i < inDim; i++) q[i * out + o] = Math.round(w[o * inDim + i] / s);
+  }
+  return { q, scale };
 }
 
 /** The graph's input and output names. */
@@ -47,6 +74,19 @@ export function vitOnnxModel(
     g.node("Gemm", bias ? [x, w(`${prefix}.weight`), w(`${prefix}.bias`)] : [x, w(`${prefix}.weight`)], {
       transB: 1,
     });
+  // The blocks' linear layers, int8 when asked: y = (x_q − zp)·W_q · (x_scale · w_scale) + b.
+  const blockLinear = (x: string, prefix: string, bias = true) => {
+    if (options.weights !== "int8") return linear(x, prefix, bias);
+    const t = state.get(`${prefix}.weight`)!;
+    const [out, inDim] = t.shape;
+    const { q, scale } = quantizeLinear(t.data, out, inDim);
+    const wq = g.initializer(`${prefix}.weight_int8`, [inDim, out], q, DataType.INT8);
+    const ws = g.initializer(`${prefix}.weight_scale`, [out], scale);
+    const [xq, xs, xzp] = g.nodeN("DynamicQuantizeLinear", [x], {}, 3);
+    const acc = g.node("Cast", [g.node("MatMulInteger", [xq, wq, xzp])], { to: DataType.FLOAT });
+    const y = g.node("Mul", [acc, g.node("Mul", [xs, ws])]);
+    return bias ? g.node("Add", [y, w(`${prefix}.bias`)]) : y;
+  };
   const layerNorm = (x: string, prefix: string) =>
     g.node("LayerNormalization", [x, w(`${prefix}.weight`), w(`${prefix}.bias`)], {
       axis: -1,
@@ -78,7 +118,7 @@ export function vitOnnxModel(
   const split = options.split ?? c.depth + 2;
   for (let i = 0; i < Math.min(c.depth, split); i++) {
     const p = `blocks.${i}`;
-    const qkv = linear(layerNorm(h, `${p}.norm1`), `${p}.attn.qkv`, c.qkv_bias);
+    const qkv = blockLinear(layerNorm(h, `${p}.norm1`), `${p}.attn.qkv`, c.qkv_bias);
     // [b·T, 3D] → [b, T, 3H, hd] → [b, 3H, T, hd] → q, k, v [b, H, T, hd]
     const heads = g.node("Transpose", [g.node("Reshape", [qkv, g.int64([-1, T, 3 * H, headDim])])], {
       perm: [0, 2, 1, 3],
@@ -91,9 +131,9 @@ export function vitOnnxModel(
       g.node("Transpose", [context], { perm: [0, 2, 1, 3] }),
       g.int64([-1, D]),
     ]);
-    h = g.node("Add", [h, linear(rows, `${p}.attn.proj`)]);
-    const hidden = gelu(linear(layerNorm(h, `${p}.norm2`), `${p}.mlp.fc1`));
-    h = g.node("Add", [h, linear(hidden, `${p}.mlp.fc2`)]);
+    h = g.node("Add", [h, blockLinear(rows, `${p}.attn.proj`)]);
+    const hidden = gelu(blockLinear(layerNorm(h, `${p}.norm2`), `${p}.mlp.fc1`));
+    h = g.node("Add", [h, blockLinear(hidden, `${p}.mlp.fc2`)]);
   }
   if (split <= c.depth) {
     // h is the last node written: its output is the prefix.
