@@ -18,7 +18,13 @@ import { denoRunArgs, runTimed } from "../lib/bench/child.ts";
 import type { ColdStartMarks } from "../lib/bench/cold_start.ts";
 import { loadAverage, machineInfo, peakRssBytes, resetPeakRss } from "../lib/bench/machine.ts";
 import { embedWeights, openOrtAnchor } from "../lib/bench/onnx_anchor.ts";
-import { onnxSessionNote, sessionVariants, timeVariant } from "../lib/bench/onnx_engine.ts";
+import {
+  interleavedComparison,
+  onnxSessionNote,
+  sessionVariants,
+  timeVariant,
+} from "../lib/bench/onnx_engine.ts";
+import type { OrtSession } from "../lib/onnx/ort.ts";
 import { type BenchReport, type Figure, type Metric, writeReport } from "../lib/bench/report.ts";
 import { measure, median, type Timing } from "../lib/bench/stats.ts";
 import { runTorchAnchor, torchAvailable } from "../lib/bench/torch_anchor.ts";
@@ -692,10 +698,43 @@ class Bench {
         }
       }
       if (lat1 !== undefined) this.latency.set("base/ort", lat1);
+      if (this.o.backends.includes("onnx") && this.latency.has("base/onnx")) {
+        await this.pairedOnnx(anchor, engine);
+      }
     } finally {
       await anchor.release();
     }
     this.ratioLines("onnxruntime-node", "ort");
+  }
+
+  /** The onnx engine and the anchor timed in turn (lib/bench/onnx_engine.ts); the ratio lines use these. */
+  async pairedOnnx(anchor: OrtSession, engine: string): Promise<void> {
+    const paired = await interleavedComparison(
+      resolveConfig(MODELS.base),
+      this.state("base"),
+      anchor,
+      this.o.batches.filter((b) => b <= 8),
+      (b) => benchInput(b, MODELS.base),
+      this.o.warmup,
+      this.o.runs,
+    );
+    const note = "timed in turn with the other side, run by run (the ratio lines use these)";
+    for (const { batch, ours, anchor: a } of paired) {
+      for (const [t, who] of [[ours, "onnx"], [a, "ort"]] as const) {
+        const common = who === "onnx"
+          ? { model: "base", engine: "vit-deno, paired", backend: "onnx", adapter: "-" }
+          : { model: "base", engine: `${engine}, paired`, backend: "ort-cpu", adapter: "-" };
+        const timing = { runs: t.runs, cpuMs: t.cpuMs, warmup: t.warmup, note };
+        if (batch === 1) {
+          this.latency.set(`base/${who}`, t.medianMs);
+          this.add({ ...common, metric: "latency", batch, value: t.medianMs, unit: "ms", ...timing });
+        } else {
+          const ips = (batch * 1000) / t.medianMs;
+          this.throughput.set(`base/${who}/${batch}`, ips);
+          this.add({ ...common, metric: "throughput", batch, value: ips, unit: "img/s", ...timing });
+        }
+      }
+    }
   }
 
   ratioLines(anchorName: string, anchorKey: string): void {

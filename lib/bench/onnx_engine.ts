@@ -6,11 +6,11 @@
  * @module
  */
 import type { BackendInfo } from "../backend/backend.ts";
-import { openSession, type OrtSessionOptions } from "../onnx/ort.ts";
+import { openSession, type OrtSession, type OrtSessionOptions } from "../onnx/ort.ts";
 import type { ResolvedViTConfig } from "../vit/config.ts";
 import { type GeluForm, vitOnnxModel } from "../vit/onnx_graph.ts";
 import type { StateDict } from "../vit/params.ts";
-import { measure, type Timing } from "./stats.ts";
+import { measure, measureInterleaved, type Timing } from "./stats.ts";
 
 /** One line for the report: what the onnx figures ran with. */
 export function onnxSessionNote(info: BackendInfo): string {
@@ -68,5 +68,44 @@ export async function timeVariant(
     return { timing: await measure(() => session.run(input, shape), warmup, runs), openMs };
   } finally {
     await session.release();
+  }
+}
+
+/** One batch size of {@linkcode interleavedComparison}. */
+export interface PairedFigure {
+  batch: number;
+  ours: Timing;
+  anchor: Timing;
+}
+
+/**
+ * The onnx engine (a session as `createViT` opens it) and the anchor session timed in turn, run by run, at
+ * each batch size: the ratio the bench prints comes from these, so that other jobs on a shared machine slow
+ * both sides alike.
+ */
+export async function interleavedComparison(
+  config: ResolvedViTConfig,
+  state: StateDict,
+  anchor: OrtSession,
+  batches: readonly number[],
+  input: (batch: number) => Float32Array,
+  warmup: number,
+  runs: number,
+): Promise<PairedFigure[]> {
+  const ours = await openSession(vitOnnxModel(config, state));
+  try {
+    const out: PairedFigure[] = [];
+    for (const batch of batches) {
+      const x = input(batch), shape = [batch, config.in_chans, config.img_size, config.img_size];
+      const [a, b] = await measureInterleaved(
+        [() => ours.run(x, shape), () => anchor.run(x, shape)],
+        warmup,
+        runs,
+      );
+      out.push({ batch, ours: a, anchor: b });
+    }
+    return out;
+  } finally {
+    await ours.release();
   }
 }

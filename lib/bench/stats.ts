@@ -60,3 +60,44 @@ export async function measure(fn: () => Promise<unknown>, warmup: number, runs: 
     ...(firstMs !== undefined ? { firstMs: Math.round(firstMs * 100) / 100 } : {}),
   };
 }
+
+/**
+ * Like {@linkcode measure} for several functions at once, run in turn (a, b, a, b, …) so that a change in the
+ * machine's load while they are timed falls on each of them alike: what a side-by-side ratio needs on a
+ * shared machine.
+ */
+export async function measureInterleaved(
+  fns: readonly (() => Promise<unknown>)[],
+  warmup: number,
+  runs: number,
+): Promise<Timing[]> {
+  if (!(runs >= 1)) throw new Error(`runs must be at least 1, got ${runs}`);
+  const first: number[] = [];
+  for (let i = 0; i < warmup; i++) {
+    for (const [k, fn] of fns.entries()) {
+      const t = performance.now();
+      await fn();
+      if (i === 0) first[k] = performance.now() - t;
+    }
+  }
+  const times = fns.map(() => [] as number[]), cpu = fns.map(() => [] as number[]);
+  for (let i = 0; i < runs; i++) {
+    for (const [k, fn] of fns.entries()) {
+      const c = process.cpuUsage();
+      const t = performance.now();
+      await fn();
+      times[k].push(performance.now() - t);
+      const used = process.cpuUsage(c);
+      cpu[k].push((used.user + used.system) / 1000);
+    }
+  }
+  return fns.map((_, k) => ({
+    medianMs: median(times[k]),
+    minMs: Math.min(...times[k]),
+    maxMs: Math.max(...times[k]),
+    runs: times[k].map((x) => Math.round(x * 100) / 100),
+    warmup,
+    cpuMs: Math.round(median(cpu[k]) * 100) / 100,
+    ...(first[k] !== undefined ? { firstMs: Math.round(first[k] * 100) / 100 } : {}),
+  }));
+}
