@@ -243,6 +243,11 @@ export function freePort(): number {
   return port;
 }
 
+/** The flags of a child server on `root`: `base=<root>/micro`, state and data under `root`. */
+export function rootArgs(root: string): string[] {
+  return ["--model", `base=${root}/micro`, "--state-dir", `${root}/state`, "--data-root", `${root}/data`];
+}
+
 /** A server running in a child process. */
 export interface ChildServer {
   url: string;

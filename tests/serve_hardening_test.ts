@@ -9,6 +9,7 @@ import type { FineTuner } from "../lib/serve/finetune.ts";
 import { processStart } from "../lib/util/fs.ts";
 import {
   type ChildServer,
+  rootArgs,
   spawnServer,
   startTestService,
   tarArchive,
@@ -86,15 +87,7 @@ async function withServer(
   const root = await Deno.makeTempDir({ prefix: "vit-serve-hard-" });
   await writeMicroModel(`${root}/micro`);
   await Deno.mkdir(`${root}/data`, { recursive: true });
-  const server = await spawnServer([
-    "--model",
-    `base=${root}/micro`,
-    "--state-dir",
-    `${root}/state`,
-    "--data-root",
-    `${root}/data`,
-    ...extra,
-  ], { VIT_API_TOKEN: TOKEN });
+  const server = await spawnServer([...rootArgs(root), ...extra], { VIT_API_TOKEN: TOKEN });
   try {
     await fn(server, root);
   } finally {

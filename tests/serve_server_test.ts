@@ -4,7 +4,7 @@
  * back with its registered models intact and the interrupted session reported as failed.
  */
 import assert from "node:assert/strict";
-import { spawnServer, testImage, writeImageFolder, writeMicroModel } from "./_serve.ts";
+import { rootArgs, spawnServer, testImage, writeImageFolder, writeMicroModel } from "./_serve.ts";
 
 Deno.env.set("VIT_QUIET", "1");
 const TOKEN = "loopback-token";
@@ -32,14 +32,7 @@ Deno.test("serve: real server on loopback, then killed mid-session and restarted
   const root = await Deno.makeTempDir({ prefix: "vit-serve-loop-" });
   await writeMicroModel(`${root}/micro`);
   await writeImageFolder(`${root}/data/shapes`, ["circle", "square"], 4);
-  const args = [
-    "--model",
-    `base=${root}/micro`,
-    "--state-dir",
-    `${root}/state`,
-    "--data-root",
-    `${root}/data`,
-  ];
+  const args = rootArgs(root);
   const env = { VIT_API_TOKEN: TOKEN };
   const png = await testImage("png");
   const auth = { authorization: `Bearer ${TOKEN}` };

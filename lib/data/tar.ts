@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { concatBytes } from "../util/bytes.ts";
 
 /** A malformed or unsafe archive. `code` classifies it for callers (e.g. an HTTP layer answering 4xx). */
 export class TarError extends Error {
@@ -435,7 +436,6 @@ export function encodeTar(members: readonly TarInput[]): Uint8Array {
   const put = (h: Uint8Array, at: number, len: number, s: string) =>
     h.set(enc.encode(s).subarray(0, len), at);
   const oct = (n: number, width: number) => n.toString(8).padStart(width - 1, "0") + "\0";
-  let total = 0;
   for (const m of members) {
     const type = m.type ?? "file";
     const data = type === "file" ? m.data ?? new Uint8Array(0) : new Uint8Array(0);
@@ -456,17 +456,9 @@ export function encodeTar(members: readonly TarInput[]): Uint8Array {
     for (const b of h) sum += b;
     put(h, 148, 8, sum.toString(8).padStart(6, "0") + "\0 ");
     blocks.push(h, data, new Uint8Array((512 - (data.length % 512)) % 512));
-    total += 512 + data.length + ((512 - (data.length % 512)) % 512);
   }
   blocks.push(new Uint8Array(1024));
-  total += 1024;
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const b of blocks) {
-    out.set(b, off);
-    off += b.length;
-  }
-  return out;
+  return concatBytes(blocks);
 }
 
 /** Gzips bytes (e.g. an `encodeTar` archive). */

@@ -8,6 +8,7 @@
  * @module
  */
 import { Busboy } from "@fastify/busboy";
+import { concatBytes } from "../../util/bytes.ts";
 import { ServiceError } from "../errors.ts";
 
 function tooLarge(limit: number, got: string): ServiceError {
@@ -67,19 +68,8 @@ async function* bodyChunks(req: Request, limit: number): AsyncGenerator<Uint8Arr
 /** The whole body of `req`, at most `limit` bytes, or 413 `payload_too_large`. */
 export async function readBody(req: Request, limit: number): Promise<Uint8Array<ArrayBuffer>> {
   const parts: Uint8Array<ArrayBuffer>[] = [];
-  let size = 0;
-  for await (const value of bodyChunks(req, limit)) {
-    parts.push(value);
-    size += value.length;
-  }
-  if (parts.length === 1) return parts[0];
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  for await (const value of bodyChunks(req, limit)) parts.push(value);
+  return concatBytes(parts);
 }
 
 /** String literals longer than this are kept out of `JSON.parse` (see {@linkcode JsonSplitter}). */
@@ -377,16 +367,7 @@ export async function readMultipart(
         }
       });
       stream.on("end", () => {
-        if (write) return;
-        if (chunks.length === 1) file.bytes = chunks[0];
-        else {
-          file.bytes = new Uint8Array(file.size);
-          let at = 0;
-          for (const c of chunks) {
-            file.bytes.set(c, at);
-            at += c.length;
-          }
-        }
+        if (!write) file.bytes = concatBytes(chunks);
       });
     },
   );
