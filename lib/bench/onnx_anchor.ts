@@ -128,11 +128,12 @@ export interface OrtAnchor extends OrtSession {
 }
 
 /**
- * Opens `onnxruntime-node` (CPU execution provider) on an embedded model, with the engine's session options
- * and `threads` intra-op threads. When the package cannot load, the error says why.
+ * Opens `onnxruntime-node` (CPU execution provider) on an embedded model with `threads` intra-op threads and
+ * otherwise ONNX Runtime's defaults (spinning threads included), as a user of the package runs it. When the
+ * package cannot load, the error says why.
  */
 export async function openOrtAnchor(model: Uint8Array, threads: number): Promise<OrtAnchor> {
   const loaded = await loadOrt();
   if ("error" in loaded) throw new Error(loaded.error);
-  return { version: loaded.version, ...(await openSession(model, { threads })) };
+  return { version: loaded.version, ...(await openSession(model, { threads, spinning: true })) };
 }

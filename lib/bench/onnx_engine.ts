@@ -15,8 +15,8 @@ import { measure, measureInterleaved, type Timing } from "./stats.ts";
 /** One line for the report: what the onnx figures ran with. */
 export function onnxSessionNote(info: BackendInfo): string {
   return `onnx engine: onnxruntime-node ${info.ort?.version}, CPU execution provider, intraOpNumThreads ` +
-    `${info.ort?.threads}, interOpNumThreads 1, sequential, graphOptimizationLevel all; the ViT graph is ` +
-    `written in memory by lib/vit/onnx_graph.ts (opset 17, weights as initializers), not exported.`;
+    `${info.ort?.threads}, interOpNumThreads 1, sequential, graphOptimizationLevel all, no spinning; the ViT ` +
+    `graph is written in memory by lib/vit/onnx_graph.ts (opset 17, weights as initializers), not exported.`;
 }
 
 /** One variant of the sweep. */
@@ -26,7 +26,7 @@ export interface SessionVariant {
   gelu: GeluForm;
 }
 
-/** The variants the bench compares: threads 1 vs every core, optimisation levels, GELU form. */
+/** The variants the bench compares: threads 1 vs every core, spinning, optimisation levels, GELU form. */
 export function sessionVariants(cores: number): SessionVariant[] {
   const out: SessionVariant[] = [];
   for (const threads of [...new Set([1, cores])]) {
@@ -36,6 +36,11 @@ export function sessionVariants(cores: number): SessionVariant[] {
       gelu: "erf",
     });
   }
+  out.push({
+    label: `${cores} thread(s), all, erf GELU, spinning threads`,
+    session: { threads: cores, optimization: "all", spinning: true },
+    gelu: "erf",
+  });
   for (const optimization of ["basic", "extended"] as const) {
     out.push({
       label: `${cores} thread(s), ${optimization}, erf GELU`,

@@ -1,7 +1,8 @@
 /**
  * ONNX Runtime (`onnxruntime-node`, CPU execution provider): loading the package once per process, and
  * sessions over in-memory models with the session options this project measured best (figures in
- * docs/benchmarks.md): one intra-op thread per core, sequential execution, every graph optimisation.
+ * docs/benchmarks.md): one intra-op thread per core, sequential execution, every graph optimisation, intra-op
+ * threads that sleep rather than spin when idle.
  *
  * The package is imported lazily, so that a machine where its native library cannot load still runs on
  * tfjs; {@linkcode loadOrt} then says why.
@@ -36,6 +37,11 @@ export interface OrtSessionOptions {
   threads?: number;
   /** ONNX Runtime's graph optimisation level; `"all"` by default. */
   optimization?: "disabled" | "basic" | "extended" | "all";
+  /**
+   * Whether idle intra-op threads spin waiting for work (ONNX Runtime's default) instead of sleeping; off by
+   * default here: on a machine shared with training or other jobs, spinning threads wait on descheduled ones.
+   */
+  spinning?: boolean;
 }
 
 /** The intra-op thread count used when none is given: `VIT_ORT_THREADS`, else the number of cores. */
@@ -72,6 +78,7 @@ export async function openSession(model: Uint8Array, options: OrtSessionOptions 
     interOpNumThreads: 1,
     executionMode: "sequential",
     graphOptimizationLevel: options.optimization ?? "all",
+    extra: { session: { intra_op: { allow_spinning: options.spinning ? "1" : "0" } } },
   });
   const inputName = session.inputNames[0], outputName = session.outputNames[0];
   return {
