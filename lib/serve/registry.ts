@@ -564,7 +564,7 @@ export class ModelRegistry {
       state: "unavailable",
       location: u.location || null,
       registered_at: u.registeredAt ?? null,
-      error: { code: "model_load_failed", message: u.error },
+      error: { code: "model_load_failed", message: redactPaths(u.error) },
       failed_at: new Date(u.failedAt).toISOString(),
       retry_after_s: this.#retryIn(u),
     };
