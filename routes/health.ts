@@ -6,7 +6,7 @@
  * @module
  */
 import { Hono } from "hono";
-import { errorBody } from "../lib/serve/errors.ts";
+import { errorBody } from "../lib/serve/http/errors.ts";
 import type { Service } from "../lib/serve/service.ts";
 
 /** The health routes. */

@@ -2,7 +2,7 @@
  * The service's errors, in its own terms: every failure a client can cause or observe is a `ServiceError`
  * with a `kind` (what sort of failure: invalid input, not found, conflict, over a limit, busy…), a stable
  * machine-readable `code` and a message saying what was wrong and what was expected. The core knows no HTTP:
- * one place in the HTTP layer (`routes/app.ts`) maps each kind to a status and answers
+ * one place in the HTTP layer (`lib/serve/http/errors.ts`) maps each kind to a status and answers
  * `{error: {code, message, request_id}}`.
  *
  * @module
@@ -37,16 +37,6 @@ export class ServiceError extends Error {
     this.code = code;
     if (options.retryAfterS !== undefined) this.retryAfterS = options.retryAfterS;
   }
-}
-
-/** The JSON body of an error response. */
-export interface ErrorBody {
-  error: { code: string; message: string; request_id?: string };
-}
-
-/** The body for an error (its message redacted: see `redactPaths`). */
-export function errorBody(code: string, message: string, requestId?: string): ErrorBody {
-  return { error: { code, message: redactPaths(message), ...(requestId ? { request_id: requestId } : {}) } };
 }
 
 /** The top folders of this machine's file system (an absolute path a message names starts with one). */

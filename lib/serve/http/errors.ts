@@ -6,7 +6,17 @@
  * @module
  */
 import type { Context } from "hono";
-import { errorBody, type ErrorKind, ServiceError } from "../errors.ts";
+import { type ErrorKind, redactPaths, ServiceError } from "../errors.ts";
+
+/** The JSON body of an error response. */
+export interface ErrorBody {
+  error: { code: string; message: string; request_id?: string };
+}
+
+/** The body for an error (its message redacted: see `redactPaths`). */
+export function errorBody(code: string, message: string, requestId?: string): ErrorBody {
+  return { error: { code, message: redactPaths(message), ...(requestId ? { request_id: requestId } : {}) } };
+}
 
 /** The status of each kind of error. */
 export const HTTP_STATUS: Record<ErrorKind, number> = {
