@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type BackendName, initBackend } from "../lib/backend/backend.ts";
+import { type EngineName, initBackend } from "../lib/backend/backend.ts";
 import {
   checkpointDefaults,
   DEFAULTS,
@@ -110,7 +110,7 @@ if (import.meta.main) {
         explicitKeys(raw, options),
       )
       : merged;
-    await initBackend((config.backend || undefined) as BackendName | undefined);
+    await initBackend((config.backend || undefined) as EngineName | undefined);
     const pre = await preprocessingOf(config);
     const data = await openData(config, pre);
     const result = await train({

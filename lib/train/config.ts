@@ -109,7 +109,7 @@ export interface TrainConfig {
   checkpoint_every: number;
   /** How many step checkpoints to keep. */
   checkpoint_keep: number;
-  /** Force a tfjs backend (webgpu, wasm, cpu); empty = automatic. */
+  /** Force an engine (webgpu, onnx, wasm, cpu; onnx evaluates on ONNX Runtime, trains on tfjs); empty = automatic. */
   backend: string;
   /** Continue from the last checkpoint in `output`. */
   resume: boolean;
@@ -263,10 +263,10 @@ export const TRAIN_OPTIONS = {
   backend: {
     type: "string",
     default: "",
-    range: ["webgpu", "wasm", "cpu"],
+    range: ["webgpu", "onnx", "wasm", "cpu"],
     defaultText: "automatic",
-    metavar: "webgpu|wasm|cpu",
-    help: "tfjs backend",
+    metavar: "webgpu|onnx|wasm|cpu",
+    help: "engine (onnx: evaluation on ONNX Runtime, training on the automatic tfjs backend)",
   },
   resume: { type: "boolean", default: false, help: "continue from the last checkpoint in output" },
   max_updates: {

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { type BackendName, describeBackend, initBackend } from "../backend/backend.ts";
+import { describeBackend, type EngineName, initBackend } from "../backend/backend.ts";
 import { resolveConfig, timmConfig } from "../vit/config.ts";
 import { checkImageShape, createViT } from "../vit/model.ts";
 import type { StateDict } from "../vit/params.ts";
@@ -112,7 +112,7 @@ async function initialState(
 export async function train(inputs: TrainInputs): Promise<TrainResult> {
   const { config, labels, preprocessing } = inputs;
   const bar = new ProgressBar(inputs.verbose ?? true);
-  const backend = await initBackend((config.backend || undefined) as BackendName | undefined);
+  const backend = await initBackend((config.backend || undefined) as EngineName | undefined);
   const run = config.output;
   await Deno.mkdir(run, { recursive: true });
   const vit = timmConfig(resolveConfig(modelConfig(config)));
