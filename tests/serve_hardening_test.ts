@@ -362,10 +362,14 @@ Deno.test("hardening 5: crash leftovers are removed when the restarted server ha
       `uploads/${Deno.pid}s${start + 1}-${crypto.randomUUID()}`,
       `uploads/${Deno.pid}s${start + 1}-${crypto.randomUUID()}.upload`,
       `models/ft.tmp-${Deno.pid}s${start + 1}-0123abcd`,
+      `sessions/0123abcd.json.tmp-${Deno.pid}s${start + 1}-0123abcd`,
+      `sessions/active/0123abcd.json.tmp-${Deno.pid}s${start + 1}-0123abcd`,
+      `registered/x.json.tmp-${Deno.pid}s${start + 1}-0123abcd`,
     ]),
   ];
   for (const p of stale) {
-    if (p.endsWith(".upload")) await Deno.writeTextFile(`${state}/${p}`, "x");
+    await Deno.mkdir(`${state}/${p}`.replace(/\/[^/]+$/, ""), { recursive: true });
+    if (p.endsWith(".upload") || p.includes(".json.tmp-")) await Deno.writeTextFile(`${state}/${p}`, "x");
     else await Deno.mkdir(`${state}/${p}/cat`, { recursive: true });
   }
   const s = await startTestService({ root });

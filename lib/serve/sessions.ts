@@ -17,7 +17,7 @@ import type { ImageSet } from "../data/image_set.ts";
 import type { DeviceQueue } from "./device_queue.ts";
 import { notFound, ServiceError } from "./errors.ts";
 import type { FineTuneProgress, FineTuner } from "./finetune.ts";
-import { processAlive, SELF } from "./state/liveness.ts";
+import { processAlive, removeOrphans, SELF, TEMP_SIBLING } from "./state/liveness.ts";
 import type { ServeMetrics } from "./metrics.ts";
 import type { ModelRegistry } from "./registry.ts";
 import { SessionLeases } from "./state/session_leases.ts";
@@ -138,6 +138,9 @@ export class SessionManager {
    */
   async init(): Promise<{ interrupted: string[] }> {
     await Deno.mkdir(this.options.dir, { recursive: true });
+    // Records and leases half-written by a process that died (`<name>.tmp-<tag>-<random>`).
+    await removeOrphans(this.options.dir, TEMP_SIBLING);
+    await removeOrphans(`${this.options.dir}/active`, TEMP_SIBLING);
     const interrupted: string[] = [];
     for (const e of Deno.readDirSync(this.options.dir)) {
       if (!e.isFile || !e.name.endsWith(".json") || e.name.includes(".tmp-")) continue;
