@@ -22,7 +22,7 @@ import {
   interleavedComparison,
   onnxSessionNote,
   sessionVariants,
-  timeVariant,
+  timeVariants,
 } from "../lib/bench/onnx_engine.ts";
 import type { OrtSession } from "../lib/onnx/ort.ts";
 import { type BenchReport, type Figure, type Metric, writeReport } from "../lib/bench/report.ts";
@@ -962,16 +962,15 @@ class Bench {
 
   /** ViT-B/16 b1 on onnx under each session-option variant (lib/bench/onnx_engine.ts): how they were chosen. */
   async onnxSweep(): Promise<void> {
-    const input = benchInput(1, MODELS.base);
-    for (const v of sessionVariants(navigator.hardwareConcurrency || 1)) {
-      const { timing: t, openMs } = await timeVariant(
-        resolveConfig(MODELS.base),
-        this.state("base"),
-        v,
-        input,
-        this.o.warmup,
-        this.o.runs,
-      );
+    const results = await timeVariants(
+      resolveConfig(MODELS.base),
+      this.state("base"),
+      sessionVariants(navigator.hardwareConcurrency || 1),
+      benchInput(1, MODELS.base),
+      this.o.warmup,
+      this.o.runs,
+    );
+    for (const { variant: v, timing: t, openMs } of results) {
       this.add({
         model: "base",
         engine: `vit-deno onnx: ${v.label}`,
@@ -984,7 +983,7 @@ class Bench {
         runs: t.runs,
         cpuMs: t.cpuMs,
         warmup: t.warmup,
-        note: `${v.label}; session opened in ${openMs.toFixed(0)} ms`,
+        note: `${v.label}; timed in turn with the other variants; session opened in ${openMs.toFixed(0)} ms`,
       });
     }
   }

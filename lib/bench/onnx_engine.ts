@@ -1,7 +1,8 @@
 /**
  * The bench's onnx-engine pieces: the note naming the session options the figures were taken with, and the
- * sweep over session options (intra-op threads, graph optimisation level, GELU form) that chose them: each
- * variant is a fresh session over the graph `lib/vit/onnx_graph.ts` writes for ViT-B/16, timed at batch 1.
+ * sweep over session options (intra-op threads, spinning, graph optimisation level, GELU form) that chose
+ * them: each variant is a fresh session over the graph `lib/vit/onnx_graph.ts` writes for ViT-B/16, timed at
+ * batch 1 in turn with the others.
  *
  * @module
  */
@@ -10,7 +11,7 @@ import { openSession, type OrtSession, type OrtSessionOptions } from "../onnx/or
 import type { ResolvedViTConfig } from "../vit/config.ts";
 import { type GeluForm, vitOnnxModel } from "../vit/onnx_graph.ts";
 import type { StateDict } from "../vit/params.ts";
-import { measure, measureInterleaved, type Timing } from "./stats.ts";
+import { measureInterleaved, type Timing } from "./stats.ts";
 
 /** One line for the report: what the onnx figures ran with. */
 export function onnxSessionNote(info: BackendInfo): string {
@@ -56,23 +57,30 @@ export function sessionVariants(cores: number): SessionVariant[] {
   return out;
 }
 
-/** Times ViT-B/16 batch-1 latency for one variant (session build time included in the result). */
-export async function timeVariant(
+/**
+ * Times ViT-B/16 batch-1 latency for every variant, all sessions open at once and run in turn (a, b, c, …),
+ * so that the machine's load falls on each alike; returns each variant's timing and session build time.
+ */
+export async function timeVariants(
   config: ResolvedViTConfig,
   state: StateDict,
-  variant: SessionVariant,
+  variants: readonly SessionVariant[],
   input: Float32Array,
   warmup: number,
   runs: number,
-): Promise<{ timing: Timing; openMs: number }> {
-  const t0 = performance.now();
-  const session = await openSession(vitOnnxModel(config, state, { gelu: variant.gelu }), variant.session);
-  const openMs = performance.now() - t0;
+): Promise<Array<{ variant: SessionVariant; timing: Timing; openMs: number }>> {
+  const sessions: OrtSession[] = [], opens: number[] = [];
   try {
+    for (const v of variants) {
+      const t0 = performance.now();
+      sessions.push(await openSession(vitOnnxModel(config, state, { gelu: v.gelu }), v.session));
+      opens.push(performance.now() - t0);
+    }
     const shape = [1, config.in_chans, config.img_size, config.img_size];
-    return { timing: await measure(() => session.run(input, shape), warmup, runs), openMs };
+    const timings = await measureInterleaved(sessions.map((s) => () => s.run(input, shape)), warmup, runs);
+    return variants.map((variant, k) => ({ variant, timing: timings[k], openMs: opens[k] }));
   } finally {
-    await session.release();
+    for (const s of sessions) await s.release();
   }
 }
 
