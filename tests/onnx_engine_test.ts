@@ -262,3 +262,46 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "engine selection: when onnxruntime-node cannot load, one line says why and wasm serves",
+  async fn() {
+    const hardware = typeof navigator !== "undefined" && "gpu" in navigator &&
+      await navigator.gpu.requestAdapter().then((a) => a !== null && !a.info.isFallbackAdapter);
+    if (hardware) {
+      console.warn("SKIP: this machine has a hardware GPU adapter, which the automatic choice takes");
+      return;
+    }
+    // The project's import map with onnxruntime-node replaced by a module that fails to load.
+    const root = new URL("..", import.meta.url).pathname;
+    const imports: Record<string, string> = JSON.parse(await Deno.readTextFile(`${root}deno.json`)).imports;
+    for (const [k, v] of Object.entries(imports)) {
+      if (v.startsWith("npm:")) imports[`${k}/`] = `npm:/${v.slice(4)}/`;
+    }
+    imports["onnxruntime-node"] = "data:text/javascript,throw new Error('native binding missing (test)')";
+    const tmp = await Deno.makeTempDir();
+    try {
+      await Deno.writeTextFile(`${tmp}/map.json`, JSON.stringify({ imports }));
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "eval",
+          `--import-map=${tmp}/map.json`,
+          `import { initBackend } from "${new URL("../lib/backend/backend.ts", import.meta.url)}";
+          const i = await initBackend(); console.log(JSON.stringify(i));`,
+        ],
+        env: { VIT_BACKEND: "" },
+        cwd: root,
+      }).output();
+      const stderr = new TextDecoder().decode(out.stderr);
+      assert.equal(out.code, 0, stderr);
+      const info = JSON.parse(new TextDecoder().decode(out.stdout));
+      assert.equal(info.engine, "wasm");
+      const why = stderr.split("\n").filter((l) => l.includes("onnxruntime-node could not be loaded"));
+      assert.equal(why.length, 1, stderr);
+      assert.match(why[0], /native binding missing \(test\); serving on tfjs instead/);
+      assert.match(info.reason, /onnxruntime-node unavailable/);
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
