@@ -12,7 +12,14 @@
  * @module
  */
 
-export { type BackendInfo, type BackendName, describeBackend, initBackend } from "./lib/backend/backend.ts";
+export {
+  type BackendInfo,
+  type BackendName,
+  describeBackend,
+  type EngineName,
+  ensureTrainingBackend,
+  initBackend,
+} from "./lib/backend/backend.ts";
 export { resolveConfig, type ResolvedViTConfig, timmConfig, type ViTConfig } from "./lib/vit/config.ts";
 export { archConfig, KNOWN_ARCHS } from "./lib/vit/archs.ts";
 export { type HostTensor, paramSpecs, type StateDict } from "./lib/vit/params.ts";
