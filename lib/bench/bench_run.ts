@@ -352,31 +352,25 @@ export class BenchRun extends Bench {
         { cwd: ROOT },
       );
       const last = r.stdout.trim().split("\n").pop() ?? "";
+      const row = {
+        model: "tiny",
+        engine: "vit-deno",
+        backend: `wasm-${variant}`,
+        adapter: "-",
+        metric: "latency" as const,
+        batch: 1,
+        unit: "ms",
+      };
       if (r.code !== 0 || !last.startsWith("{")) {
         const why = (r.stderr.match(/(TypeError|Error)[^\n]*/)?.[0] ?? r.stderr.slice(-200)).trim();
-        this.add({
-          model: "tiny",
-          engine: "vit-deno",
-          backend: `wasm-${variant}`,
-          adapter: "-",
-          metric: "latency",
-          batch: 1,
-          unit: "ms",
-          skipped: `does not start in Deno: ${why}`,
-        });
+        this.add({ ...row, skipped: `does not start in Deno: ${why}` });
         rows.push(`${variant}: does not start (${why})`);
         continue;
       }
       const res = JSON.parse(last) as { threads: number; gflops: number; tinyMs: number; tinyRuns: number[] };
       this.add({
-        model: "tiny",
-        engine: "vit-deno",
-        backend: `wasm-${variant}`,
-        adapter: "-",
-        metric: "latency",
-        batch: 1,
+        ...row,
         value: res.tinyMs,
-        unit: "ms",
         runs: res.tinyRuns,
         warmup: 1,
         note: `${res.threads} thread(s); matmul 197×768·768×3072: ${res.gflops.toFixed(1)} GFLOP/s`,
