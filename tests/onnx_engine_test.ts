@@ -27,6 +27,16 @@ if (noOrt) console.warn(`SKIP onnx engine tests: ${ort.error}`);
 
 const MICRO = archConfig(MICRO_ARCH)!;
 
+/** Whether a hardware WebGPU adapter exists (the automatic choice then takes it: those tests skip). */
+async function hardwareAdapter(): Promise<boolean> {
+  const hardware = typeof navigator !== "undefined" && "gpu" in navigator &&
+    await navigator.gpu.requestAdapter().then((a) => a !== null && !a.info.isFallbackAdapter);
+  if (hardware) {
+    console.warn("SKIP: this machine has a hardware GPU adapter, which the automatic choice takes");
+  }
+  return hardware;
+}
+
 Deno.test({
   name: "[onnx] micro: logits on ONNX Runtime, loss and every gradient on tfjs, all match timm",
   ignore: noOrt || !haveFixtures,
@@ -186,12 +196,7 @@ Deno.test({
   name: "engine selection: the automatic choice skips a software adapter for onnx, and says why",
   ignore: noOrt,
   async fn() {
-    const hardware = typeof navigator !== "undefined" && "gpu" in navigator &&
-      await navigator.gpu.requestAdapter().then((a) => a !== null && !a.info.isFallbackAdapter);
-    if (hardware) {
-      console.warn("SKIP: this machine has a hardware GPU adapter, which the automatic choice takes");
-      return;
-    }
+    if (await hardwareAdapter()) return;
     const out = await new Deno.Command(Deno.execPath(), {
       args: [
         "eval",
@@ -266,12 +271,7 @@ Deno.test({
 Deno.test({
   name: "engine selection: when onnxruntime-node cannot load, one line says why and wasm serves",
   async fn() {
-    const hardware = typeof navigator !== "undefined" && "gpu" in navigator &&
-      await navigator.gpu.requestAdapter().then((a) => a !== null && !a.info.isFallbackAdapter);
-    if (hardware) {
-      console.warn("SKIP: this machine has a hardware GPU adapter, which the automatic choice takes");
-      return;
-    }
+    if (await hardwareAdapter()) return;
     // The project's import map with onnxruntime-node replaced by a module that fails to load.
     const root = new URL("..", import.meta.url).pathname;
     const imports: Record<string, string> = JSON.parse(await Deno.readTextFile(`${root}deno.json`)).imports;
