@@ -28,3 +28,17 @@ export function commandLine(
     Deno.exit(2);
   }
 }
+
+/**
+ * Runs a task's `main` and exits with its status: an option error is 2, any other error one line
+ * `<task>: <message>` and 1 (the stack too when `VIT_DEBUG` is set).
+ */
+export async function runTask(task: string, main: () => Promise<number>): Promise<never> {
+  try {
+    Deno.exit(await main());
+  } catch (e) {
+    console.error(`${task}: ${(e as Error).message}`);
+    if (Deno.env.get("VIT_DEBUG")) console.error(e);
+    Deno.exit(e instanceof OptionError ? 2 : 1);
+  }
+}

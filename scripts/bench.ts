@@ -10,7 +10,7 @@ import { type BenchReport, writeReport } from "../lib/bench/report.ts";
 import { threadFigures } from "../lib/bench/threads.ts";
 import { finetuneHttpFigures } from "../lib/bench/finetune_http.ts";
 import type { Schema } from "../lib/util/options.ts";
-import { commandLine } from "./_cli.ts";
+import { commandLine, runTask } from "./_cli.ts";
 
 import { type BenchOptions, MODELS, ROOT } from "../lib/bench/bench.ts";
 import { BenchRun } from "../lib/bench/bench_run.ts";
@@ -223,11 +223,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main());
-  } catch (e) {
-    console.error(`bench: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runTask("bench", main);

@@ -11,7 +11,7 @@ import { preprocessEval } from "../lib/data/preprocess.ts";
 import { topK } from "../lib/serve/classify.ts";
 import { loadModel } from "../lib/weights/load.ts";
 import type { Schema } from "../lib/util/options.ts";
-import { commandLine } from "./_cli.ts";
+import { commandLine, runTask } from "./_cli.ts";
 
 const USAGE = `Usage: deno task classify [--model dir|url] [--top-k 5] [--json] [--max-pixels N] image...
 
@@ -120,4 +120,4 @@ async function main(): Promise<number> {
   return errors.length ? 1 : 0;
 }
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) await runTask("classify", main);

@@ -3,7 +3,7 @@
  */
 import type { Schema } from "../lib/util/options.ts";
 import { convertCheckpoint } from "../lib/weights/convert.ts";
-import { commandLine } from "./_cli.ts";
+import { commandLine, runTask } from "./_cli.ts";
 
 const USAGE = `Usage: deno task convert <checkpoint-file-or-url> --out <dir> [options]
 
@@ -127,11 +127,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main());
-  } catch (e) {
-    console.error(`convert: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runTask("convert", main);

@@ -16,7 +16,7 @@ import { decodeImage } from "../lib/data/decode.ts";
 import { openImageFolder } from "../lib/data/image_folder.ts";
 import { datasetImageSet } from "../lib/data/image_set.ts";
 import type { Schema } from "../lib/util/options.ts";
-import { commandLine } from "./_cli.ts";
+import { commandLine, runTask } from "./_cli.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -69,7 +69,7 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) await runTask("data", main);
 
 async function bench(out: string, split: "train" | "test"): Promise<void> {
   const { dataset, source } = await openCifar10(out, split);
