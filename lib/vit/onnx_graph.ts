@@ -11,7 +11,7 @@
  */
 import { type AttrValue, DataType, GraphBuilder } from "../onnx/graph.ts";
 import type { ResolvedViTConfig } from "./config.ts";
-import { checkStateDict, paramSpecs, type StateDict } from "./params.ts";
+import { checkStateDict, MODULES, paramSpecs, type StateDict } from "./params.ts";
 
 /** How the graph writes GELU: timm's erf formula in plain ops (default), or ONNX Runtime's contrib `Gelu`. */
 export type GeluForm = "erf" | "contrib";
@@ -99,9 +99,10 @@ export function vitOnnxModel(
     return g.node("Mul", [g.node("Mul", [x, g.node("Add", [e, g.float(1)])]), g.float(0.5)]);
   };
 
+  const m = MODULES;
   const x = g.input(ONNX_INPUT, DataType.FLOAT, ["batch", c.in_chans, c.img_size, c.img_size]);
   // Patch embedding: a stride-p convolution, then [b, D, g, g] → [b, P, D].
-  const conv = g.node("Conv", [x, w("patch_embed.proj.weight"), w("patch_embed.proj.bias")], {
+  const conv = g.node("Conv", [x, w(`${m.patchEmbed}.weight`), w(`${m.patchEmbed}.bias`)], {
     kernel_shape: [c.patch_size, c.patch_size],
     strides: [c.patch_size, c.patch_size],
   });
@@ -109,16 +110,16 @@ export function vitOnnxModel(
   // The class token broadcast to [b, 1, D].
   const batch = g.node("Shape", [x], { start: 0, end: 1 });
   const clsShape = g.node("Concat", [batch, g.int64([1, 1])], { axis: 0 });
-  const cls = g.node("Expand", [w("cls_token"), clsShape]);
-  const tokens = g.node("Add", [g.node("Concat", [cls, patches], { axis: 1 }), w("pos_embed")]);
+  const cls = g.node("Expand", [w(m.clsToken), clsShape]);
+  const tokens = g.node("Add", [g.node("Concat", [cls, patches], { axis: 1 }), w(m.posEmbed)]);
   // Blocks work on token rows [b·T, D], so every linear layer is one 2-D Gemm.
   let h = g.node("Reshape", [tokens, g.int64([-1, D])]);
   const headDim = c.head_dim;
   const scale = g.float(1 / Math.sqrt(headDim));
   const split = options.split ?? c.depth + 2;
   for (let i = 0; i < Math.min(c.depth, split); i++) {
-    const p = `blocks.${i}`;
-    const qkv = blockLinear(layerNorm(h, `${p}.norm1`), `${p}.attn.qkv`, c.qkv_bias);
+    const b = m.block(i);
+    const qkv = blockLinear(layerNorm(h, b.norm1), b.qkv, c.qkv_bias);
     // [b·T, 3D] → [b, T, 3H, hd] → [b, 3H, T, hd] → q, k, v [b, H, T, hd]
     const heads = g.node("Transpose", [g.node("Reshape", [qkv, g.int64([-1, T, 3 * H, headDim])])], {
       perm: [0, 2, 1, 3],
@@ -131,9 +132,9 @@ export function vitOnnxModel(
       g.node("Transpose", [context], { perm: [0, 2, 1, 3] }),
       g.int64([-1, D]),
     ]);
-    h = g.node("Add", [h, blockLinear(rows, `${p}.attn.proj`)]);
-    const hidden = gelu(blockLinear(layerNorm(h, `${p}.norm2`), `${p}.mlp.fc1`));
-    h = g.node("Add", [h, blockLinear(hidden, `${p}.mlp.fc2`)]);
+    h = g.node("Add", [h, blockLinear(rows, b.proj)]);
+    const hidden = gelu(blockLinear(layerNorm(h, b.norm2), b.fc1));
+    h = g.node("Add", [h, blockLinear(hidden, b.fc2)]);
   }
   if (split <= c.depth) {
     // h is the last node written: its output is the prefix.
@@ -143,10 +144,10 @@ export function vitOnnxModel(
     const clsRow = g.node("Gather", [g.node("Reshape", [h, g.int64([-1, T, D])]), g.int64([0], [])], {
       axis: 1,
     });
-    const features = layerNorm(clsRow, "norm");
+    const features = layerNorm(clsRow, m.norm);
     if (split === c.depth + 1) g.output(g.renameLast(ONNX_PREFIX_OUTPUT), DataType.FLOAT, ["batch", D]);
     else {
-      linear(features, "head");
+      linear(features, m.head);
       g.output(g.renameLast(ONNX_OUTPUT), DataType.FLOAT, ["batch", c.num_classes]);
     }
   }
