@@ -1,8 +1,8 @@
 /**
  * What timm's regularisation keys cost in training throughput: the same training loop (lib/train/loop.ts,
  * plus the model EMA's update where it is on) run side by side in one process for a baseline recipe and
- * the recipe with one key on, in interleaved rounds, so the ratios compare like with like on a shared
- * machine. Besides wall-clock img/s it counts images per CPU-second of the process (all its threads), which
+ * the recipe with one key on, in interleaved rounds (each starting at the next variant), so the ratios
+ * compare like with like on a shared machine. Besides wall-clock img/s it counts images per CPU-second of the process (all its threads), which
  * other jobs on a loaded machine disturb far less than wall time. Used by `scripts/bench_regularization.ts`.
  *
  * @module
@@ -113,7 +113,10 @@ export async function benchRegularization(
     }
     for (let round = 0; round <= rounds; round++) {
       const rates: number[] = [], cpuRates: number[] = [];
-      for (const r of runners) {
+      // Each round starts at the next variant, so no variant always runs first (that slot measured slower).
+      const order = runners.map((_, i) => (i + round) % runners.length);
+      for (const i of order) {
+        const r = runners[i];
         const start = performance.now(), cpu = process.cpuUsage();
         await trainLoop({
           model: r.model,
@@ -146,8 +149,8 @@ export async function benchRegularization(
         const used = process.cpuUsage(cpu);
         const rate = images / ((performance.now() - start) / 1000);
         const cpuRate = images / ((used.user + used.system) / 1e6);
-        rates.push(rate);
-        cpuRates.push(cpuRate);
+        rates[i] = rate;
+        cpuRates[i] = cpuRate;
         if (round > 0) {
           r.rates.push(rate);
           r.cpuRates.push(cpuRate);
