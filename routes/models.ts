@@ -9,7 +9,7 @@ import { Hono } from "hono";
 import { needsToken, needsTokenToRead, whenReady } from "../lib/serve/http/middleware.ts";
 import { readJson } from "../lib/serve/http/body.ts";
 import { classifyImages } from "../lib/serve/classify.ts";
-import { badRequest, ServiceError } from "../lib/serve/errors.ts";
+import { badRequest } from "../lib/serve/errors.ts";
 import { parseClassifyRequest, parseTopK } from "../lib/serve/http/inputs.ts";
 import type { Service } from "../lib/serve/service.ts";
 

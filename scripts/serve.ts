@@ -15,12 +15,13 @@ if (import.meta.main) {
   const env = (k: string) => Deno.env.get(k);
   commandLine("serve", SERVE_USAGE, SERVE_OPTIONS, Deno.args, { env });
   const options = parseServeArgs(Deno.args, env);
-  let server: Deno.HttpServer | undefined;
+  // Stops listening first on SIGINT/SIGTERM (the server is created once the models are checked).
+  const listening: { server?: Deno.HttpServer } = {};
   const { app, ready } = await startService(options, {
-    onSignal: () => server?.shutdown() ?? Promise.resolve(),
+    onSignal: () => listening.server?.shutdown() ?? Promise.resolve(),
     exit: true,
   });
-  server = Deno.serve({
+  listening.server = Deno.serve({
     port: options.port,
     hostname: options.host,
     onListen: ({ hostname, port }) => console.error(`serve: listening on http://${hostname}:${port}/`),
