@@ -94,6 +94,8 @@ export async function finetuneHttpFigures(repo: string, o: {
   freezes?: string[];
   batchSize?: number;
   env?: Record<string, string>;
+  /** Progress lines as figures are taken (a run cut short still says what it measured). */
+  log?: (line: string) => void;
 }): Promise<FinetuneHttpFigures> {
   const images = o.images ?? 200, epochs = o.epochs ?? 5;
   const source = o.source ?? `${repo}/data/cifar10-jpeg/test`;
@@ -151,6 +153,7 @@ export async function finetuneHttpFigures(repo: string, o: {
       if (res.status !== 200) throw new Error(`classify ${f}: HTTP ${res.status} ${body.slice(0, 200)}`);
     }
     const classifySeconds = (performance.now() - t0) / 1000;
+    o.log?.(`classified ${files.length} images one by one at b1 in ${classifySeconds.toFixed(1)} s`);
     const sessions: SessionFigure[] = [];
     for (const freeze of o.freezes ?? ["head-only", "blocks:10"]) {
       const start = performance.now();
@@ -181,6 +184,7 @@ export async function finetuneHttpFigures(repo: string, o: {
         throw new Error(`finetune ${freeze}: ${done.state} ${JSON.stringify(done.error)}`);
       }
       sessions.push({ freeze, seconds, ratio: seconds / classifySeconds, steps: done.request.steps });
+      o.log?.(`${freeze}: ${done.request.steps} steps in ${seconds.toFixed(1)} s`);
     }
     const engine = /vit-deno: backend ([^\n]*)/.exec(log)?.[1] ?? "unknown";
     return {
@@ -231,6 +235,7 @@ if (import.meta.main) {
     images: Number(values.images),
     epochs: Number(values.epochs),
     freezes: values.freeze!.split(","),
+    log: (line) => console.log(line),
   });
   for (const n of r.notes) console.log(n);
   for (const line of r.ratios) console.log(`ratio: ${line}`);
