@@ -31,7 +31,8 @@ export const LOADTEST_OPTIONS = {
   "finetune-steps": {
     type: "integer",
     default: 40,
-    range: [0, Infinity],
+    // The load always runs beside a session; 1 step ends it at once (inference-only figures).
+    range: [1, Infinity],
     help: "steps of the fine-tuning session",
   },
   model: {
