@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { waitReady } from "../lib/bench/child.ts";
 import { encodeImage } from "../lib/data/decode.ts";
 import { archConfig, MICRO_ARCH } from "../lib/vit/archs.ts";
 import { formulaStateDict } from "../lib/weights/formula.ts";
@@ -164,16 +165,7 @@ async function main() {
   }).spawn();
   let result = 1;
   try {
-    const t0 = Date.now();
-    for (;;) {
-      try {
-        const r = await fetch(`${url}/readyz`);
-        await r.body?.cancel();
-        if (r.ok) break;
-      } catch { /* not up yet */ }
-      if (Date.now() - t0 > 180_000) throw new Error("the server did not become ready in 180 s");
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    await waitReady(url, 180_000);
     const info = await (await fetch(`${url}/v1/models/base`)).json();
     console.error(
       `loadtest: server ready (${info.backend}, model ${info.id}: ${info.config.embed_dim}d × ${info.config.depth}, ${info.img_size}px)`,

@@ -55,3 +55,27 @@ export async function runTimed(
 export function denoRunArgs(root: string, script: string, args: string[]): string[] {
   return ["run", "-A", "--config", `${root}/deno.json`, `${root}/${script}`, ...args];
 }
+
+/**
+ * Polls `${url}/readyz` every 250 ms until it answers 200; throws after `timeoutMs`, with `detail()` (e.g. the
+ * server's log tail) in the message.
+ */
+export async function waitReady(
+  url: string,
+  timeoutMs: number,
+  detail: () => string = () => "",
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const res = await fetch(`${url}/readyz`);
+      await res.body?.cancel();
+      if (res.status === 200) return;
+    } catch { /* not listening yet */ }
+    if (Date.now() > deadline) {
+      const tail = detail();
+      throw new Error(`the server was not ready in ${timeoutMs / 1000} s${tail ? `:\n${tail}` : ""}`);
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}

@@ -16,6 +16,7 @@ import { formulaStateDict } from "../weights/formula.ts";
 import { defaultPreprocessing } from "../weights/manifest.ts";
 import { saveModel } from "../weights/shards.ts";
 import { pathExists } from "../util/fs.ts";
+import { waitReady } from "./child.ts";
 
 /** One measured session. */
 export interface SessionFigure {
@@ -131,16 +132,7 @@ export async function finetuneHttpFigures(repo: string, o: {
   })();
   const url = `http://127.0.0.1:${port}`;
   try {
-    const deadline = Date.now() + 300_000;
-    for (;;) {
-      try {
-        const res = await fetch(`${url}/readyz`);
-        await res.body?.cancel();
-        if (res.status === 200) break;
-      } catch { /* not listening yet */ }
-      if (Date.now() > deadline) throw new Error(`the server was not ready in 300 s:\n${log.slice(-2000)}`);
-      await new Promise((r) => setTimeout(r, 250));
-    }
+    await waitReady(url, 300_000, () => log.slice(-2000));
     // Each image once, one request at a time, batch 1: what the session is compared with.
     const t0 = performance.now();
     for (const f of files) {
