@@ -9,7 +9,8 @@ import { convertCheckpoint } from "../lib/weights/convert.ts";
 import { formulaStateDict } from "../lib/weights/formula.ts";
 import { loadModel, loadWeights } from "../lib/weights/load.ts";
 import { encodeSafetensors } from "../lib/weights/safetensors.ts";
-import { resamplePosEmbed } from "../lib/weights/resample.ts";
+import { adaptForFineTuning } from "../lib/weights/adapt.ts";
+import { resamplePatchEmbed, resamplePosEmbed, resizeMatrix1d } from "../lib/weights/resample.ts";
 import { assertClose, fastTempDir, FIXTURES, golden, haveFixtures, relError, TOL } from "./_fixtures.ts";
 import { encodePth } from "./_pth_writer.ts";
 
@@ -217,4 +218,64 @@ Deno.test("pos_embed resampling keeps the class token and a constant grid", () =
   assert.equal(out.data[0], 7);
   assert.equal(out.data[1], -7);
   for (let i = 2; i < out.data.length; i++) assert.ok(Math.abs(out.data[i] - 0.25) < 1e-6);
+});
+
+/** `R K Rᵀ` (or `Rᵀ K R` with `t`) for a 1-D resize matrix `R` and a square kernel `K` (row-major). */
+function sandwich(r: number[][], k: ArrayLike<number>, t: boolean): number[] {
+  const rows = t ? r[0].length : r.length, inner = t ? r.length : r[0].length;
+  const at = (i: number, j: number) => t ? r[j][i] : r[i][j];
+  const out: number[] = [];
+  for (let a = 0; a < rows; a++) {
+    for (let b = 0; b < rows; b++) {
+      let acc = 0;
+      for (let i = 0; i < inner; i++) {
+        for (let j = 0; j < inner; j++) acc += at(a, i) * k[i * inner + j] * at(b, j);
+      }
+      out.push(acc);
+    }
+  }
+  return out;
+}
+
+Deno.test("patch embedding resampling is timm's pseudo-inverse resize, both ways", () => {
+  const rand = (n: number, seed: number) =>
+    Float32Array.from({ length: n }, (_, i) => Math.sin(seed + i * 1.7));
+  // Shrinking 8 → 4: a kernel in the range of Rᵀ (K = Rᵀ V R) comes back as exactly V.
+  const r84 = resizeMatrix1d(8, 4);
+  const v = rand(16, 1);
+  const k8 = Float32Array.from(sandwich(r84, v, true));
+  const w4 = resamplePatchEmbed({ shape: [1, 1, 8, 8], data: k8 }, 4);
+  assert.deepEqual(w4.shape, [1, 1, 4, 4]);
+  for (let i = 0; i < 16; i++) assert.ok(Math.abs(w4.data[i] - v[i]) < 1e-5, `8→4 element ${i}`);
+  // Growing 4 → 8: the new kernel sees the resized patch exactly as the old one saw the patch,
+  // ⟨W', R X Rᵀ⟩ = ⟨K, X⟩ for any X, i.e. Rᵀ W' R = K.
+  const r48 = resizeMatrix1d(4, 8);
+  const k4 = rand(2 * 3 * 16, 2);
+  const w8 = resamplePatchEmbed({ shape: [2, 3, 4, 4], data: k4 }, 8);
+  assert.deepEqual(w8.shape, [2, 3, 8, 8]);
+  for (let c = 0; c < 6; c++) {
+    const back = sandwich(r48, w8.data.subarray(c * 64, (c + 1) * 64), true);
+    for (let i = 0; i < 16; i++) assert.ok(Math.abs(back[i] - k4[c * 16 + i]) < 1e-5, `4→8 ${c}/${i}`);
+  }
+  assert.throws(() => resamplePatchEmbed({ shape: [1, 1, 4, 4], data: k4.subarray(0, 16) }, 0), /positive/);
+});
+
+Deno.test("adapting a patch-8 checkpoint to patch 4 resamples the kernels and the grid, and says so", () => {
+  const D = 4, k8 = Float32Array.from({ length: D * 3 * 64 }, (_, i) => Math.cos(i));
+  const state = new Map([
+    ["patch_embed.proj.weight", { shape: [D, 3, 8, 8], data: k8 }],
+    ["pos_embed", { shape: [1, 17, D], data: new Float32Array(17 * D).fill(0.5) }],
+    ["head.weight", { shape: [10, D], data: new Float32Array(10 * D) }],
+  ]);
+  const { state: out, changes } = adaptForFineTuning(state, {
+    img_size: 32,
+    patch_size: 4,
+    embed_dim: D,
+    num_classes: 10,
+  });
+  assert.deepEqual(out.get("patch_embed.proj.weight")!.shape, [D, 3, 4, 4]);
+  assert.deepEqual(out.get("pos_embed")!.shape, [1, 65, D]);
+  assert.deepEqual(changes.patch_embed_resampled, { from: 8, to: 4 });
+  assert.equal(changes.head_reinitialized, undefined);
+  assert.equal(state.get("patch_embed.proj.weight")!.shape[2], 8, "the input is not modified");
 });

@@ -101,6 +101,10 @@ async function initialState(
   };
   const adapted = adaptForFineTuning(state, vit);
   Object.assign(source, adapted.changes);
+  if (adapted.changes.patch_embed_resampled) {
+    const { from, to } = adapted.changes.patch_embed_resampled;
+    log(`patch embedding resampled from ${from}×${from} to ${to}×${to} kernels`);
+  }
   if (adapted.changes.pos_embed_resampled) log(`pos_embed resampled to a ${vit.grid}×${vit.grid} grid`);
   if (adapted.changes.head_reinitialized) {
     log(`classifier head re-initialised for ${vit.num_classes} classes`);

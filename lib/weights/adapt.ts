@@ -1,6 +1,7 @@
 /**
  * Adapting pretrained weights for fine-tuning, in one place (as timm's `checkpoint_filter_fn` and
- * `reset_classifier`): `pos_embed` resampled to the target resolution's grid, and a zero-initialised
+ * `reset_classifier`): the patch embedding resampled to the target patch size, `pos_embed` resampled to the
+ * target grid, and a zero-initialised
  * classifier head when the class count differs (the ViT paper's fine-tuning recipe; also deterministic).
  * `deno task convert`, `deno task train` and the service's fine-tuning sessions all go through it.
  *
@@ -8,7 +9,7 @@
  */
 import type { StateDict } from "../vit/params.ts";
 import type { SourceInfo } from "./manifest.ts";
-import { resamplePosEmbed } from "./resample.ts";
+import { resamplePatchEmbed, resamplePosEmbed } from "./resample.ts";
 
 /** The target of an adaptation: the fine-tuned model's geometry and class count. */
 export interface AdaptTarget {
@@ -19,11 +20,15 @@ export interface AdaptTarget {
 }
 
 /** What {@linkcode adaptForFineTuning} changed, in the manifest's `source` terms. */
-export type Adaptation = Pick<SourceInfo, "pos_embed_resampled" | "head_reinitialized">;
+export type Adaptation = Pick<
+  SourceInfo,
+  "patch_embed_resampled" | "pos_embed_resampled" | "head_reinitialized"
+>;
 
 /**
- * A copy of `state` fitted to `target` (the input is not modified): `pos_embed` resampled when its grid is
- * not `img_size / patch_size` (recorded as image sizes, from → to), the head replaced by zeros when its
+ * A copy of `state` fitted to `target` (the input is not modified): the patch embedding's kernels resampled
+ * when their size is not `patch_size` (recorded as patch sizes, from → to), `pos_embed` resampled when its grid
+ * is not `img_size / patch_size` (recorded as image sizes at the target patch size, from → to), the head replaced by zeros when its
  * class count differs or it is missing. Throws when `img_size` is not a multiple of `patch_size`.
  */
 export function adaptForFineTuning(
@@ -35,6 +40,11 @@ export function adaptForFineTuning(
   const grid = target.img_size / target.patch_size;
   if (!Number.isInteger(grid)) {
     throw new Error(`img_size ${target.img_size} is not a multiple of patch_size ${target.patch_size}`);
+  }
+  const proj = state.get("patch_embed.proj.weight");
+  if (proj && proj.shape[2] !== target.patch_size) {
+    out.set("patch_embed.proj.weight", resamplePatchEmbed(proj, target.patch_size));
+    changes.patch_embed_resampled = { from: proj.shape[2], to: target.patch_size };
   }
   const pos = state.get("pos_embed");
   if (pos) {

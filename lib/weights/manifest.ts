@@ -45,6 +45,8 @@ export interface SourceInfo {
   arch?: string;
   /** Set when the classifier head was replaced (fresh init) for fine-tuning. */
   head_reinitialized?: { num_classes: number; init: "zeros" };
+  /** Set when the patch embedding was resampled to another patch size (timm's `resample_patch_embed`). */
+  patch_embed_resampled?: { from: number; to: number };
   /** Set when pos_embed was resampled to another resolution. */
   pos_embed_resampled?: { from: number; to: number };
 }

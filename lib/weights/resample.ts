@@ -1,7 +1,9 @@
 /**
- * Resampling `pos_embed` to another grid, as timm's `resample_abs_pos_embed`: the class token is kept, the
- * patch grid is resized with bicubic interpolation as PyTorch's `F.interpolate(mode="bicubic",
- * antialias=True, align_corners=False)` (Keys kernel with a = −0.5, widened when shrinking).
+ * Resampling weights to another geometry, with bicubic interpolation as PyTorch's `F.interpolate(mode="bicubic",
+ * antialias=True, align_corners=False)` (Keys kernel with a = −0.5, widened when shrinking):
+ * - `pos_embed` to another grid, as timm's `resample_abs_pos_embed` (the class token is kept);
+ * - the patch embedding's kernels to another patch size, as timm's `resample_patch_embed` (FlexiViT's
+ *   pseudo-inverse resize: the new kernel sees a resized patch as the old one saw the original).
  *
  * @module
  */
@@ -66,4 +68,102 @@ export function resamplePosEmbed(posEmbed: HostTensor, newGrid: number): HostTen
     }
   }
   return { shape: [1, 1 + newGrid * newGrid, D], data: out };
+}
+
+/** The 1-D resize `inSize` → `outSize` as a dense `[outSize][inSize]` matrix (the weights above). */
+function resizeMatrix(inSize: number, outSize: number): Float64Array[] {
+  return weights(inSize, outSize).map(({ start, w }) => {
+    const row = new Float64Array(inSize);
+    w.forEach((v, k) => row[start + k] = v);
+    return row;
+  });
+}
+
+/** Solves `A X = B` for square `A` (n×n) and `B` (n×m) by Gaussian elimination with partial pivoting. */
+function solve(a: Float64Array[], b: Float64Array[]): Float64Array[] {
+  const n = a.length;
+  const A = a.map((r) => Float64Array.from(r)), B = b.map((r) => Float64Array.from(r));
+  for (let c = 0; c < n; c++) {
+    let p = c;
+    for (let r = c + 1; r < n; r++) if (Math.abs(A[r][c]) > Math.abs(A[p][c])) p = r;
+    if (Math.abs(A[p][c]) < 1e-12) throw new Error("resample: singular resize matrix");
+    [A[c], A[p]] = [A[p], A[c]];
+    [B[c], B[p]] = [B[p], B[c]];
+    for (let r = 0; r < n; r++) {
+      if (r === c) continue;
+      const f = A[r][c] / A[c][c];
+      if (f === 0) continue;
+      for (let k = c; k < n; k++) A[r][k] -= f * A[c][k];
+      for (let k = 0; k < B[r].length; k++) B[r][k] -= f * B[c][k];
+    }
+  }
+  return B.map((row, r) => row.map((v) => v / A[r][r]));
+}
+
+function matmul(a: Float64Array[], b: Float64Array[]): Float64Array[] {
+  return a.map((row) =>
+    Float64Array.from({ length: b[0].length }, (_, j) => row.reduce((acc, v, k) => acc + v * b[k][j], 0))
+  );
+}
+
+function transpose(a: Float64Array[]): Float64Array[] {
+  return Array.from({ length: a[0].length }, (_, j) => Float64Array.from(a, (row) => row[j]));
+}
+
+/**
+ * `pinv(Rᵀ)` for the 1-D resize `R` (`newSize` × `oldSize`), a `[newSize][oldSize]` matrix. The 2-D resize is
+ * separable, so the 2-D pseudo-inverse is this one applied along both axes. R has full rank, so the normal
+ * equations give the pseudo-inverse on whichever side is smaller.
+ */
+function pinvResizeT(oldSize: number, newSize: number): Float64Array[] {
+  const r = resizeMatrix(oldSize, newSize), rt = transpose(r);
+  // Rᵀ is oldSize × newSize: tall when shrinking (least squares), wide when growing (least norm).
+  return newSize <= oldSize ? solve(matmul(r, rt), r) : transpose(solve(matmul(rt, r), rt));
+}
+
+/**
+ * The patch embedding's kernels `[D, C, p, p]` → `[D, C, newPatch, newPatch]`, as timm's
+ * `resample_patch_embed`: each kernel `w` becomes `pinv(Rᵀ) w`, where `R` resizes a `p × p` patch to
+ * `newPatch × newPatch`, so that `⟨w', R x⟩ ≈ ⟨w, x⟩` (exact when `w` lies in the range of `Rᵀ`).
+ *
+ * @example Patch 8 → 4 (a 32 px model at patch 4 starts from a patch-8 one)
+ * ```ts
+ * const w4 = resamplePatchEmbed({ shape: [128, 3, 8, 8], data: new Float32Array(128 * 3 * 64) }, 4);
+ * // w4.shape: [128, 3, 4, 4]
+ * ```
+ */
+export function resamplePatchEmbed(weight: HostTensor, newPatch: number): HostTensor {
+  const [D, C, p, q] = weight.shape;
+  if (p !== q) throw new Error(`patch_embed.proj.weight: square kernels expected, got ${p}×${q}`);
+  if (!Number.isInteger(newPatch) || newPatch < 1) {
+    throw new Error(`patch size must be a positive integer, got ${newPatch}`);
+  }
+  if (p === newPatch) return weight;
+  const P = pinvResizeT(p, newPatch), n = newPatch;
+  const out = new Float32Array(D * C * n * n);
+  const tmp = new Float64Array(n * p);
+  for (let k = 0; k < D * C; k++) {
+    const src = weight.data.subarray(k * p * p, (k + 1) * p * p);
+    // tmp = P · K (n × p), then out = tmp · Pᵀ (n × n).
+    for (let a = 0; a < n; a++) {
+      for (let j = 0; j < p; j++) {
+        let acc = 0;
+        for (let i = 0; i < p; i++) acc += P[a][i] * src[i * p + j];
+        tmp[a * p + j] = acc;
+      }
+    }
+    for (let a = 0; a < n; a++) {
+      for (let b = 0; b < n; b++) {
+        let acc = 0;
+        for (let j = 0; j < p; j++) acc += tmp[a * p + j] * P[b][j];
+        out[k * n * n + a * n + b] = acc;
+      }
+    }
+  }
+  return { shape: [D, C, n, n], data: out };
+}
+
+/** The 1-D resize matrix `oldSize` → `newSize` (exported for tests). */
+export function resizeMatrix1d(oldSize: number, newSize: number): number[][] {
+  return resizeMatrix(oldSize, newSize).map((r) => Array.from(r));
 }
