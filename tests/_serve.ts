@@ -64,7 +64,7 @@ export interface TestServer {
 
 /** Starts a service on the micro model in a fresh temp dir (`options` override the defaults). */
 export async function startTestService(
-  options: Partial<ServeOptions> & { tuner?: FineTuner; root?: string } = {},
+  options: Partial<ServeOptions> & { tuner?: FineTuner; sharesDevice?: () => boolean; root?: string } = {},
 ): Promise<TestServer> {
   const root = options.root ?? await Deno.makeTempDir({ prefix: "vit-serve-" });
   const modelDir = `${root}/micro`;
@@ -87,7 +87,7 @@ export async function startTestService(
     maxWaitMs: 2,
     ...options,
     limits: { ...DEFAULT_LIMITS, ...options.limits },
-  }, { tuner: options.tuner });
+  }, { tuner: options.tuner, sharesDevice: options.sharesDevice });
   await service.start();
   return {
     service,

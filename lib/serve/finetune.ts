@@ -1,10 +1,12 @@
 /**
- * What a fine-tuning session needs from the training layer, as one narrow function type
- * ({@linkcode FineTuner}), and the implementation used by default ({@linkcode fineTune}): `lib/train`'s
- * training loop (the one `deno task train` runs: data order, augmentation, optimizer step, schedule) on an
- * in-memory copy of the weights, with no files. The tuner awaits `onProgress` after every optimizer step:
- * that is where the session hands the device to waiting inference batches and where a cancellation takes
- * effect.
+ * A fine-tuning session's training, in two layers. {@linkcode fineTune} trains an in-memory copy of the
+ * weights on an `ImageSet` with `lib/train`'s one training loop (the one `deno task train` runs: data order,
+ * augmentation, optimizer step, schedule). {@linkcode runFineTuneSpec} is a whole session's work described by
+ * files ({@linkcode FineTuneSpec}: the base model's location, the dataset's folder, where to write the result):
+ * it loads the weights, opens the images, trains, and writes the fine-tuned model atomically. The service
+ * runs it in a Deno worker (finetune_host.ts), so that a training step, one synchronous tfjs call that lasts
+ * minutes for ViT-B/16 on wasm, never holds the server's event loop. Both await `onProgress` after every
+ * optimizer step: that is where the session hands a shared device to waiting inference batches.
  *
  * @module
  */
@@ -17,8 +19,12 @@ import type { Optimizer } from "../train/optimizer.ts";
 import { resolveConfig, timmConfig, type ViTConfig } from "../vit/config.ts";
 import { checkImageShape, createViT } from "../vit/model.ts";
 import type { StateDict } from "../vit/params.ts";
+import { datasetImageSet } from "../data/image_set.ts";
+import { openImageFolder } from "../data/image_folder.ts";
 import { adaptForFineTuning } from "../weights/adapt.ts";
-import type { Preprocessing } from "../weights/manifest.ts";
+import { loadWeights } from "../weights/load.ts";
+import type { Preprocessing, SourceInfo } from "../weights/manifest.ts";
+import { saveModel } from "../weights/shards.ts";
 
 /** One fine-tuning job: a private copy of the base weights and the data to fit. */
 export interface FineTuneJob {
@@ -61,26 +67,62 @@ export interface FineTuneResult {
 }
 
 /**
- * Runs a job; awaits `onProgress` after each step and stops with an `AbortError` once `signal` is aborted.
+ * A whole session's work, described by files and small values only: what is posted to the training worker
+ * (no weights or images cross the thread boundary; the worker reads them itself).
+ */
+export interface FineTuneSpec {
+  /** The base model: a model folder or an http(s) URL, as `loadWeights` reads it. */
+  base: string;
+  /** The training images: a folder of class folders, and the largest image (in pixels) to decode. */
+  data: { root: string; maxPixels: number };
+  /** Class names in label order, as the server found them when it accepted the session. */
+  labels: string[];
+  /** Optimizer steps to run. */
+  steps: number;
+  lr: number;
+  freeze: Freeze;
+  batchSize: number;
+  seed: number;
+  /**
+   * The model folder to write (atomically) and what its manifest records of its origin: `source.file`,
+   * and `extra` (whose `finetune` record gains the final loss).
+   */
+  out: { dir: string; file: string; extra: Record<string, unknown> };
+}
+
+/** How a session's work ended, once its model folder is written. */
+export interface FineTuneOutcome {
+  finalLoss: number;
+  /** Whether the classifier head was replaced because the class count changed. */
+  headReinitialized: boolean;
+}
+
+/**
+ * Runs a session's work; awaits `onProgress` after each step and stops with an `AbortError` once `signal`
+ * is aborted. The service's default runs {@linkcode runFineTuneSpec} in a worker (finetune_host.ts).
  */
 export type FineTuner = (
-  job: FineTuneJob,
+  spec: FineTuneSpec,
   onProgress: (p: FineTuneProgress) => Promise<void>,
   signal: AbortSignal,
-) => Promise<FineTuneResult>;
+) => Promise<FineTuneOutcome>;
 
 function abortError(): Error {
   return new DOMException("the fine-tuning session was cancelled", "AbortError");
 }
 
 /**
- * The default {@linkcode FineTuner}: SGD with momentum and a cosine schedule on `lib/train`'s one training
+ * Fine-tunes an in-memory job: SGD with momentum and a cosine schedule on `lib/train`'s one training
  * loop, the weights adapted as `deno task train` adapts them (lib/weights/adapt.ts). With a frozen prefix
  * (`head-only`, `blocks:N`) that prefix is computed once per image and cached, and images are not flipped
  * (a short session then costs about one forward pass per image plus the trainable part); with nothing frozen,
  * horizontal flips.
  */
-export const fineTune: FineTuner = async (job, onProgress, signal) => {
+export async function fineTune(
+  job: FineTuneJob,
+  onProgress: (p: FineTuneProgress) => Promise<void>,
+  signal: AbortSignal,
+): Promise<FineTuneResult> {
   const classes = job.labels.length;
   const config = timmConfig(resolveConfig({ ...job.config, num_classes: classes }));
   const { state, changes } = adaptForFineTuning(job.state, config);
@@ -151,4 +193,64 @@ export const fineTune: FineTuner = async (job, onProgress, signal) => {
     opt?.dispose();
     model.dispose();
   }
-};
+}
+
+/**
+ * A session's work from its {@linkcode FineTuneSpec}: loads the base weights and the images, runs
+ * {@linkcode fineTune}, and writes the fine-tuned model to `spec.out.dir` atomically (calling `onSaving`
+ * first: from then on the work is no longer cancelled, only finished).
+ */
+export async function runFineTuneSpec(
+  spec: FineTuneSpec,
+  onProgress: (p: FineTuneProgress) => Promise<void>,
+  signal: AbortSignal,
+  onSaving: () => void = () => {},
+): Promise<FineTuneOutcome> {
+  const { manifest, state } = await loadWeights(spec.base);
+  const ds = await openImageFolder(spec.data.root, { maxPixels: spec.data.maxPixels });
+  if (ds.classes.join("\n") !== spec.labels.join("\n")) {
+    throw new Error(
+      `the dataset's class folders changed since the session was accepted ` +
+        `(${JSON.stringify(ds.classes)}, expected ${JSON.stringify(spec.labels)})`,
+    );
+  }
+  const result = await fineTune(
+    {
+      config: manifest.vit,
+      state,
+      preprocessing: manifest.preprocessing,
+      train: datasetImageSet(ds, manifest.preprocessing),
+      labels: spec.labels,
+      steps: spec.steps,
+      lr: spec.lr,
+      freeze: spec.freeze,
+      batchSize: spec.batchSize,
+      seed: spec.seed,
+    },
+    onProgress,
+    signal,
+  );
+  onSaving();
+  const source: SourceInfo = {
+    ...manifest.source,
+    file: spec.out.file,
+    ...(result.headReinitialized
+      ? { head_reinitialized: { num_classes: spec.labels.length, init: "zeros" as const } }
+      : {}),
+  };
+  const finetune = spec.out.extra.finetune;
+  await saveModel(spec.out.dir, {
+    config: result.config,
+    state: result.state,
+    preprocessing: manifest.preprocessing,
+    labels: spec.labels,
+    source,
+    extra: {
+      ...spec.out.extra,
+      ...(finetune && typeof finetune === "object"
+        ? { finetune: { ...finetune, final_loss: result.finalLoss } }
+        : {}),
+    },
+  });
+  return { finalLoss: result.finalLoss, headReinitialized: result.headReinitialized };
+}

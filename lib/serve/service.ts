@@ -10,7 +10,8 @@ import { type BackendInfo, describeBackend, initBackend } from "../backend/backe
 import { readManifest } from "../weights/load.ts";
 import { Admission } from "./admission.ts";
 import { DeviceQueue } from "./device_queue.ts";
-import { fineTune, type FineTuner } from "./finetune.ts";
+import type { FineTuner } from "./finetune.ts";
+import { workerFineTuner } from "./finetune_host.ts";
 import { removeOrphans, UPLOAD_NAME } from "./state/liveness.ts";
 import { ServeMetrics } from "./metrics.ts";
 import type { ServeOptions } from "./options.ts";
@@ -35,7 +36,14 @@ export class Service {
   #starting: Promise<void> | undefined;
   #plan: Promise<Array<{ id: string; location: string }>> | undefined;
 
-  constructor(readonly options: ServeOptions, deps: { tuner?: FineTuner } = {}) {
+  /**
+   * @param deps For tests: the fine-tuner (a worker per session by default) and whether training shares the
+   * inference device (by default, when the engine is webgpu).
+   */
+  constructor(
+    readonly options: ServeOptions,
+    deps: { tuner?: FineTuner; sharesDevice?: () => boolean } = {},
+  ) {
     this.queue = new DeviceQueue({
       onJob: (kind, seconds) => this.metrics.deviceSeconds.inc({ kind }, seconds),
     });
@@ -49,10 +57,15 @@ export class Service {
       new RegistrationStore(`${options.stateDir}/registered`),
     );
     this.sessions = new SessionManager(
-      { dir: `${options.stateDir}/sessions`, maxActive: options.limits.maxSessions },
+      {
+        dir: `${options.stateDir}/sessions`,
+        maxActive: options.limits.maxSessions,
+        // Training and inference share a device only on a GPU engine; on a CPU the worker trains beside it.
+        sharesDevice: deps.sharesDevice ?? (() => this.backend?.engine === "webgpu"),
+      },
       this.registry,
       this.queue,
-      deps.tuner ?? fineTune,
+      deps.tuner ?? workerFineTuner(),
       this.metrics,
     );
     this.registry.reservedBySession = (id) => this.sessions.reserves(id);

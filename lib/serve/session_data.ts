@@ -1,16 +1,15 @@
 /**
  * Preparing a fine-tuning session's data before it is accepted: the dataset (a folder of class folders
  * under the data root, or an uploaded tar/tar.gz extracted into `<state-dir>/uploads/`) is opened with
- * `lib/data`'s image-folder reader, checked (classes, size), and wrapped as the `ImageSet` the training
- * layer consumes (`lib/train`'s `datasetImageSet`: the base model's evaluation transform, decoded images
- * cached within a budget).
+ * `lib/data`'s image-folder reader and checked (classes, size); the session's training worker reopens the
+ * same folder (finetune.ts).
  * Problems with the data are answered 4xx here instead of failing the session later.
  *
  * @module
  */
 import { openImageFolder } from "../data/image_folder.ts";
 import { extractTar, fileStream, TarError } from "../data/tar.ts";
-import { datasetImageSet, splitFolder } from "../data/image_set.ts";
+import { splitFolder } from "../data/image_set.ts";
 import { resolveDataset } from "./datasets.ts";
 import { ServiceError } from "./errors.ts";
 import { PROCESS_TAG } from "./state/liveness.ts";
@@ -203,7 +202,7 @@ export async function prepareSession(
     };
     return {
       request,
-      dataset: { train: datasetImageSet(ds, base.manifest.preprocessing), labels: [...ds.classes], cleanup },
+      dataset: { root, images: ds.length, labels: [...ds.classes], maxPixels: limits.maxPixels, cleanup },
     };
   } catch (e) {
     await cleanup?.().catch(() => {});

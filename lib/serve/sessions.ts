@@ -1,7 +1,8 @@
 /**
- * Fine-tuning sessions: each runs a {@linkcode FineTuner} on a private copy of a base model's weights, one
- * step at a time on the shared device queue, and on success saves the weights atomically under
- * `<state-dir>/models/<id>/` and registers them as a new served model. Every session's record is persisted
+ * Fine-tuning sessions: each runs a {@linkcode FineTuner} (by default in a worker of its own, see
+ * finetune_host.ts) on a private copy of a base model's weights, which on success saves them atomically under
+ * `<state-dir>/models/<id>/`; the session then registers them as a new served model. When training shares a
+ * device with inference (a GPU), each step takes its turn on the device queue. Every session's record is persisted
  * (atomically) in `<state-dir>/sessions/<id>.json` on each state change and at most once a second while
  * running, so a server killed mid-session reports it as failed after a restart instead of losing it. The
  * limit on sessions queued or running holds across every process sharing the state dir (see
@@ -10,10 +11,7 @@
  * @module
  */
 import { writeFileAtomic } from "../util/fs.ts";
-import { loadWeights } from "../weights/load.ts";
-import { saveModel } from "../weights/shards.ts";
 import type { Freeze } from "../train/config.ts";
-import type { ImageSet } from "../data/image_set.ts";
 import type { DeviceQueue } from "./device_queue.ts";
 import { notFound, ServiceError } from "./errors.ts";
 import type { FineTuneProgress, FineTuner } from "./finetune.ts";
@@ -60,10 +58,16 @@ export interface SessionRecord {
   owner: { pid: number; start?: number };
 }
 
-/** A prepared dataset for a session. */
+/** A prepared dataset for a session: a checked folder of class folders, which the tuner reads itself. */
 export interface SessionDataset {
-  train: ImageSet;
+  /** The folder of class folders. */
+  root: string;
+  /** Images in it. */
+  images: number;
+  /** Class names, in label order. */
   labels: string[];
+  /** The largest image (in pixels) to decode. */
+  maxPixels: number;
   /** Called once the session ends, e.g. to delete an extracted upload. */
   cleanup?: () => Promise<void>;
 }
@@ -98,6 +102,11 @@ export interface SessionOptions {
   dir: string;
   /** Sessions queued or running at once, across every process sharing the state dir. */
   maxActive: number;
+  /**
+   * Whether training runs on the device that serves inference (a GPU), so that each step takes its turn on
+   * the device queue; on a CPU engine the worker's steps run beside inference. False by default.
+   */
+  sharesDevice?: () => boolean;
 }
 
 /** Creates, runs, persists and reports fine-tuning sessions. */
@@ -420,70 +429,55 @@ export class SessionManager {
     try {
       const base = await this.registry.get(rec.request.base_model);
       dataset = await data();
-      rec.dataset_info = { images: dataset.train.size, classes: dataset.labels };
-      // A private copy of the base weights: the served base model is never modified.
-      const { manifest, state } = await loadWeights(base.location);
-      release = await this.queue.acquire("train");
+      rec.dataset_info = { images: dataset.images, classes: dataset.labels };
+      if (!this.registry.modelsDir) throw new Error("no state dir is configured to keep fine-tuned models");
+      const dir = `${this.registry.modelsDir}/${rec.request.model_id}`;
+      const gated = this.options.sharesDevice?.() ?? false;
+      if (gated) release = await this.queue.acquire("train");
       await this.#checkCancelMarker(rec.id);
       if (signal.aborted) throw new DOMException("cancelled", "AbortError");
       await this.#setState(rec, "running");
-      const result = await this.tuner({
-        config: manifest.vit,
-        state,
-        preprocessing: manifest.preprocessing,
-        train: dataset.train,
+      await this.tuner({
+        base: base.location,
+        data: { root: dataset.root, maxPixels: dataset.maxPixels },
         labels: dataset.labels,
         steps: rec.request.steps,
         lr: rec.request.lr,
         freeze: rec.request.freeze,
         batchSize: rec.request.batch_size,
         seed: rec.request.seed,
+        out: {
+          dir,
+          file: `fine-tuned from model "${base.id}" by session ${rec.id}`,
+          extra: {
+            name: rec.request.model_id,
+            finetune: {
+              session: rec.id,
+              base_model: base.id,
+              dataset: rec.request.dataset,
+              steps: rec.request.steps,
+              lr: rec.request.lr,
+              freeze: rec.request.freeze,
+              batch_size: rec.request.batch_size,
+            },
+          },
+        },
       }, async (p) => {
         rec.progress = p;
         rec.losses.push(p.loss);
         if (rec.losses.length > 500) rec.losses.splice(0, rec.losses.length - 500);
         this.metrics?.trainSteps.inc();
         this.#emit(rec, "progress");
-        // Hand the device to waiting inference batches between steps, and give the event loop a turn:
-        // on wasm a step never leaves the microtask queue, so without it no request would even be read.
+        // On a shared device, waiting inference batches go between steps.
         release?.();
         release = undefined;
         await this.#persist(rec, false);
-        await new Promise((r) => setTimeout(r, 0));
         await this.#checkCancelMarker(rec.id);
         if (signal.aborted) throw new DOMException("cancelled", "AbortError");
-        release = await this.queue.acquire("train");
+        if (gated) release = await this.queue.acquire("train");
       }, signal);
       release?.();
       release = undefined;
-      if (!this.registry.modelsDir) throw new Error("no state dir is configured to keep fine-tuned models");
-      const dir = `${this.registry.modelsDir}/${rec.request.model_id}`;
-      await saveModel(dir, {
-        config: result.config,
-        state: result.state,
-        preprocessing: manifest.preprocessing,
-        labels: dataset.labels,
-        source: {
-          ...manifest.source,
-          file: `fine-tuned from model "${base.id}" by session ${rec.id}`,
-          ...(result.headReinitialized
-            ? { head_reinitialized: { num_classes: dataset.labels.length, init: "zeros" as const } }
-            : {}),
-        },
-        extra: {
-          name: rec.request.model_id,
-          finetune: {
-            session: rec.id,
-            base_model: base.id,
-            dataset: rec.request.dataset,
-            steps: rec.request.steps,
-            lr: rec.request.lr,
-            freeze: rec.request.freeze,
-            batch_size: rec.request.batch_size,
-            final_loss: result.finalLoss,
-          },
-        },
-      });
       try {
         await this.registry.load(rec.request.model_id, dir, "finetuned");
       } catch (e) {
