@@ -1,9 +1,16 @@
 /**
- * Timing a child process from spawn to exit while sampling its peak resident memory, for figures that must
- * include process start (cold start) or that are a CLI of their own (conversion).
+ * Child processes of the benches: timing one from spawn to exit while sampling its peak resident memory, for
+ * figures that must include process start (cold start) or that are a CLI of their own (conversion); and
+ * what a bench needs to start a server as one (a free port, a model folder of formula weights, the
+ * readiness poll).
  *
  * @module
  */
+import { archConfig } from "../vit/archs.ts";
+import { formulaStateDict } from "../weights/formula.ts";
+import { defaultPreprocessing } from "../weights/manifest.ts";
+import { saveModel } from "../weights/shards.ts";
+import { pathExists } from "../util/fs.ts";
 import { peakRssBytes } from "./machine.ts";
 
 /** What a timed child process did. */
@@ -78,4 +85,33 @@ export async function waitReady(
     }
     await new Promise((r) => setTimeout(r, 250));
   }
+}
+
+/** A free loopback port (bound, then released). */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/**
+ * A model folder (fp32 shards) of architecture `arch` (e.g. `vit_base_patch16_224`) with formula weights
+ * (lib/weights/formula.ts), under `cache`, written once: what a bench's server serves when the figure is
+ * about speed, not predictions.
+ */
+export async function formulaModelFolder(cache: string, arch: string): Promise<string> {
+  const config = archConfig(arch);
+  if (!config) throw new Error(`unknown architecture "${arch}"`);
+  const dir = `${cache}/formula-${arch}`;
+  if (await pathExists(`${dir}/model.json`)) return dir;
+  await saveModel(dir, {
+    config,
+    state: formulaStateDict(config),
+    labels: Array.from({ length: config.num_classes }, (_, i) => `class_${i}`),
+    preprocessing: defaultPreprocessing(config.img_size),
+    source: { file: `formula weights (lib/weights/formula.ts) of ${arch}, for benches` },
+    dtype: "float32",
+  });
+  return dir;
 }

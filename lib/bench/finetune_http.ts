@@ -11,12 +11,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { archConfig } from "../vit/archs.ts";
-import { formulaStateDict } from "../weights/formula.ts";
-import { defaultPreprocessing } from "../weights/manifest.ts";
-import { saveModel } from "../weights/shards.ts";
-import { pathExists } from "../util/fs.ts";
-import { waitReady } from "./child.ts";
+import { formulaModelFolder, freePort, waitReady } from "./child.ts";
 
 /** One measured session. */
 export interface SessionFigure {
@@ -40,29 +35,6 @@ export interface FinetuneHttpFigures {
 }
 
 const TOKEN = "bench-finetune-token";
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
-/** ViT-B/16 with formula weights as a model folder under `cache` (written once). */
-async function baseModel(cache: string): Promise<string> {
-  const dir = `${cache}/finetune-vit-b16`;
-  if (await pathExists(`${dir}/model.json`)) return dir;
-  const config = archConfig("vit_base_patch16_224")!;
-  await saveModel(dir, {
-    config,
-    state: formulaStateDict(config),
-    labels: Array.from({ length: config.num_classes! }, (_, i) => `class_${i}`),
-    preprocessing: defaultPreprocessing(224),
-    source: { file: "formula weights (lib/weights/formula.ts), for the fine-tuning bench" },
-    dtype: "float32",
-  });
-  return dir;
-}
 
 /** `perClass` JPEGs of each class of `split` copied into `<root>/<name>/<class>/`; returns their paths. */
 async function dataset(source: string, root: string, name: string, perClass: number): Promise<string[]> {
@@ -100,7 +72,7 @@ export async function finetuneHttpFigures(repo: string, o: {
 }): Promise<FinetuneHttpFigures> {
   const images = o.images ?? 200, epochs = o.epochs ?? 5;
   const source = o.source ?? `${repo}/data/cifar10-jpeg/test`;
-  const modelDir = await baseModel(o.cache);
+  const modelDir = await formulaModelFolder(o.cache, "vit_base_patch16_224");
   const tmp = await Deno.makeTempDir({ prefix: "vit-bench-finetune-" });
   const classCount = [...Deno.readDirSync(source)].filter((e) => e.isDirectory).length;
   const files = await dataset(source, `${tmp}/data`, "bench", Math.ceil(images / classCount));
