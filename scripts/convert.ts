@@ -3,6 +3,7 @@
  */
 import type { Schema } from "../lib/util/options.ts";
 import { convertCheckpoint } from "../lib/weights/convert.ts";
+import { writeModelFolderEngine } from "../lib/weights/load.ts";
 import { commandLine, runTask } from "./_cli.ts";
 
 const USAGE = `Usage: deno task convert <checkpoint-file-or-url> --out <dir> [options]
@@ -61,6 +62,12 @@ export const CONVERT_OPTIONS = {
     help: "center-crop fraction for evaluation",
   },
   "use-ema": { type: "boolean", default: false, help: "take state_dict_ema from a timm train.py checkpoint" },
+  "onnx-engine": {
+    type: "boolean",
+    default: false,
+    help:
+      "also write the onnx engine cache (onnx-engine/ in the folder) for this CPU and ONNX Runtime version",
+  },
 } satisfies Schema;
 
 function triple(value: string | undefined, flag: string): [number, number, number] | undefined {
@@ -124,6 +131,11 @@ async function main(): Promise<number> {
       `img ${c.img_size} patch ${c.patch_size} dim ${c.embed_dim} depth ${c.depth} heads ${c.num_heads} ` +
       `classes ${c.num_classes} (${((performance.now() - started) / 1000).toFixed(1)} s)`,
   );
+  if (values["onnx-engine"]) {
+    const at = performance.now();
+    const entry = await writeModelFolderEngine(values.out as string, { onnxWeights: "float32" });
+    console.log(`onnx engine cache → ${entry} (${((performance.now() - at) / 1000).toFixed(1)} s)`);
+  }
   return 0;
 }
 

@@ -1,8 +1,9 @@
 /**
  * The onnx engine: the ViT graph the project writes, run by onnxruntime-node, against timm's fixtures
  * (micro, tiny and ViT-B/16 logits within the README tolerances; micro's gradients still on tfjs), fp16
- * shards widened at load, dynamic batch, training on tfjs with logits that follow the trained weights, and the
- * engine selection (VIT_BACKEND=onnx, the automatic choice, the description `/readyz` shows).
+ * shards widened at load (and the engine cache written, then opened, for them), dynamic batch, training on
+ * tfjs with logits that follow the trained weights, and the engine selection (VIT_BACKEND=onnx, the
+ * automatic choice, the description `/readyz` shows).
  */
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
@@ -80,20 +81,31 @@ Deno.test({
       );
       await convertCheckpoint(`${tmp}/vit_base_patch16_224.safetensors`, `${tmp}/f16`, { dtype: "float16" });
       await Deno.remove(`${tmp}/vit_base_patch16_224.safetensors`);
-      const { model } = await loadModel(`${tmp}/f16`, { trainable: false });
+      // The first load writes the engine cache entry (tests/onnx_cache_test.ts), the second opens it.
+      const before = Deno.env.get("VIT_ONNX_CACHE");
+      Deno.env.set("VIT_ONNX_CACHE", `${tmp}/engines`);
+      const g = await golden("base/golden.safetensors");
+      const input = g.get("input")!;
       try {
-        assert.ok(model.onOnnx);
-        const g = await golden("base/golden.safetensors");
-        const input = g.get("input")!;
-        // The tolerance convert_test.ts uses for fp16 shards on tfjs.
-        assertClose(
-          await model.logits(input.data as Float32Array, input.shape),
-          g.get("logits")!.data,
-          1e-2,
-          "f16",
-        );
+        for (const opened of [false, true]) {
+          const { model, engineCache } = await loadModel(`${tmp}/f16`, { trainable: false });
+          try {
+            assert.ok(model.onOnnx);
+            assert.equal(engineCache?.opened, opened);
+            // The tolerance convert_test.ts uses for fp16 shards on tfjs.
+            assertClose(
+              await model.logits(input.data as Float32Array, input.shape),
+              g.get("logits")!.data,
+              1e-2,
+              `f16, engine cache ${opened ? "opened" : "written"}`,
+            );
+          } finally {
+            model.dispose();
+          }
+        }
       } finally {
-        model.dispose();
+        if (before === undefined) Deno.env.delete("VIT_ONNX_CACHE");
+        else Deno.env.set("VIT_ONNX_CACHE", before);
       }
     } finally {
       await Deno.remove(tmp, { recursive: true });

@@ -195,7 +195,15 @@ async function trainingBackend(hardwareGpu: boolean): Promise<Chosen> {
 /** Starts the tfjs training backend of an onnx-engine choice, once, when something first needs tfjs. */
 const trainingStarts = new WeakMap<BackendInfo, () => Promise<void>>();
 
-async function onnxEngine(reason: string, hardwareGpu: boolean): Promise<BackendInfo | string> {
+/**
+ * The onnx engine, with its planned training backend. `hardwareGpu` may be a probe still to run: when onnx
+ * is forced, the WebGPU probe (a few hundred ms) waits until something first trains, so a process that only
+ * classifies never pays for it; until then wasm is the planned training backend.
+ */
+async function onnxEngine(
+  reason: string,
+  hardwareGpu: boolean | (() => Promise<boolean>),
+): Promise<BackendInfo | string> {
   const ort = await loadOrt();
   if ("error" in ort) return ort.error;
   // Inference needs no tfjs at all: the training backend starts on first use (ensureTrainingBackend), so a
@@ -203,7 +211,7 @@ async function onnxEngine(reason: string, hardwareGpu: boolean): Promise<Backend
   // pure-JS backend (instant to start), so that tfjs calls such as tf.memory() work and never wake the
   // highest-priority backend (WebGPU, on a software adapter) by themselves.
   await tf.setBackend("cpu");
-  const planned: BackendName = hardwareGpu ? "webgpu" : "wasm";
+  const planned: BackendName = hardwareGpu === true ? "webgpu" : "wasm";
   const info: BackendInfo = {
     name: planned,
     engine: "onnx",
@@ -215,12 +223,14 @@ async function onnxEngine(reason: string, hardwareGpu: boolean): Promise<Backend
   };
   let started: Promise<void> | undefined;
   trainingStarts.set(info, () => {
-    started ??= trainingBackend(hardwareGpu).then((chosen) => {
-      Object.assign(info, chosen);
-    }).catch((e) => {
-      started = undefined;
-      throw e;
-    });
+    started ??= (async () =>
+      trainingBackend(typeof hardwareGpu === "boolean" ? hardwareGpu : await hardwareGpu()))()
+      .then((chosen) => {
+        Object.assign(info, chosen);
+      }).catch((e) => {
+        started = undefined;
+        throw e;
+      });
     return started;
   });
   return info;
@@ -240,8 +250,10 @@ async function select(prefer: EngineName | undefined): Promise<BackendInfo> {
   if (forced) {
     const reason = prefer ? "requested" : `VIT_BACKEND=${envValue}`;
     if (forced === "onnx") {
-      const adapter = await webgpuAdapter();
-      const info = await onnxEngine(reason, adapter !== null && !isFallback(adapter));
+      const info = await onnxEngine(reason, async () => {
+        const adapter = await webgpuAdapter();
+        return adapter !== null && !isFallback(adapter);
+      });
       if (typeof info === "string") throw new Error(`backend "onnx" was requested but ${info}`);
       return info;
     }

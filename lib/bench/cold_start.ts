@@ -16,6 +16,8 @@ export interface ColdStartMarks {
   weightsLoaded: number;
   firstClassification: number;
   top1: number;
+  /** onnx: whether the engine cache was opened, written, or not used. */
+  engineCache?: "opened" | "written" | "none";
 }
 
 async function main(): Promise<void> {
@@ -26,7 +28,7 @@ async function main(): Promise<void> {
   if (kernels !== "fast") Deno.env.set("VIT_KERNELS", "stock");
   await initBackend(backend as EngineName);
   const backendReady = performance.now();
-  const { model } = await loadModel(dir, { trainable: false });
+  const { model, engineCache } = await loadModel(dir, { trainable: false });
   const weightsLoaded = performance.now();
   const c = model.config;
   // A fixed, already-preprocessed image: what is timed is the engine, not image decoding.
@@ -40,6 +42,7 @@ async function main(): Promise<void> {
     weightsLoaded,
     firstClassification: performance.now(),
     top1,
+    engineCache: engineCache ? (engineCache.opened ? "opened" : "written") : "none",
   };
   console.log(JSON.stringify(marks));
   model.dispose();

@@ -16,6 +16,7 @@ export type Metric =
   | "gpu_buffers"
   | "peak_tensor_bytes"
   | "cold_start"
+  | "cold_start_first"
   | "convert"
   | "convert_peak_rss";
 
@@ -89,6 +90,7 @@ const METRIC_NAMES: Record<Metric, string> = {
   gpu_buffers: "GPU buffers allocated",
   peak_tensor_bytes: "peak tensor memory, fwd b1",
   cold_start: "cold start → 1st class.",
+  cold_start_first: "first start (builds engine cache)",
   convert: "convert .safetensors → shards",
   convert_peak_rss: "convert peak RSS",
 };

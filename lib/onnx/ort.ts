@@ -64,22 +64,68 @@ export interface OrtSession {
   release(): Promise<void>;
 }
 
-/**
- * Opens a session on an in-memory ONNX model. ONNX Runtime copies the model's initializers, so the caller
- * may drop `model` once this resolves. Throws when the package cannot load or the model is rejected.
- */
-export async function openSession(model: Uint8Array, options: OrtSessionOptions = {}): Promise<OrtSession> {
-  const loaded = await loadOrt();
-  if ("error" in loaded) throw new Error(loaded.error);
-  const { ort } = loaded;
-  const session = await ort.InferenceSession.create(model, {
+/** The ONNX Runtime session options of {@linkcode openSession}, as onnxruntime-node takes them. */
+function sessionOptions(
+  options: OrtSessionOptions,
+  level: NonNullable<OrtSessionOptions["optimization"]>,
+  session: Record<string, string>,
+): Ort.InferenceSession.SessionOptions {
+  return {
     executionProviders: ["cpu"],
     intraOpNumThreads: options.threads ?? defaultThreads(),
     interOpNumThreads: 1,
     executionMode: "sequential",
-    graphOptimizationLevel: options.optimization ?? "all",
-    extra: { session: { intra_op: { allow_spinning: options.spinning ? "1" : "0" } } },
-  });
+    graphOptimizationLevel: level,
+    extra: { session: { intra_op: { allow_spinning: options.spinning ? "1" : "0" }, ...session } },
+  };
+}
+
+/** Where {@linkcode openSession} writes the optimised model (see {@linkcode OpenOptions.saveTo}). */
+export function externalDataName(modelPath: string): string {
+  return `${modelPath.slice(modelPath.lastIndexOf("/") + 1)}.data`;
+}
+
+/** Options of {@linkcode openSession} beyond the measured session options. */
+export interface OpenOptions extends OrtSessionOptions {
+  /**
+   * Also write the model as ONNX Runtime optimised it to this `.onnx` path, its initializers and their
+   * prepacked forms (ONNX Runtime's `session.save_external_prepacked_constant_initializers`) in
+   * `<name>.data` beside it, so that {@linkcode openSession} on that path later skips optimisation and
+   * prepacking and memory-maps the weights. The file is specific to this ONNX Runtime version, optimisation
+   * level and CPU (ONNX Runtime warns so at level `all`): lib/onnx/engine_cache.ts keys it by all three.
+   */
+  saveTo?: string;
+}
+
+/**
+ * Opens a session on an ONNX model: in-memory bytes (ONNX Runtime copies the initializers, so the caller may
+ * drop them once this resolves), or the path of a model {@linkcode OpenOptions.saveTo} wrote, which is
+ * opened as it is (no optimisation pass: it is already optimised) with its weights memory-mapped. Throws when
+ * the package cannot load or the model is rejected.
+ */
+export async function openSession(
+  model: Uint8Array | string,
+  options: OpenOptions = {},
+): Promise<OrtSession> {
+  const loaded = await loadOrt();
+  if ("error" in loaded) throw new Error(loaded.error);
+  const { ort } = loaded;
+  const level = options.optimization ?? "all";
+  const save: Record<string, string> = options.saveTo
+    ? {
+      optimized_model_external_initializers_file_name: externalDataName(options.saveTo),
+      optimized_model_external_initializers_min_size_in_bytes: "1024",
+      save_external_prepacked_constant_initializers: "1",
+    }
+    : {};
+  const session = typeof model === "string"
+    ? await ort.InferenceSession.create(model, sessionOptions(options, "disabled", {}))
+    : await ort.InferenceSession.create(model, {
+      ...sessionOptions(options, level, save),
+      // At level all ONNX Runtime warns that the saved file is specific to this machine; the engine cache
+      // keys it by CPU, so the warning asks nothing of the user.
+      ...(options.saveTo ? { optimizedModelFilePath: options.saveTo, logSeverityLevel: 3 as const } : {}),
+    });
   const inputName = session.inputNames[0], outputName = session.outputNames[0];
   return {
     async run(input, shape) {

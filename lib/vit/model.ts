@@ -64,6 +64,12 @@ export interface CreateOptions {
    * faster and 4× smaller, not exact; see `VitOnnxOptions.weights` in onnx_graph.ts). `VIT_ONNX_WEIGHTS` by default.
    */
   onnxWeights?: OnnxWeights;
+  /**
+   * Inference-only models on the onnx engine: how their session opens, given their graph (written on demand
+   * from the weights). By default a session over that graph; the engine cache (lib/weights/engine.ts) passes
+   * one that also saves the optimised model for later starts.
+   */
+  openOnnx?: (graph: () => Uint8Array) => Promise<OrtSession>;
 }
 
 /** The onnx engine's weight storage: `VIT_ONNX_WEIGHTS` (float32 or int8), float32 when unset. */
@@ -165,21 +171,26 @@ export class ViTModel {
   #session: Promise<OrtSession> | undefined;
   /** Sessions of frozen-prefix graphs by split point (onnx engine; see `prefixOutputs`). */
   readonly #prefixSessions = new Map<number, Promise<OrtSession>>();
-  /** Weights to open the first session from, dropped once it is open. */
-  #pending: StateDict | undefined;
+  /** How the first session of an inference-only onnx model opens (it holds the weights until then). */
+  #opener: (() => Promise<OrtSession>) | undefined;
   /** How the onnx graph stores the blocks' weights. */
   readonly onnxWeights: OnnxWeights;
 
+  /**
+   * `state` undefined: an inference-only onnx model whose session `opener` opens (an engine cache entry);
+   * see {@linkcode openOnnxViT}.
+   */
   constructor(
     config: ResolvedViTConfig,
-    state: StateDict,
+    state: StateDict | undefined,
     backend: BackendInfo,
     options: CreateOptions = {},
+    opener?: () => Promise<OrtSession>,
   ) {
     this.config = config;
     this.backend = backend;
     this.specs = paramSpecs(config);
-    checkStateDict(this.specs as ParamSpec[], state);
+    if (state) checkStateDict(this.specs as ParamSpec[], state);
     this.maxChunk = chunkSize(config, backend.maxBindingBytes, options.maxChunk);
     const paramBytes = 4 * this.specs.reduce((sum, s) => sum + s.shape.reduce((a, b) => a * b, 1), 0);
     // Weights, gradients and one transient copy of the largest of them stay resident during backward.
@@ -188,9 +199,11 @@ export class ViTModel {
     const id = nextModelId++;
     this.onnxWeights = options.onnxWeights ?? onnxWeightsFromEnv();
     if (backend.engine === "onnx" && options.trainable === false) {
-      this.#pending = state;
+      const weights = this.onnxWeights, open = options.openOnnx ?? ((graph) => openSession(graph()));
+      this.#opener = opener ?? (() => open(() => vitOnnxModel(config, state!, { weights })));
       return;
     }
+    if (!state) throw new Error("internal: a model without weights must be an inference-only onnx model");
     for (const spec of this.specs) {
       const host = state.get(spec.name)!;
       const varName = `vit${id}/${spec.name}`;
@@ -244,7 +257,7 @@ export class ViTModel {
 
   /** Marks the ONNX Runtime session out of date: the next `logits` opens one from the current Variables. */
   #stale(): void {
-    if (!this.onOnnx || this.#pending) return;
+    if (!this.onOnnx || this.#opener) return;
     const old = this.#session;
     this.#session = undefined;
     old?.then((s) => s.release()).catch(() => {});
@@ -253,9 +266,10 @@ export class ViTModel {
   #ortSession(): Promise<OrtSession> {
     if (!this.#session) {
       const attempt = (async () => {
-        const state = this.#pending ?? await this.#readVariables();
-        const session = await openSession(vitOnnxModel(this.config, state, { weights: this.onnxWeights }));
-        this.#pending = undefined;
+        const session = this.#opener ? await this.#opener() : await openSession(
+          vitOnnxModel(this.config, await this.#readVariables(), { weights: this.onnxWeights }),
+        );
+        this.#opener = undefined;
         return session;
       })();
       // A failed open is not remembered: the next call tries again.
@@ -312,7 +326,7 @@ export class ViTModel {
    * graph fails at load and the caller's state dict is no longer referenced; a no-op otherwise.
    */
   async ready(): Promise<void> {
-    if (this.#pending) await this.#ortSession();
+    if (this.#opener) await this.#ortSession();
   }
 
   async #ortLogits(input: Float32Array, shape: readonly number[]): Promise<Float32Array> {
@@ -610,7 +624,7 @@ export class ViTModel {
     this.#disposed = true;
     for (const v of this.#vars.values()) v.dispose();
     this.#vars.clear();
-    this.#pending = undefined;
+    this.#opener = undefined;
     this.#session?.then((s) => s.release()).catch(() => {});
     this.#session = undefined;
     for (const p of this.#prefixSessions.values()) p.then((s) => s.release()).catch(() => {});
@@ -630,6 +644,28 @@ export async function createViT(
   const backend = await initBackend();
   if (options?.trainable !== false) await ensureTrainingBackend(backend);
   const model = new ViTModel(resolveConfig(config), stateDict, backend, options);
+  await model.ready();
+  return model;
+}
+
+/**
+ * An inference-only model on the onnx engine whose session `open` opens without any weights in hand (an
+ * engine cache entry: lib/weights/engine.ts). Throws unless the engine is onnx.
+ */
+export async function openOnnxViT(
+  config: ViTConfig,
+  open: () => Promise<OrtSession>,
+  options: CreateOptions = {},
+): Promise<ViTModel> {
+  const backend = await initBackend();
+  if (backend.engine !== "onnx") throw new Error(`openOnnxViT needs the onnx engine, not ${backend.engine}`);
+  const model = new ViTModel(
+    resolveConfig(config),
+    undefined,
+    backend,
+    { ...options, trainable: false },
+    open,
+  );
   await model.ready();
   return model;
 }

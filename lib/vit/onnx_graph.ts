@@ -54,6 +54,32 @@ export function quantizeLinear(
   return { q, scale };
 }
 
+/** The sources that decide what {@linkcode vitOnnxModel} writes, relative to this module. */
+const GRAPH_SOURCES = [
+  "./onnx_graph.ts",
+  "./params.ts",
+  "./config.ts",
+  "../onnx/graph.ts",
+  "../onnx/protobuf.ts",
+];
+
+/**
+ * What identifies the graph writer itself, for the engine cache's key (a saved, optimised graph is valid
+ * only for the code that wrote it): the sources that write the graph, read next to this module, as one
+ * string; undefined where they cannot be read (then nothing is cached). Any edit to them, comments
+ * included, invalidates cached engines, which is safe, merely slower once.
+ */
+export async function onnxGraphSources(): Promise<string | undefined> {
+  try {
+    const texts = await Promise.all(
+      GRAPH_SOURCES.map((s) => Deno.readTextFile(new URL(s, import.meta.url))),
+    );
+    return texts.join("\0");
+  } catch {
+    return undefined;
+  }
+}
+
 /** The graph's input and output names. */
 export const ONNX_INPUT = "pixel_values", ONNX_OUTPUT = "logits", ONNX_PREFIX_OUTPUT = "prefix";
 

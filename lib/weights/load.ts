@@ -4,9 +4,27 @@
  *
  * @module
  */
-import { type CreateOptions, createViT, type ViTModel } from "../vit/model.ts";
+import { initBackend } from "../backend/backend.ts";
+import { pruneEngines, stampFiles, writeEngine } from "../onnx/engine_cache.ts";
+import { openSession } from "../onnx/ort.ts";
+import {
+  type CreateOptions,
+  createViT,
+  onnxWeightsFromEnv,
+  openOnnxViT,
+  type ViTModel,
+} from "../vit/model.ts";
 import type { StateDict } from "../vit/params.ts";
+import { resolveConfig } from "../vit/config.ts";
+import { vitOnnxModel } from "../vit/onnx_graph.ts";
 import { f16ToF32 } from "./dtype.ts";
+import {
+  engineCacheRoot,
+  type EnginePlan,
+  findPlannedEngine,
+  modelFolderEngine,
+  planEngine,
+} from "./engine.ts";
 import { type ModelManifest, validateManifest } from "./manifest.ts";
 import { sha256Hex } from "./sha256.ts";
 
@@ -16,6 +34,11 @@ export interface LoadOptions {
   concurrency?: number;
   /** The fetch to use for URLs (tests inject one); the global fetch by default. */
   fetch?: typeof fetch;
+  /**
+   * The smallest model (float32 bytes of its weights) whose engine a load writes to the user cache;
+   * `ENGINE_CACHE_MIN_BYTES` (lib/weights/engine.ts) by default.
+   */
+  engineCacheMinBytes?: number;
 }
 
 /** A model loaded from sharded weights, with its manifest (labels, preprocessing, source). */
@@ -24,6 +47,8 @@ export interface LoadedModel {
   manifest: ModelManifest;
   /** The folder or URL it was loaded from. */
   location: string;
+  /** The engine cache entry this load opened or wrote (onnx engine, inference only), if any. */
+  engineCache?: { entry: string; opened: boolean };
 }
 
 function isUrl(location: string): boolean {
@@ -93,8 +118,11 @@ async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promis
   return out;
 }
 
-/** Reads and validates `model.json` of a folder or URL. */
-export async function readManifest(location: string, options: LoadOptions = {}): Promise<ModelManifest> {
+/** Reads and validates `model.json` of a folder or URL, with its bytes. */
+async function readManifestBytes(
+  location: string,
+  options: LoadOptions,
+): Promise<{ manifest: ModelManifest; bytes: Uint8Array }> {
   const where = join(location, "model.json");
   const bytes = await readBytes(where, "model.json", options.fetch ?? fetch);
   let json: unknown;
@@ -103,7 +131,12 @@ export async function readManifest(location: string, options: LoadOptions = {}):
   } catch (e) {
     throw new Error(`${where}: not valid JSON (${(e as Error).message})`);
   }
-  return validateManifest(json, where);
+  return { manifest: validateManifest(json, where), bytes };
+}
+
+/** Reads and validates `model.json` of a folder or URL. */
+export async function readManifest(location: string, options: LoadOptions = {}): Promise<ModelManifest> {
+  return (await readManifestBytes(location, options)).manifest;
 }
 
 /** Loads the manifest and the verified weights as a timm-named float32 state dict. */
@@ -111,7 +144,15 @@ export async function loadWeights(
   location: string,
   options: LoadOptions = {},
 ): Promise<{ manifest: ModelManifest; state: StateDict }> {
-  const manifest = await readManifest(location, options);
+  return await readShards(location, await readManifest(location, options), options);
+}
+
+/** The verified weights `manifest` lists, read from `location`. */
+async function readShards(
+  location: string,
+  manifest: ModelManifest,
+  options: LoadOptions,
+): Promise<{ manifest: ModelManifest; state: StateDict }> {
   const fetcher = options.fetch ?? fetch;
   const state: StateDict = new Map();
   for (const group of manifest.weightsManifest) {
@@ -183,13 +224,129 @@ export async function loadWeights(
 
 /**
  * Loads a converted model from a local folder or an http(s) URL (shards fetched in parallel, every shard's
- * sha256 verified) and builds it on the current backend.
+ * sha256 verified) and builds it on the current backend. An inference-only model (`trainable: false`) from a
+ * local folder on the onnx engine goes through the engine cache (lib/weights/engine.ts): a matching entry is
+ * opened without reading the shards; on a miss the model is loaded from them and its entry written.
  */
 export async function loadModel(
   location: string,
   options: LoadOptions & CreateOptions = {},
 ): Promise<LoadedModel> {
+  if (options.trainable === false && !isUrl(location) && (await initBackend()).engine === "onnx") {
+    return await loadCached(location, options);
+  }
   const { manifest, state } = await loadWeights(location, options);
   const model = await createViT(manifest.vit, state, options);
   return { model, manifest, location };
+}
+
+function log(line: string): void {
+  if (Deno.env.get("VIT_QUIET") !== "1") console.error(`vit-deno: ${line}`);
+}
+
+/** The plan of a local folder, its manifest stamped before it is read. */
+async function planFor(
+  location: string,
+  options: LoadOptions & CreateOptions,
+  writeTo?: string,
+): Promise<{ manifest: ModelManifest; plan: EnginePlan | undefined }> {
+  const [manifestStamp] = await stampFiles([join(location, "model.json")]).catch(() => [undefined]);
+  const { manifest, bytes } = await readManifestBytes(location, options);
+  const weights = options.onnxWeights ?? onnxWeightsFromEnv();
+  const plan = manifestStamp
+    ? await planEngine(location, manifest, bytes, manifestStamp, weights, {
+      ...(writeTo ? { writeTo } : {}),
+      ...(options.engineCacheMinBytes !== undefined ? { minBytes: options.engineCacheMinBytes } : {}),
+    })
+      // A shard that cannot be stamped is missing: reading the shards reports it.
+      .catch(() => undefined)
+    : undefined;
+  return { manifest, plan };
+}
+
+/** The model built from the shards, its session saving an entry to `plan.writeTo` when there is one. */
+async function buildAndSave(
+  location: string,
+  manifest: ModelManifest,
+  plan: EnginePlan | undefined,
+  options: LoadOptions & CreateOptions,
+): Promise<LoadedModel> {
+  const { state } = await readShards(location, manifest, options);
+  const writeTo = plan?.writeTo;
+  if (!plan || !writeTo) return { model: await createViT(manifest.vit, state, options), manifest, location };
+  let written = false;
+  const model = await createViT(manifest.vit, state, {
+    ...options,
+    openOnnx: async (graph) => {
+      try {
+        const session = await writeEngine(
+          writeTo,
+          plan.source,
+          plan.key,
+          plan.stamps,
+          (saveTo) => openSession(graph(), { saveTo }),
+        );
+        log(`onnx engine cache written to ${writeTo} (later starts of ${location} open it)`);
+        const root = engineCacheRoot();
+        if (root && writeTo.startsWith(`${root}/`)) await pruneEngines(root);
+        written = true;
+        return session;
+      } catch (e) {
+        log(`onnx engine cache not written to ${writeTo} (${(e as Error).message.split("\n")[0]})`);
+        return await openSession(graph());
+      }
+    },
+  });
+  return {
+    model,
+    manifest,
+    location,
+    ...(written ? { engineCache: { entry: writeTo, opened: false } } : {}),
+  };
+}
+
+async function loadCached(location: string, options: LoadOptions & CreateOptions): Promise<LoadedModel> {
+  const { manifest, plan } = await planFor(location, options);
+  const found = plan && await findPlannedEngine(plan);
+  if (found) {
+    try {
+      const model = await openOnnxViT(manifest.vit, () => openSession(found), options);
+      const entry = found.slice(0, found.lastIndexOf("/"));
+      return { model, manifest, location, engineCache: { entry, opened: true } };
+    } catch (e) {
+      log(
+        `onnx engine cache ${found} could not be opened (${(e as Error).message.split("\n")[0]}); rebuilding`,
+      );
+    }
+  }
+  return await buildAndSave(location, manifest, plan, options);
+}
+
+/**
+ * Writes the engine cache entry inside the local model folder `dir` (`<dir>/onnx-engine/<weights>/`), from its
+ * verified shards, for starts on a machine with this CPU and ONNX Runtime version; returns the entry's folder.
+ * The onnx engine must be available.
+ */
+export async function writeModelFolderEngine(
+  dir: string,
+  options: LoadOptions & Pick<CreateOptions, "onnxWeights"> = {},
+): Promise<string> {
+  const weights = options.onnxWeights ?? onnxWeightsFromEnv();
+  const target = modelFolderEngine(dir, weights);
+  const { manifest, plan } = await planFor(dir, options, target);
+  if (!plan) {
+    throw new Error(`${dir}: the onnx graph writer's sources cannot be read, so no engine is cached`);
+  }
+  const { state } = await readShards(dir, manifest, options);
+  const graph = vitOnnxModel(resolveConfig(manifest.vit), state, { weights });
+  state.clear();
+  const session = await writeEngine(
+    target,
+    plan.source,
+    plan.key,
+    plan.stamps,
+    (saveTo) => openSession(graph, { saveTo }),
+  );
+  await session.release();
+  return target;
 }
