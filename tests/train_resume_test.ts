@@ -33,8 +33,9 @@ function trainCmd(configPath: string, output: string, extra: string[] = []): Den
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `${ROOT}scripts/train.ts`, "--config", configPath, "--output", output, ...extra],
     cwd: ROOT,
-    // Two wasm threads (the default on this 2-core machine, explicit here): resume stays bit-exact with them.
-    env: { VIT_QUIET: "1", VIT_WASM_THREADS: "2" },
+    // Two wasm threads and two data-parallel training workers (explicit here; the default on this 2-core
+    // machine for steps big enough): resume stays bit-exact with them.
+    env: { VIT_QUIET: "1", VIT_WASM_THREADS: "2", VIT_TRAIN_WORKERS: "2" },
     stdout: "null",
     stderr: "piped",
   });

@@ -65,6 +65,8 @@ const WASM_BUDGET_BYTES = 1.75 * 2 ** 30;
 const ENGINES: EngineName[] = ["webgpu", "onnx", "wasm", "cpu"];
 let current: Promise<BackendInfo> | undefined;
 let currentPrefer: EngineName | undefined;
+/** Set in a data-parallel training worker ({@linkcode initWorkerBackend}): its wasm threads, and no log line. */
+let workerThreads: number | undefined;
 
 /** Parses a backend name as `VIT_BACKEND` or a `--backend` flag gives it; `source` names it in errors. */
 export function parseEngine(value: string | undefined, source: string): EngineName | undefined {
@@ -140,7 +142,7 @@ async function tryBackend(name: BackendName): Promise<Chosen | undefined> {
   }
   let threads: number | undefined;
   // Outside the try: a malformed VIT_WASM_THREADS is the user's error to see, not a backend that failed.
-  const wanted = name === "wasm" ? wasmThreadsWanted() : 1;
+  const wanted = name === "wasm" ? (workerThreads ?? wasmThreadsWanted()) : 1;
   try {
     if (name === "wasm") {
       threads = (await startWasm({ threads: wanted }))?.threads;
@@ -310,7 +312,9 @@ export function initBackend(prefer?: EngineName): Promise<BackendInfo> {
   if (!current || (prefer && prefer !== currentPrefer)) {
     currentPrefer = prefer;
     const attempt: Promise<BackendInfo> = select(prefer).then((info) => {
-      if (Deno.env.get("VIT_QUIET") !== "1") console.error(`vit-deno: backend ${describeBackend(info)}`);
+      if (workerThreads === undefined && Deno.env.get("VIT_QUIET") !== "1") {
+        console.error(`vit-deno: backend ${describeBackend(info)}`);
+      }
       return info;
     }).catch((e) => {
       // A failed start is not remembered: the next call (e.g. after fixing VIT_BACKEND) tries again.
@@ -320,4 +324,14 @@ export function initBackend(prefer?: EngineName): Promise<BackendInfo> {
     current = attempt;
   }
   return current;
+}
+
+/**
+ * The backend of a data-parallel training worker (lib/vit/grad_pool.ts): tfjs-wasm on `threads` threads
+ * whatever `VIT_WASM_THREADS` says (the workers already use every core between them), the same kernels as
+ * the isolate that started it (`VIT_KERNELS` is process-wide), and no log line.
+ */
+export function initWorkerBackend(threads: number): Promise<BackendInfo> {
+  workerThreads = threads;
+  return initBackend("wasm");
 }

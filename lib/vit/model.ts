@@ -28,6 +28,9 @@ import {
 import { VisionTransformer } from "./vision_transformer.ts";
 import { openSession, type OrtSession } from "../onnx/ort.ts";
 import { type OnnxWeights, vitOnnxModel } from "./onnx_graph.ts";
+import { type DropPathDraws, type GradChunk, GradPool } from "./grad_pool.ts";
+
+export type { DropPathDraws, GradChunk } from "./grad_pool.ts";
 
 /** Options of {@linkcode ViTModel.lossAndGrads}. */
 export interface LossOptions {
@@ -175,6 +178,8 @@ export class ViTModel {
   #opener: (() => Promise<OrtSession>) | undefined;
   /** How the onnx graph stores the blocks' weights. */
   readonly onnxWeights: OnnxWeights;
+  /** Data-parallel training workers, started on the first step that uses them (see `#gradPool`). */
+  #pool: GradPool | undefined;
 
   /**
    * `state` undefined: an inference-only onnx model whose session `opener` opens (an engine cache entry);
@@ -393,10 +398,7 @@ export class ViTModel {
   }
 
   /** Every block's drop-path scales for `n` samples (host side: 0 or 1/keep per sample), or undefined. */
-  #dropPathDraws(
-    n: number,
-    o: LossOptions["dropPath"],
-  ): Array<{ attn?: Float32Array; mlp?: Float32Array }> | undefined {
+  #dropPathDraws(n: number, o: LossOptions["dropPath"]): DropPathDraws | undefined {
     if (!o || o.rate === 0) return undefined;
     return dropPathRates(this.config.depth, o.rate).map((rate) => {
       if (rate === 0) return {};
@@ -424,6 +426,23 @@ export class ViTModel {
     const n = shape[0];
     this.#checkLabels(labels, n);
     const drops = this.#dropPathDraws(n, options.dropPath);
+    const pool = this.#gradPool(n);
+    if (pool) {
+      // Data-parallel: the chunks run in the pool's workers and are summed here in chunk order, as below.
+      this.#stale();
+      const per = shape[1] * shape[2] * shape[3], k = this.config.num_classes;
+      const chunks: GradChunk[] = this.#chunks(n, Math.min(this.trainChunk, Math.ceil(n / pool.size))).map((
+        [start, end],
+      ) => ({
+        input: input.slice(start * per, end * per),
+        shape: [end - start, shape[1], shape[2], shape[3]],
+        labels: labels instanceof Float32Array ? labels.slice(start * k, end * k) : labels.slice(start, end),
+        weight: (end - start) / n,
+        labelSmoothing: options.labelSmoothing ?? 0,
+        ...(drops ? { drops: sliceDraws(drops, start, end) } : {}),
+      }));
+      return this.#sumChunks(await pool.run(chunks, this.#vars));
+    }
     return await this.#lossAndGrads(n, labels, options, (start, end) => {
       const m = end - start;
       const scale = (v?: Float32Array) => v ? tf.tensor3d(v.subarray(start, end), [m, 1, 1]) : undefined;
@@ -433,6 +452,62 @@ export class ViTModel {
       }));
       return this.net.apply(this.#imageTensor(input, shape, start, end), dp);
     });
+  }
+
+  /**
+   * Loss·weight and gradients of loss·weight of one self-contained chunk ({@linkcode GradChunk}), in one pass:
+   * what a data-parallel training worker runs. Equals, bit for bit, that chunk's share of
+   * {@linkcode lossAndDeviceGrads} on one isolate.
+   */
+  async chunkLossAndDeviceGrads(chunk: GradChunk): Promise<DeviceGrads> {
+    this.#tfjsOnly("lossAndGrads");
+    const m = chunk.shape[0];
+    this.#checkInput(chunk.input, chunk.shape);
+    this.#checkLabels(chunk.labels, m);
+    this.#stale();
+    return await this.#chunkGrads(chunk.weight, chunk.labels, 0, m, chunk.labelSmoothing, () => {
+      const scale = (v?: Float32Array) => v ? tf.tensor3d(v, [m, 1, 1]) : undefined;
+      const dp = chunk.drops?.map((d) => ({ attn: scale(d.attn), mlp: scale(d.mlp) }));
+      return this.net.apply(this.#imageTensor(chunk.input, chunk.shape, 0, m), dp);
+    });
+  }
+
+  /**
+   * The data-parallel pool for a step of `n` images, started on first use: on tfjs-wasm, when
+   * `GradPool.workersFor` gives more than one worker (`VIT_TRAIN_WORKERS`, default: the cores for steps big
+   * enough); else undefined (the step runs here).
+   */
+  #gradPool(n: number): GradPool | undefined {
+    if (this.backend.name !== "wasm") return undefined;
+    const size = GradPool.workersFor(this.config, n);
+    if (size < 2) return undefined;
+    if (this.#pool?.size !== size) {
+      this.#pool?.terminate();
+      this.#pool = new GradPool(this.config, this.specs, this.#vars, size);
+    }
+    return this.#pool;
+  }
+
+  /** Chunks' losses and gradients (host arrays from the pool) summed in chunk order on the device. */
+  #sumChunks(parts: Array<{ loss: number; grads: Map<string, Float32Array> }>): DeviceGrads {
+    let grads: Map<string, tf.Tensor> | undefined;
+    let loss = 0;
+    try {
+      for (const part of parts) {
+        loss += part.loss;
+        const named = new Map(
+          [...part.grads].map((
+            [name, data],
+          ) => [name, tf.tensor(data, this.#vars.get(name)!.shape, "float32")]),
+        );
+        if (!grads) grads = named;
+        else accumulateGrads(grads, named);
+      }
+    } catch (e) {
+      for (const g of grads?.values() ?? []) g.dispose();
+      throw e;
+    }
+    return { loss, grads: grads! };
   }
 
   /**
@@ -547,37 +622,57 @@ export class ViTModel {
   ): Promise<DeviceGrads> {
     // Gradients are taken to change the weights: logits on onnx must then see the new ones.
     this.#stale();
-    const k = this.config.num_classes;
-    const varList = [...this.#vars.values()].filter((v) => v.trainable);
     let grads: Map<string, tf.Tensor> | undefined;
     let loss = 0;
     try {
       for (const [start, end] of this.#chunks(n, this.trainChunk)) {
-        const weight = (end - start) / n;
-        const step = tf.tidy(() => {
-          const m = end - start;
-          const lossOf = labels instanceof Float32Array
-            ? (logits: tf.Tensor2D) =>
-              softTargetCrossEntropy(logits, tf.tensor2d(labels.subarray(start * k, end * k), [m, k]))
-            : (logits: tf.Tensor2D) =>
-              crossEntropy(
-                logits,
-                tf.tensor1d(labels.subarray(start, end), "int32"),
-                options.labelSmoothing ?? 0,
-              );
-          return tf.variableGrads(() => tf.mul(lossOf(logits(start, end)), weight) as tf.Scalar, varList);
-        });
-        loss += (await step.value.data())[0];
-        step.value.dispose();
-        const named = new Map(Object.entries(step.grads).map(([k, g]) => [this.#timmNameOf.get(k)!, g]));
-        if (!grads) grads = named;
-        else accumulateGrads(grads, named);
+        const part = await this.#chunkGrads(
+          (end - start) / n,
+          labels,
+          start,
+          end,
+          options.labelSmoothing ?? 0,
+          () => logits(start, end),
+        );
+        loss += part.loss;
+        if (!grads) grads = part.grads;
+        else accumulateGrads(grads, part.grads);
       }
     } catch (e) {
       for (const g of grads?.values() ?? []) g.dispose();
       throw e;
     }
     return { loss, grads: grads! };
+  }
+
+  /**
+   * Loss·weight and the trainable gradients of loss·weight for images `[start, end)` of `labels`' batch;
+   * `logits` runs their forward.
+   */
+  async #chunkGrads(
+    weight: number,
+    labels: Targets,
+    start: number,
+    end: number,
+    labelSmoothing: number,
+    logits: () => tf.Tensor2D,
+  ): Promise<DeviceGrads> {
+    const k = this.config.num_classes, m = end - start;
+    const varList = [...this.#vars.values()].filter((v) => v.trainable);
+    const step = tf.tidy(() => {
+      const lossOf = labels instanceof Float32Array
+        ? (l: tf.Tensor2D) =>
+          softTargetCrossEntropy(l, tf.tensor2d(labels.subarray(start * k, end * k), [m, k]))
+        : (l: tf.Tensor2D) =>
+          crossEntropy(l, tf.tensor1d(labels.subarray(start, end), "int32"), labelSmoothing);
+      return tf.variableGrads(() => tf.mul(lossOf(logits()), weight) as tf.Scalar, varList);
+    });
+    const loss = (await step.value.data())[0];
+    step.value.dispose();
+    return {
+      loss,
+      grads: new Map(Object.entries(step.grads).map(([k, g]) => [this.#timmNameOf.get(k)!, g])),
+    };
   }
 
   /**
@@ -622,6 +717,8 @@ export class ViTModel {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
+    this.#pool?.terminate();
+    this.#pool = undefined;
     for (const v of this.#vars.values()) v.dispose();
     this.#vars.clear();
     this.#opener = undefined;
@@ -630,6 +727,14 @@ export class ViTModel {
     for (const p of this.#prefixSessions.values()) p.then((s) => s.release()).catch(() => {});
     this.#prefixSessions.clear();
   }
+}
+
+/** Every block's draws for images `[start, end)` of the batch they were drawn for. */
+function sliceDraws(drops: DropPathDraws, start: number, end: number): DropPathDraws {
+  return drops.map((d) => ({
+    ...(d.attn ? { attn: d.attn.slice(start, end) } : {}),
+    ...(d.mlp ? { mlp: d.mlp.slice(start, end) } : {}),
+  }));
 }
 
 /**

@@ -1,0 +1,163 @@
+/**
+ * Data-parallel training steps (lib/vit/grad_pool.ts): a step run in two workers equals, bit for bit, the same
+ * step run on one isolate cut into the same chunks, also after the weights changed, with a frozen part, soft
+ * targets and drop path; nothing is left on the device.
+ */
+import assert from "node:assert/strict";
+import * as tf from "@tensorflow/tfjs";
+import { initBackend } from "../lib/backend/backend.ts";
+import { Optimizer } from "../lib/train/optimizer.ts";
+import { GradPool, trainWorkersWanted } from "../lib/vit/grad_pool.ts";
+import { createViT, type DeviceGrads, type LossOptions, type ViTModel } from "../lib/vit/model.ts";
+import type { ViTConfig } from "../lib/vit/config.ts";
+import { formulaStateDict } from "../lib/weights/formula.ts";
+import { Rng } from "../lib/train/rng.ts";
+
+const MICRO: ViTConfig = {
+  patch_size: 4,
+  embed_dim: 32,
+  depth: 2,
+  num_heads: 2,
+  mlp_ratio: 4,
+  img_size: 16,
+  num_classes: 10,
+} as ViTConfig;
+const N = 12;
+
+/** Runs `f` with `VIT_TRAIN_WORKERS` set to `value`, restoring it after. */
+async function withWorkers<T>(value: string, f: () => Promise<T>): Promise<T> {
+  const before = Deno.env.get("VIT_TRAIN_WORKERS");
+  Deno.env.set("VIT_TRAIN_WORKERS", value);
+  try {
+    return await f();
+  } finally {
+    if (before === undefined) Deno.env.delete("VIT_TRAIN_WORKERS");
+    else Deno.env.set("VIT_TRAIN_WORKERS", before);
+  }
+}
+
+async function hostGrads(step: DeviceGrads): Promise<Map<string, Float32Array>> {
+  const out = new Map<string, Float32Array>();
+  for (const [name, g] of step.grads) out.set(name, await g.data() as Float32Array);
+  for (const g of step.grads.values()) g.dispose();
+  return out;
+}
+
+function assertSameBits(a: Map<string, Float32Array>, b: Map<string, Float32Array>, what: string): void {
+  assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort(), `${what}: the same gradients`);
+  for (const [name, x] of a) {
+    const y = b.get(name)!;
+    const i = x.findIndex((v, j) => !Object.is(v, y[j]));
+    assert.equal(i, -1, `${what}: ${name}[${i}] is ${y[i]} in workers, ${x[i]} on one isolate`);
+  }
+}
+
+function batch(seed: number): { input: Float32Array; shape: number[]; labels: Int32Array } {
+  const rng = new Rng(seed);
+  const shape = [N, 3, MICRO.img_size, MICRO.img_size];
+  return {
+    input: Float32Array.from({ length: N * 3 * MICRO.img_size ** 2 }, () => rng.uniform() * 2 - 1),
+    shape,
+    labels: Int32Array.from({ length: N }, () => Math.floor(rng.uniform() * 10)),
+  };
+}
+
+/**
+ * Two steps with an AdamW update between them, on `model`, with the options `options(step)` gives; returns
+ * each step's loss and host gradients.
+ */
+async function twoSteps(
+  model: ViTModel,
+  options: (step: number) => LossOptions,
+  soft = false,
+): Promise<Array<{ loss: number; grads: Map<string, Float32Array> }>> {
+  const trainable = new Map([...model.variables].filter(([, v]) => v.trainable));
+  const opt = new Optimizer(trainable, new Map(model.specs.map((s) => [s.name, s.shape])), {
+    opt: "adamw",
+    momentum: 0.9,
+    weightDecay: 0.05,
+  });
+  const out = [];
+  try {
+    for (let s = 0; s < 2; s++) {
+      const b = batch(100 + s);
+      const labels = soft
+        ? Float32Array.from(
+          { length: N * 10 },
+          (_, i) => (i % 10 === b.labels[Math.floor(i / 10)] ? 0.55 : 0.05),
+        )
+        : b.labels;
+      const step = await model.lossAndDeviceGrads(b.input, b.shape, labels, options(s));
+      opt.apply(step.grads, 1e-2);
+      out.push({ loss: step.loss, grads: await hostGrads(step) });
+    }
+  } finally {
+    opt.dispose();
+  }
+  return out;
+}
+
+async function compare(
+  what: string,
+  prepare: (m: ViTModel) => void,
+  options: (step: number) => LossOptions,
+  soft = false,
+): Promise<void> {
+  await initBackend("wasm");
+  const before = tf.memory().numTensors;
+  // One isolate, cut into the chunks two workers get (N / 2 images each).
+  const serial = await createViT(MICRO, formulaStateDict(MICRO, 5), { maxChunk: N / 2 });
+  const parallel = await createViT(MICRO, formulaStateDict(MICRO, 5));
+  try {
+    prepare(serial);
+    prepare(parallel);
+    const a = await withWorkers("1", () => twoSteps(serial, options, soft));
+    const b = await withWorkers("2", () => twoSteps(parallel, options, soft));
+    for (let s = 0; s < 2; s++) {
+      assert.equal(b[s].loss, a[s].loss, `${what}, step ${s}: loss`);
+      assertSameBits(a[s].grads, b[s].grads, `${what}, step ${s}`);
+    }
+  } finally {
+    serial.dispose();
+    parallel.dispose();
+  }
+  assert.equal(tf.memory().numTensors, before, "no tensor left behind");
+}
+
+Deno.test("a step in two workers equals the same chunks on one isolate, bit for bit, across an update", async () => {
+  await compare("hard labels", () => {}, () => ({ labelSmoothing: 0.1 }));
+});
+
+Deno.test("data-parallel steps stay exact with a frozen part, soft targets and drop path", async () => {
+  await compare(
+    "frozen blocks.0, soft targets, drop path",
+    (m) => {
+      for (const [name, v] of m.variables) {
+        if (name.startsWith("blocks.0.") || name.startsWith("patch_embed.")) {
+          (v as { trainable: boolean }).trainable = false;
+        }
+      }
+    },
+    (s) => {
+      const rng = new Rng(900 + s);
+      return { dropPath: { rate: 0.3, uniform: () => rng.uniform() } };
+    },
+    true,
+  );
+});
+
+Deno.test("VIT_TRAIN_WORKERS: parsed, and the default pool only for steps worth it", () => {
+  assert.equal(trainWorkersWanted("3"), 3);
+  assert.equal(trainWorkersWanted("100"), 8);
+  assert.throws(() => trainWorkersWanted("0"), /VIT_TRAIN_WORKERS: expected a positive integer, got "0"/);
+  assert.throws(() => trainWorkersWanted("two"), /VIT_TRAIN_WORKERS/);
+  const config = { ...MICRO, tokens: 17, mlp_hidden: 128, in_chans: 3 } as Parameters<
+    typeof GradPool.workersFor
+  >[0];
+  // Set explicitly: used whenever there are images for the workers.
+  assert.equal(GradPool.workersFor(config, 12, "2"), 2);
+  assert.equal(GradPool.workersFor(config, 1, "2"), 1);
+  // By default: a step of this tiny model is too small for the messages to pay off.
+  assert.equal(GradPool.workersFor(config, 12, ""), 1);
+  assert.ok(GradPool.workersFor(config, 100_000, "") >= Math.min(2, navigator.hardwareConcurrency));
+});
