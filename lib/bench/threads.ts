@@ -4,18 +4,22 @@
  * that both see the same load, and the best median of each is compared.
  *
  * Probes: a micro training step, ViT-B/16's batch-1 forward, and training steps of the shipped model's
- * architecture (configs/cifar10_vit_micro_stage3.yml's `model`, at its batch size, AdamW + clipping as it
- * trains) with the project's kernels and threads against `VIT_KERNELS=stock VIT_WASM_THREADS=1`.
+ * architecture (weights/train_config.yml's `model`, at its batch size, AdamW + clipping as it trains) with
+ * the project's kernels, threads and data-parallel workers against `VIT_KERNELS=stock VIT_WASM_THREADS=1
+ * VIT_TRAIN_WORKERS=1`. The N side of a training probe runs N threads and N data-parallel training workers
+ * (lib/vit/grad_pool.ts); the 1 side one thread and no worker.
+ *
+ * The ratios need the other cores free: run it on a quiet machine (docs/benchmarks.md says how).
  *
  * Child: `deno run -A lib/bench/threads.ts <train|forward> <config JSON> <batch> <runs>` prints one JSON line.
  *
  * @module
  */
-import * as tf from "@tensorflow/tfjs";
 import { parse as parseYaml } from "yaml";
 import { initBackend } from "../backend/backend.ts";
 import { clipGradNorm, Optimizer } from "../train/optimizer.ts";
 import type { ViTConfig } from "../vit/config.ts";
+import { GradPool } from "../vit/grad_pool.ts";
 import { createViT } from "../vit/model.ts";
 import { formulaStateDict } from "../weights/formula.ts";
 import { denoRunArgs, runTimed } from "./child.ts";
@@ -24,6 +28,8 @@ import { measure } from "./stats.ts";
 /** One probe's result in one process. */
 export interface ProbeResult {
   threads: number;
+  /** Data-parallel training workers a step used (1: none); absent for a forward probe. */
+  workers?: number;
   kernels: string[];
   medianMs: number;
   runs: number[];
@@ -38,8 +44,10 @@ async function probe(kind: string, config: ViTConfig, batch: number, runs: numbe
     Math.sin(i * 0.001)
   );
   let fn: () => Promise<unknown>;
+  let workers: number | undefined;
   if (kind === "forward") fn = () => vit.logits(input, shape);
   else if (kind === "train") {
+    workers = GradPool.workersFor(vit.config, batch);
     const labels = Int32Array.from({ length: batch }, (_, i) => i % c.num_classes);
     const opt = new Optimizer(vit.variables, new Map(vit.specs.map((s) => [s.name, s.shape])), {
       opt: "adamw",
@@ -59,13 +67,19 @@ async function probe(kind: string, config: ViTConfig, batch: number, runs: numbe
     };
   } else throw new Error(`probe must be train or forward, got "${kind}"`);
   const t = await measure(fn, 1, runs);
-  tf.disposeVariables();
-  return { threads: backend.threads ?? 1, kernels: backend.kernels, medianMs: t.medianMs, runs: t.runs };
+  vit.dispose();
+  return {
+    threads: backend.threads ?? 1,
+    ...(workers !== undefined ? { workers } : {}),
+    kernels: backend.kernels,
+    medianMs: t.medianMs,
+    runs: t.runs,
+  };
 }
 
-/** The shipped model's architecture and batch size, read from its stage-3 config. */
+/** The shipped model's architecture and batch size, read from the training config it ships with. */
 export async function shippedArch(root: string): Promise<{ config: ViTConfig; batch: number }> {
-  const y = parseYaml(await Deno.readTextFile(`${root}/configs/cifar10_vit_micro_stage3.yml`)) as {
+  const y = parseYaml(await Deno.readTextFile(`${root}/weights/train_config.yml`)) as {
     model: Partial<ViTConfig>;
     img_size: number;
     num_classes: number;
@@ -140,8 +154,11 @@ export async function threadFigures(
 ): Promise<ThreadFigures> {
   const n = Math.min(8, navigator.hardwareConcurrency);
   const rounds = o.rounds ?? 2;
-  const one: Side = { label: "1 thread", env: { VIT_WASM_THREADS: "1" } };
-  const many: Side = { label: `${n} threads`, env: { VIT_WASM_THREADS: String(n) } };
+  const one: Side = { label: "1 thread", env: { VIT_WASM_THREADS: "1", VIT_TRAIN_WORKERS: "1" } };
+  const many: Side = {
+    label: `${n} threads`,
+    env: { VIT_WASM_THREADS: String(n), VIT_TRAIN_WORKERS: String(n) },
+  };
   const out: ThreadFigures = { ratios: [], notes: [] };
   const microBatch = o.microBatch ?? 32;
   const probes: Array<[string, string, ViTConfig, number, number]> = [
@@ -155,41 +172,53 @@ export async function threadFigures(
       continue;
     }
     const [t1, tn] = r.best;
-    out.ratios.push(`wasm threads ${r.results[1].threads} vs 1, ${label}: ${(t1 / tn).toFixed(2)}×`);
+    const nSide = r.results[1];
+    out.ratios.push(`wasm threads ${nSide.threads} vs 1, ${label}: ${(t1 / tn).toFixed(2)}×`);
+    const workers = nSide.workers && nSide.workers > 1 ? ` + ${nSide.workers} data-parallel workers` : "";
     out.notes.push(
       `wasm threads, ${label}${kind === "train" ? ` (batch ${batch})` : ""}: ${
         t1.toFixed(0)
       } ms on 1 thread, ` +
-        `${tn.toFixed(0)} ms on ${
-          r.results[1].threads
-        } (best median of ${rounds} alternating processes each)`,
+        `${
+          tn.toFixed(0)
+        } ms on ${nSide.threads}${workers} (best median of ${rounds} alternating processes each)`,
     );
   }
   const shipped = await shippedArch(root);
-  const stock: Side = { label: "stock, 1 thread", env: { VIT_WASM_THREADS: "1", VIT_KERNELS: "stock" } };
-  const project: Side = { label: `project kernels, ${n} threads`, env: { VIT_WASM_THREADS: String(n) } };
+  const stock: Side = {
+    label: "stock, 1 thread",
+    env: { VIT_WASM_THREADS: "1", VIT_KERNELS: "stock", VIT_TRAIN_WORKERS: "1" },
+  };
+  const project: Side = { ...many, label: `project kernels, ${n} threads + workers` };
   const r = await compare(root, "train", shipped.config, shipped.batch, Math.max(3, o.runs), rounds, [
     stock,
+    { ...one, label: "project kernels, 1 thread" },
     project,
   ]);
   if ("error" in r) out.notes.push(`shipped architecture training: failed (${r.error})`);
   else {
-    const [ts, tp] = r.best.map((ms) => (shipped.batch * 1000) / ms);
+    const [ts, t1, tp] = r.best.map((ms) => (shipped.batch * 1000) / ms);
+    const p = r.results[2];
+    const arch = `shipped architecture training b${shipped.batch}`;
     out.ratios.push(
-      `shipped architecture training b${shipped.batch}, wasm ${
-        r.results[1].threads
-      } threads + project kernels ` +
-        `vs VIT_KERNELS=stock VIT_WASM_THREADS=1: ${(tp / ts).toFixed(2)}× (${tp.toFixed(0)} vs ${
-          ts.toFixed(0)
-        } img/s)`,
+      `${arch}, wasm ${p.threads} threads + ${p.workers ?? 1} workers + project kernels vs ` +
+        `VIT_KERNELS=stock VIT_WASM_THREADS=1 VIT_TRAIN_WORKERS=1: ${(tp / ts).toFixed(2)}× (${
+          tp.toFixed(0)
+        } vs ${ts.toFixed(0)} img/s)`,
+      `${arch}, 1 thread: project kernels vs VIT_KERNELS=stock: ${(t1 / ts).toFixed(2)}× (${
+        t1.toFixed(0)
+      } vs ${ts.toFixed(0)} img/s)`,
     );
     out.notes.push(
-      `shipped architecture (configs/cifar10_vit_micro_stage3.yml) training steps at batch ${shipped.batch} ` +
-        `(loss + grads + clip + AdamW, synthetic images): ${tp.toFixed(1)} img/s with ${
-          r.results[1].threads
-        } threads and the project's kernels, ${
-          ts.toFixed(1)
-        } img/s with VIT_KERNELS=stock VIT_WASM_THREADS=1`,
+      `shipped architecture (weights/train_config.yml) training steps at batch ${shipped.batch} ` +
+        `(loss + grads + clip + AdamW, synthetic images): ${
+          tp.toFixed(1)
+        } img/s with ${p.threads} threads, ` +
+        `${p.workers ?? 1} data-parallel workers and the project's kernels; ${
+          t1.toFixed(1)
+        } img/s with the ` +
+        `project's kernels on 1 thread; ${ts.toFixed(1)} img/s with VIT_KERNELS=stock VIT_WASM_THREADS=1 ` +
+        `VIT_TRAIN_WORKERS=1 (best median of ${rounds} alternating processes each)`,
     );
   }
   return out;
