@@ -190,7 +190,9 @@ async function main(): Promise<number> {
     if (o.anchor) await bench.onnxAnchor();
     if (!o.noTorch) await bench.torchAnchor();
     if (o.convert) await bench.convertFigure();
-    if (o.coldStart) await bench.coldStartFigures(await bench.shardsFolder());
+    if (o.coldStart) {
+      await bench.coldStartFigures(await bench.shardsFolder(), () => bench.shardsFolder("int8"));
+    }
   } else {
     bench.notes.push("anchors, conversion and cold start are ViT-B/16 figures: add base to --models");
   }

@@ -28,8 +28,8 @@ export const CONVERT_OPTIONS = {
   dtype: {
     type: "string",
     default: "float32",
-    range: ["float32", "float16"],
-    help: "storage dtype of the shards",
+    range: ["float32", "float16", "int8"],
+    help: "storage dtype of the shards (int8: the blocks' linear weights, for the onnx engine's int8 graph)",
   },
   "shard-mb": { type: "number", default: 4, range: [Number.MIN_VALUE, Infinity], help: "shard size in MiB" },
   "num-classes": {
@@ -107,7 +107,7 @@ async function main(): Promise<number> {
   const manifest = await convertCheckpoint(positionals[0], values.out as string, {
     arch: values.arch as string | undefined,
     config: numHeads !== undefined ? { num_heads: numHeads } : undefined,
-    dtype: values.dtype as "float32" | "float16" | undefined,
+    dtype: values.dtype as "float32" | "float16" | "int8" | undefined,
     shardMB: values["shard-mb"] as number,
     numClasses: values["num-classes"] as number | undefined,
     imgSize: values["img-size"] as number | undefined,

@@ -2,8 +2,9 @@
  * Accuracy regression of the shipped model (`weights/`): on a fixed, class-balanced 1,000-image subset of the
  * CIFAR-10 test split (JPEG copy; the first 100 images of each class by file name) it must get exactly the
  * number of images right that `weights/accuracy.json` records for the backend (inference is deterministic),
- * on wasm, on WebGPU and on the onnx engine (float32, and its opt-in int8 weights as `onnx-int8`), and stay at
- * or above the recorded floor.
+ * on wasm, on WebGPU and on the onnx engine (float32, and its opt-in int8 weights as `onnx-int8`, both from the
+ * load option and from int8 shards written by `convert --dtype int8`'s writer), and stay at or above the
+ * recorded floor.
  *
  * Refresh the record after shipping new weights with
  * `deno task eval --model weights --data <dir> --subset 1000 --backend <b> --record weights/accuracy.json`.
@@ -15,7 +16,8 @@ import { openImageFolder } from "../lib/data/image_folder.ts";
 import { evaluate } from "../lib/train/evaluate.ts";
 import { classBalancedSubset } from "../lib/data/dataset.ts";
 import { datasetImageSet } from "../lib/data/image_set.ts";
-import { loadModel } from "../lib/weights/load.ts";
+import { loadModel, loadWeights } from "../lib/weights/load.ts";
+import { saveModel } from "../lib/weights/shards.ts";
 import { CIFAR_JPEG, present } from "./_fixtures.ts";
 
 const WEIGHTS = Deno.env.get("VIT_ACCURACY_WEIGHTS") ?? new URL("../weights", import.meta.url).pathname;
@@ -57,12 +59,27 @@ const missing: Record<string, string | undefined> = {
 };
 
 function engineHere(backend: string): boolean {
-  backend = backend.replace("-int8", "");
+  backend = backend.replace(/-int8.*/, "");
   if (missing[backend]) console.warn(`SKIP ${backend} accuracy: ${missing[backend]}`);
   return !missing[backend];
 }
 
-for (const backend of ["wasm", "webgpu", "onnx", "onnx-int8"] as const) {
+/** The shipped model rewritten as int8 shards (what `deno task convert --dtype int8` writes), in a temp folder. */
+async function int8Shards(): Promise<string> {
+  const { manifest, state } = await loadWeights(WEIGHTS);
+  const dir = await Deno.makeTempDir({ prefix: "vit-acc-int8-" });
+  await saveModel(`${dir}/m`, {
+    config: manifest.vit,
+    state,
+    preprocessing: manifest.preprocessing,
+    labels: manifest.labels,
+    source: manifest.source,
+    dtype: "int8",
+  });
+  return `${dir}/m`;
+}
+
+for (const backend of ["wasm", "webgpu", "onnx", "onnx-int8", "onnx-int8-shards"] as const) {
   Deno.test({
     name: `shipped model: recorded accuracy on the fixed 1,000-image CIFAR-10 subset, ${backend}`,
     ignore: !haveData || !haveWeights || !engineHere(backend),
@@ -72,10 +89,12 @@ for (const backend of ["wasm", "webgpu", "onnx", "onnx-int8"] as const) {
       await initBackend(onnx ? "onnx" : backend as "wasm" | "webgpu");
       const folder = await openImageFolder(await subset());
       assert.equal(folder.length, 1000);
-      const { model, manifest } = await loadModel(WEIGHTS, {
+      const shards = backend === "onnx-int8-shards" ? await int8Shards() : undefined;
+      const loaded = await loadModel(shards ?? WEIGHTS, {
         trainable: false,
         onnxWeights: backend === "onnx-int8" ? "int8" : "float32",
-      });
+      }).finally(() => shards && Deno.remove(shards.replace(/\/m$/, ""), { recursive: true }));
+      const { model, manifest } = loaded;
       try {
         assert.deepEqual([...folder.classes], manifest.labels);
         const set = datasetImageSet(folder, manifest.preprocessing);
@@ -90,7 +109,9 @@ for (const backend of ["wasm", "webgpu", "onnx", "onnx-int8"] as const) {
             assert.ok(r.top1 >= record.floor, `top-1 ${r.top1} fell below the floor ${record.floor}`);
           },
         );
-        const want = record.correct[backend];
+        // int8 shards hold what the load option quantises: the same graph, the same record.
+        const key = backend === "onnx-int8-shards" ? "onnx-int8" : backend;
+        const want = record.correct[key];
         if (want === undefined) {
           console.warn(`no ${backend} figure recorded in weights/accuracy.json (measured ${correct}/1000)`);
         } else {

@@ -15,6 +15,9 @@ import { assertClose, fastTempDir, FIXTURES, golden, haveFixtures, relError, TOL
 import { encodePth } from "./_pth_writer.ts";
 
 const MICRO = `${FIXTURES}/micro`;
+// These loads check conversion, not the onnx engine cache (tests/onnx_cache_test.ts): ViT-B/16 entries of
+// temporary folders would only fill the user's cache.
+Deno.env.set("VIT_ONNX_CACHE", "off");
 
 async function logitsOf(dir: string, input: { data: Float32Array | Int32Array; shape: number[] }) {
   // Untrainable, as every inference caller loads it: on the onnx engine that is ONNX Runtime alone.

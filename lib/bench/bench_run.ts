@@ -193,9 +193,12 @@ export class BenchRun extends Bench {
     for (const d of ["fp32", "bf16", "fp16"]) this.ratioLines(`timm/PyTorch ${d}`, `torch-${d}`);
   }
 
-  /** The fp16 shards cold start loads (as a server would ship them), written once into the cache. */
-  async shardsFolder(): Promise<string> {
-    const dir = `${this.o.cache}/vit_base_patch16_224.f16.shards`;
+  /**
+   * The shards cold start loads (as a server would ship them: fp16, or int8 for the onnx engine's int8
+   * figure), written once into the cache.
+   */
+  async shardsFolder(dtype: "float16" | "int8" = "float16"): Promise<string> {
+    const dir = `${this.o.cache}/vit_base_patch16_224.${dtype === "int8" ? "int8" : "f16"}.shards`;
     try {
       await Deno.stat(`${dir}/model.json`);
       return dir;
@@ -204,7 +207,7 @@ export class BenchRun extends Bench {
     await saveModel(dir, {
       config,
       state: this.state("base"),
-      dtype: "float16",
+      dtype,
       labels: Array.from({ length: 1000 }, (_, i) => `class_${i}`),
       preprocessing: defaultPreprocessing(224),
       source: { file: "formula weights (fixtures README)", sha256: "-", format: "formula" },
@@ -273,13 +276,16 @@ export class BenchRun extends Bench {
   /**
    * Cold start per backend, spawn → exit of lib/bench/cold_start.ts. On onnx the probe uses an engine cache
    * of the bench's own (`<cache>/onnx-engines`), emptied first: one first start (which writes the entry:
-   * `cold_start_first`), then the runs that open it (`cold_start`).
+   * `cold_start_first`), then the runs that open it (`cold_start`); then the same from int8 shards
+   * (`convert --dtype int8`), as backend `onnx-int8`.
    */
-  async coldStartFigures(dir: string): Promise<void> {
-    for (const b of this.o.backends) {
+  async coldStartFigures(dir: string, int8Dir?: () => Promise<string>): Promise<void> {
+    const plan: Array<[string, string, string]> = this.o.backends.map((b) => [b, b, dir]);
+    if (this.o.backends.includes("onnx") && int8Dir) plan.push(["onnx-int8", "onnx", await int8Dir()]);
+    for (const [label, b, from] of plan) {
       const est = (this.latency.get(`base/${b}`) ?? 0) / 1000 + 10;
       const runs = Math.min(this.o.runs, 3);
-      const common = { model: "base", engine: "vit-deno", backend: b, adapter: "-" };
+      const common = { model: "base", engine: "vit-deno", backend: label, adapter: "-" };
       const skipped = this.latency.has(`base/${b}`)
         ? this.tooLong(est, runs)
         : "no ViT-B/16 latency on this backend";
@@ -294,7 +300,7 @@ export class BenchRun extends Bench {
         env = { VIT_ONNX_CACHE: engines };
       }
       const probe = async () => {
-        const args = [dir, b, ...(this.o.fastKernels ? ["fast"] : [])];
+        const args = [from, b, ...(this.o.fastKernels ? ["fast"] : [])];
         const r = await runTimed(Deno.execPath(), denoRunArgs(ROOT, "lib/bench/cold_start.ts", args), {
           cwd: ROOT,
           ...(env ? { env } : {}),
@@ -329,9 +335,11 @@ export class BenchRun extends Bench {
           unit: "ms",
           runs: [Math.round(first.wallMs)],
           warmup: 0,
-          note: `spawn → exit after top-1 from fp16 shards, engine cache empty (engine cache ${
-            first.marks.engineCache ?? "?"
-          }); ${describe(first.marks)}`,
+          note: `spawn → exit after top-1 from ${
+            label === "onnx-int8" ? "int8" : "fp16"
+          } shards, engine cache empty (engine cache ${first.marks.engineCache ?? "?"}); ${
+            describe(first.marks)
+          }`,
         });
       }
       const walls: number[] = [];
@@ -351,7 +359,7 @@ export class BenchRun extends Bench {
         unit: "ms",
         runs: walls.map(Math.round),
         warmup: 0,
-        note: `spawn → exit after top-1 from fp16 shards${
+        note: `spawn → exit after top-1 from ${label === "onnx-int8" ? "int8" : "fp16"} shards${
           env ? `, engine cache ${m.engineCache ?? "?"}` : ""
         }; ${describe(m)}`,
       });

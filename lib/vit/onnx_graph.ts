@@ -12,6 +12,7 @@
 import { type AttrValue, DataType, GraphBuilder } from "../onnx/graph.ts";
 import type { ResolvedViTConfig } from "./config.ts";
 import { checkStateDict, MODULES, paramSpecs, type StateDict } from "./params.ts";
+import { quantizeLinear } from "./int8.ts";
 
 /** How the graph writes GELU: timm's erf formula in plain ops (default), or ONNX Runtime's contrib `Gelu`. */
 export type GeluForm = "erf" | "contrib";
@@ -37,26 +38,10 @@ export interface VitOnnxOptions {
   weights?: OnnxWeights;
 }
 
-/** int8 weights `[in, out]` (transposed from timm's `[out, in]`) and one scale per output channel. */
-export function quantizeLinear(
-  w: Float32Array,
-  out: number,
-  inDim: number,
-): { q: Int8Array; scale: Float32Array } {
-  const q = new Int8Array(out * inDim), scale = new Float32Array(out);
-  for (let o = 0; o < out; o++) {
-    let max = 0;
-    for (let i = 0; i < inDim; i++) max = Math.max(max, Math.abs(w[o * inDim + i]));
-    const s = max > 0 ? max / 127 : 1;
-    scale[o] = s;
-    for (let i = 0; i < inDim; i++) q[i * out + o] = Math.round(w[o * inDim + i] / s);
-  }
-  return { q, scale };
-}
-
 /** The sources that decide what {@linkcode vitOnnxModel} writes, relative to this module. */
 const GRAPH_SOURCES = [
   "./onnx_graph.ts",
+  "./int8.ts",
   "./params.ts",
   "./config.ts",
   "../onnx/graph.ts",
@@ -105,7 +90,8 @@ export function vitOnnxModel(
     if (options.weights !== "int8") return linear(x, prefix, bias);
     const t = state.get(`${prefix}.weight`)!;
     const [out, inDim] = t.shape;
-    const { q, scale } = quantizeLinear(t.data, out, inDim);
+    // int8 shards (convert --dtype int8) arrive quantised; float weights are quantised here, the same way.
+    const { q, scale } = t.int8 ?? quantizeLinear(t.data, out, inDim);
     const wq = g.initializer(`${prefix}.weight_int8`, [inDim, out], q, DataType.INT8);
     const ws = g.initializer(`${prefix}.weight_scale`, [out], scale);
     const [xq, xs, xzp] = g.nodeN("DynamicQuantizeLinear", [x], {}, 3);

@@ -8,12 +8,15 @@
  *
  * @module
  */
+import type { Int8Linear } from "./int8.ts";
 import type { ResolvedViTConfig } from "./config.ts";
 
 /** A tensor on the host: row-major float32 data with its shape. */
 export interface HostTensor {
   shape: number[];
   data: Float32Array;
+  /** A linear weight stored as int8 (`int8.ts`): what the onnx engine's int8 graph takes, unwidened. */
+  int8?: Int8Linear;
 }
 
 /** A state dict in timm's names and layouts. */
@@ -148,9 +151,9 @@ export function checkStateDict(specs: ParamSpec[], state: StateDict, source = "s
       problems.push(`tensor "${spec.name}" has shape [${t.shape}], expected [${spec.shape}]`);
     }
     const n = spec.shape.reduce((a, b) => a * b, 1);
-    if (t.data.length !== n) {
-      problems.push(`tensor "${spec.name}" holds ${t.data.length} values, expected ${n}`);
-    }
+    // int8 tensors are counted without widening them.
+    const held = t.int8 ? t.int8.q.length : t.data.length;
+    if (held !== n) problems.push(`tensor "${spec.name}" holds ${held} values, expected ${n}`);
   }
   for (const name of state.keys()) {
     if (!known.has(name)) problems.push(`unexpected tensor "${name}" [${state.get(name)!.shape}]`);

@@ -19,8 +19,11 @@ export interface ConvertOptions {
   arch?: string;
   /** Explicit config fields (e.g. `num_heads`), overriding what is inferred. */
   config?: Partial<ViTConfig>;
-  /** Storage dtype of the shards; float32 by default. */
-  dtype?: "float32" | "float16";
+  /**
+   * Storage dtype of the shards; float32 by default. `int8`: the blocks' linear weights int8 (lib/vit/int8.ts),
+   * the rest float32; for the onnx engine's int8 graph (other engines widen them back, with a log line).
+   */
+  dtype?: "float32" | "float16" | "int8";
   /** Shard size in MiB; 4 by default. */
   shardMB?: number;
   /** Replace the classifier with a fresh zero-initialised one of this many classes (for fine-tuning). */

@@ -15,6 +15,8 @@ import {
   type ViTModel,
 } from "../vit/model.ts";
 import type { StateDict } from "../vit/params.ts";
+import { int8Tensor } from "../vit/int8.ts";
+import type { OnnxWeights } from "../vit/onnx_graph.ts";
 import { resolveConfig } from "../vit/config.ts";
 import { vitOnnxModel } from "../vit/onnx_graph.ts";
 import { f16ToF32 } from "./dtype.ts";
@@ -197,8 +199,8 @@ async function readShards(
     let offset = 0;
     for (const w of group.weights) {
       const count = w.shape.reduce((a, b) => a * b, 1);
-      const width = w.quantization ? 2 : 4;
-      const end = offset + count * width;
+      const int8 = w.quantization?.dtype === "int8";
+      const end = offset + (int8 ? count + 4 * w.shape[0] : count * (w.quantization ? 2 : 4));
       if (end > size) {
         throw new Error(
           `${location}: weight "${w.name}" ends at byte ${end}, but the shards hold ${size} bytes`,
@@ -207,6 +209,14 @@ async function readShards(
       // fp16 is widened straight from the shard bytes; fp32 gets its own copy (callers may keep one tensor
       // and drop the rest).
       const at = all.byteOffset + offset;
+      if (int8) {
+        // int8 stays int8 (lib/vit/int8.ts): the int8 graph takes it as it is; float engines widen it.
+        const q = new Int8Array(all.slice(offset, offset + count).buffer);
+        const scale = new Float32Array(all.slice(offset + count, end).buffer);
+        state.set(w.name, int8Tensor(w.shape, { q, scale }));
+        offset = end;
+        continue;
+      }
       const data = !w.quantization ? new Float32Array(all.slice(offset, end).buffer) : f16ToF32(
         at % 2 === 0
           ? new Uint16Array(all.buffer, at, count)
@@ -232,12 +242,29 @@ export async function loadModel(
   location: string,
   options: LoadOptions & CreateOptions = {},
 ): Promise<LoadedModel> {
-  if (options.trainable === false && !isUrl(location) && (await initBackend()).engine === "onnx") {
+  const engine = (await initBackend()).engine;
+  if (options.trainable === false && !isUrl(location) && engine === "onnx") {
     return await loadCached(location, options);
   }
   const { manifest, state } = await loadWeights(location, options);
-  const model = await createViT(manifest.vit, state, options);
+  const inferenceOnnx = options.trainable === false && engine === "onnx";
+  if (manifest.dtype === "int8" && !inferenceOnnx) {
+    log(
+      `${join(location, "model.json")} holds int8 weights: widened to float32 for ${
+        options.trainable === false ? `the ${engine} engine` : "training"
+      } (they run as int8 only on the onnx engine, for inference)`,
+    );
+  }
+  const model = await createViT(manifest.vit, state, {
+    ...options,
+    onnxWeights: weightsMode(manifest, options),
+  });
   return { model, manifest, location };
+}
+
+/** How the onnx graph stores the blocks' weights: int8 for int8 shards, else as asked (`VIT_ONNX_WEIGHTS`). */
+function weightsMode(manifest: ModelManifest, options: CreateOptions): OnnxWeights {
+  return manifest.dtype === "int8" ? "int8" : options.onnxWeights ?? onnxWeightsFromEnv();
 }
 
 function log(line: string): void {
@@ -248,20 +275,20 @@ function log(line: string): void {
 async function planFor(
   location: string,
   options: LoadOptions & CreateOptions,
-  writeTo?: string,
-): Promise<{ manifest: ModelManifest; plan: EnginePlan | undefined }> {
+  writeTo?: (weights: OnnxWeights) => string,
+): Promise<{ manifest: ModelManifest; plan: EnginePlan | undefined; weights: OnnxWeights }> {
   const [manifestStamp] = await stampFiles([join(location, "model.json")]).catch(() => [undefined]);
   const { manifest, bytes } = await readManifestBytes(location, options);
-  const weights = options.onnxWeights ?? onnxWeightsFromEnv();
+  const weights = weightsMode(manifest, options);
   const plan = manifestStamp
     ? await planEngine(location, manifest, bytes, manifestStamp, weights, {
-      ...(writeTo ? { writeTo } : {}),
+      ...(writeTo ? { writeTo: writeTo(weights) } : {}),
       ...(options.engineCacheMinBytes !== undefined ? { minBytes: options.engineCacheMinBytes } : {}),
     })
       // A shard that cannot be stamped is missing: reading the shards reports it.
       .catch(() => undefined)
     : undefined;
-  return { manifest, plan };
+  return { manifest, plan, weights };
 }
 
 /** The model built from the shards, its session saving an entry to `plan.writeTo` when there is one. */
@@ -305,8 +332,9 @@ async function buildAndSave(
   };
 }
 
-async function loadCached(location: string, options: LoadOptions & CreateOptions): Promise<LoadedModel> {
-  const { manifest, plan } = await planFor(location, options);
+async function loadCached(location: string, loadOptions: LoadOptions & CreateOptions): Promise<LoadedModel> {
+  const { manifest, plan, weights } = await planFor(location, loadOptions);
+  const options = { ...loadOptions, onnxWeights: weights };
   const found = plan && await findPlannedEngine(plan);
   if (found) {
     try {
@@ -325,15 +353,15 @@ async function loadCached(location: string, options: LoadOptions & CreateOptions
 /**
  * Writes the engine cache entry inside the local model folder `dir` (`<dir>/onnx-engine/<weights>/`), from its
  * verified shards, for starts on a machine with this CPU and ONNX Runtime version; returns the entry's folder.
- * The onnx engine must be available.
+ * The weight storage is int8 for int8 shards, else `options.onnxWeights` (`VIT_ONNX_WEIGHTS`). The onnx
+ * engine must be available.
  */
 export async function writeModelFolderEngine(
   dir: string,
   options: LoadOptions & Pick<CreateOptions, "onnxWeights"> = {},
 ): Promise<string> {
-  const weights = options.onnxWeights ?? onnxWeightsFromEnv();
+  const { manifest, plan, weights } = await planFor(dir, options, (w) => modelFolderEngine(dir, w));
   const target = modelFolderEngine(dir, weights);
-  const { manifest, plan } = await planFor(dir, options, target);
   if (!plan) {
     throw new Error(`${dir}: the onnx graph writer's sources cannot be read, so no engine is cached`);
   }

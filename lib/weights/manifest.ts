@@ -10,13 +10,23 @@ import type { ViTConfig } from "../vit/config.ts";
 /** The format tag written into every manifest. */
 export const MANIFEST_FORMAT = "vit-deno/weights@1";
 
-/** One weight entry, as tfjs writes it. Stored float16 entries carry tfjs's quantization record. */
+/**
+ * One weight entry, as tfjs writes it. Stored float16 entries carry tfjs's quantization record. int8 entries
+ * (`deno task convert --dtype int8`; the blocks' linear weights, `[out, in]`) are this project's own: their
+ * bytes are the int8 values `[in, out]` (transposed) followed by one float32 scale per output channel, value
+ * = q · scale (lib/vit/int8.ts); tfjs cannot read them.
+ */
 export interface WeightEntry {
   name: string;
   shape: number[];
   dtype: "float32";
-  quantization?: { dtype: "float16"; original_dtype: "float32" };
+  quantization?:
+    | { dtype: "float16"; original_dtype: "float32" }
+    | { dtype: "int8"; original_dtype: "float32"; scheme: typeof INT8_SCHEME };
 }
+
+/** The int8 scheme of an int8 entry: symmetric, one scale per output channel, stored `[in, out]`. */
+export const INT8_SCHEME = "symmetric_per_output_channel_in_out";
 
 /** One tfjs weights group: its shard files and the weights stored back to back across them. */
 export interface WeightsGroup {
@@ -61,8 +71,11 @@ export interface ModelManifest {
   source: SourceInfo;
   /** sha256 (hex) of every shard, by path. */
   shards: Record<string, string>;
-  /** Storage dtype of the weights. */
-  dtype: "float32" | "float16";
+  /**
+   * Storage dtype of the weights; `int8`: the blocks' linear weights int8, every other weight float32 (see
+   * {@linkcode WeightEntry}).
+   */
+  dtype: "float32" | "float16" | "int8";
   created: string;
   /** Anything else worth keeping (e.g. training metrics of the run that produced the weights). */
   extra?: Record<string, unknown>;
@@ -110,8 +123,22 @@ export function validateManifest(json: unknown, source = "model.json"): ModelMan
       if (typeof w.name !== "string" || !Array.isArray(w.shape) || w.dtype !== "float32") {
         fail(source, `weightsManifest[${i}].weights`, "{name, shape, dtype: float32} entries", w);
       }
-      if (w.quantization && w.quantization.dtype !== "float16") {
-        fail(source, `weights["${w.name}"].quantization.dtype`, '"float16"', w.quantization.dtype);
+      const q = w.quantization;
+      if (q && q.dtype !== "float16" && q.dtype !== "int8") {
+        fail(
+          source,
+          `weights["${w.name}"].quantization.dtype`,
+          '"float16" or "int8"',
+          (q as { dtype: unknown }).dtype,
+        );
+      }
+      if (q?.dtype === "int8" && (q.scheme !== INT8_SCHEME || w.shape.length !== 2)) {
+        fail(
+          source,
+          `weights["${w.name}"].quantization`,
+          `scheme "${INT8_SCHEME}" on an [out, in] weight`,
+          q,
+        );
       }
     }
   }

@@ -1,15 +1,18 @@
 /**
  * Writing a model as sharded weights: `model.json` (see `manifest.ts`) plus `group1-shard{i}of{n}.bin`
- * files of at most `shardMB` MiB holding every weight back to back in timm's state-dict order, as float32 or
- * as tfjs-style float16. The folder is written atomically.
+ * files of at most `shardMB` MiB holding every weight back to back in timm's state-dict order, as float32,
+ * as tfjs-style float16, or with the blocks' linear weights as int8 (lib/vit/int8.ts; the rest float32).
+ * The folder is written atomically.
  *
  * @module
  */
 import { resolveConfig, timmConfig, type ViTConfig } from "../vit/config.ts";
 import { checkStateDict, paramSpecs, type StateDict } from "../vit/params.ts";
+import { int8WeightNames, quantizeLinear } from "../vit/int8.ts";
 import { writeDirAtomic } from "../util/fs.ts";
 import { f32ToF16 } from "./dtype.ts";
 import {
+  INT8_SCHEME,
   MANIFEST_FORMAT,
   type ModelManifest,
   type Preprocessing,
@@ -25,8 +28,8 @@ export interface SaveModelOptions {
   preprocessing: Preprocessing;
   labels: string[];
   source: SourceInfo;
-  /** Storage dtype; float32 by default. */
-  dtype?: "float32" | "float16";
+  /** Storage dtype; float32 by default. `int8`: the blocks' linear weights int8, the rest float32. */
+  dtype?: "float32" | "float16" | "int8";
   /** Shard size in MiB; 4 by default. */
   shardMB?: number;
   extra?: Record<string, unknown>;
@@ -43,14 +46,23 @@ export async function saveModel(outDir: string, options: SaveModelOptions): Prom
   if (options.labels.length !== config.num_classes) {
     throw new Error(`labels: ${options.labels.length} names for ${config.num_classes} classes`);
   }
-  const width = dtype === "float32" ? 4 : 2;
+  const int8 = dtype === "int8" ? int8WeightNames(config.depth) : new Set<string>();
   const entries: WeightEntry[] = specs.map((s) => ({
     name: s.name,
     shape: s.shape,
     dtype: "float32",
     ...(dtype === "float16" ? { quantization: { dtype: "float16", original_dtype: "float32" } } : {}),
+    ...(int8.has(s.name)
+      ? { quantization: { dtype: "int8", original_dtype: "float32", scheme: INT8_SCHEME } }
+      : {}),
   }));
-  const total = specs.reduce((sum, s) => sum + s.shape.reduce((a, b) => a * b, 1) * width, 0);
+  // Bytes of one entry: int8 values and a float32 scale per output row, or 2 / 4 bytes per value.
+  const entryBytes = (s: { name: string; shape: number[] }) => {
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    if (int8.has(s.name)) return n + 4 * s.shape[0];
+    return n * (dtype === "float16" ? 2 : 4);
+  };
+  const total = specs.reduce((sum, s) => sum + entryBytes(s), 0);
   const count = Math.max(1, Math.ceil(total / shardBytes));
   const paths = Array.from({ length: count }, (_, i) => `group1-shard${i + 1}of${count}.bin`);
   const shards: Record<string, string> = {};
@@ -67,10 +79,18 @@ export async function saveModel(outDir: string, options: SaveModelOptions): Prom
       buffer = new Uint8Array(Math.max(0, Math.min(shardBytes, total - index * shardBytes)));
     };
     for (const spec of specs) {
-      const data = options.state.get(spec.name)!.data;
-      const raw = dtype === "float32"
-        ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
-        : new Uint8Array(f32ToF16(data).buffer);
+      const t = options.state.get(spec.name)!;
+      let raw: Uint8Array;
+      if (int8.has(spec.name)) {
+        const { q, scale } = t.int8 ?? quantizeLinear(t.data, spec.shape[0], spec.shape[1]);
+        raw = new Uint8Array(q.length + scale.byteLength);
+        raw.set(new Uint8Array(q.buffer, q.byteOffset, q.length));
+        raw.set(new Uint8Array(scale.buffer, scale.byteOffset, scale.byteLength), q.length);
+      } else {
+        raw = dtype === "float16"
+          ? new Uint8Array(f32ToF16(t.data).buffer)
+          : new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
+      }
       for (let at = 0; at < raw.length;) {
         const n = Math.min(raw.length - at, buffer.length - fill);
         buffer.set(raw.subarray(at, at + n), fill);

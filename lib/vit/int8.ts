@@ -1,0 +1,67 @@
+/**
+ * int8 weights of the blocks' linear layers, the one home of the project's weight quantisation: the onnx
+ * engine's int8 graph (`onnx_graph.ts`, `weights: "int8"`) takes them, `deno task convert --dtype int8`
+ * stores them (lib/weights/shards.ts), and engines that compute in float32 get them back dequantised.
+ *
+ * The scheme is ONNX Runtime's dynamic quantisation of weights: symmetric, one scale per output channel
+ * (`scale = max|w| / 127`, `q = round(w / scale)`, value = q · scale), stored `[in, out]`, transposed from
+ * timm's `[out, in]`, which is the layout `MatMulInteger` takes.
+ *
+ * @module
+ */
+import { type HostTensor, MODULES } from "./params.ts";
+
+/** One linear layer's int8 weights: `q` `[in, out]`, `scale` `[out]`. */
+export interface Int8Linear {
+  q: Int8Array;
+  scale: Float32Array;
+}
+
+/** The weights stored as int8 in a model of `depth` blocks: every block's qkv, proj, fc1 and fc2 weight. */
+export function int8WeightNames(depth: number): Set<string> {
+  const names = new Set<string>();
+  for (let i = 0; i < depth; i++) {
+    const b = MODULES.block(i);
+    for (const m of [b.qkv, b.proj, b.fc1, b.fc2]) names.add(`${m}.weight`);
+  }
+  return names;
+}
+
+/** int8 weights `[in, out]` (transposed from timm's `[out, in]`) and one scale per output channel. */
+export function quantizeLinear(w: Float32Array, out: number, inDim: number): Int8Linear {
+  const q = new Int8Array(out * inDim), scale = new Float32Array(out);
+  for (let o = 0; o < out; o++) {
+    let max = 0;
+    for (let i = 0; i < inDim; i++) max = Math.max(max, Math.abs(w[o * inDim + i]));
+    const s = max > 0 ? max / 127 : 1;
+    scale[o] = s;
+    for (let i = 0; i < inDim; i++) q[i * out + o] = Math.round(w[o * inDim + i] / s);
+  }
+  return { q, scale };
+}
+
+/** The float32 weights `[out, in]` (timm's layout) that int8 weights stand for. */
+export function dequantizeLinear({ q, scale }: Int8Linear): Float32Array {
+  const out = scale.length, inDim = q.length / out;
+  const w = new Float32Array(q.length);
+  for (let i = 0; i < inDim; i++) {
+    for (let o = 0; o < out; o++) w[o * inDim + i] = q[i * out + o] * scale[o];
+  }
+  return w;
+}
+
+/**
+ * A state-dict tensor `[out, in]` held as int8: `int8` is what the int8 graph takes; `data`, the dequantised
+ * float32 values, is computed on first read (only engines that compute in float32 read it).
+ */
+export function int8Tensor(shape: number[], int8: Int8Linear): HostTensor {
+  let data: Float32Array | undefined;
+  return {
+    shape,
+    int8,
+    get data() {
+      data ??= dequantizeLinear(int8);
+      return data;
+    },
+  };
+}
