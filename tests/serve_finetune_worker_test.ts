@@ -90,7 +90,7 @@ Deno.test("finetune worker: cancelling terminates a worker stuck in a step; its 
   sanitizeResources: false,
 }, async () => {
   const s = await startTestService({
-    tuner: workerFineTuner({ module: new URL("./_tuner_worker_spin.ts", import.meta.url) }),
+    tuner: workerFineTuner({ module: new URL("./_tuner_worker.ts?spin", import.meta.url) }),
     limits: { maxSessions: 1 } as never,
   });
   try {
@@ -124,7 +124,7 @@ Deno.test("finetune worker: a crashing worker fails its session, names no server
   sanitizeResources: false,
 }, async () => {
   const s = await startTestService({
-    tuner: workerFineTuner({ module: new URL("./_tuner_worker_crash.ts", import.meta.url) }),
+    tuner: workerFineTuner({ module: new URL("./_tuner_worker.ts?crash", import.meta.url) }),
     limits: { maxSessions: 1 } as never,
   });
   try {

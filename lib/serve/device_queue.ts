@@ -1,13 +1,13 @@
 /**
- * The one device queue: inference batches and fine-tuning steps take turns on the accelerator, one job at a
- * time. Inference goes first, so a running fine-tuning session delays a classification by about one training
- * step; after `maxInferBurst` inference jobs in a row a waiting training step gets its turn, so a steady
- * stream of requests cannot stop a session either.
+ * The one device queue: inference batches, and fine-tuning steps when training shares the inference device
+ * (a GPU engine; on a CPU engine a session trains in its worker beside inference, see sessions.ts), take
+ * turns on the accelerator, one job at a time. Inference goes first, so a running fine-tuning session delays
+ * a classification by about one training step; after `maxInferBurst` inference jobs in a row a waiting
+ * training step gets its turn, so a steady stream of requests cannot stop a session either.
  *
  * Requests announce themselves (`expect()`) when they arrive, before they have read and decoded their
- * images: while one is on its way, a training step waits up to `maxHoldMs` before taking the device. On
- * wasm a step blocks the thread, and a request needs several event-loop turns to reach the queue, so without
- * this it would wait one training step per turn.
+ * images: while one is on its way, a training step waits up to `maxHoldMs` before taking the device, since
+ * a request that reached the queue just after the step took it would wait the whole step.
  *
  * @module
  */

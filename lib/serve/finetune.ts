@@ -70,19 +70,12 @@ export interface FineTuneResult {
  * A whole session's work, described by files and small values only: what is posted to the training worker
  * (no weights or images cross the thread boundary; the worker reads them itself).
  */
-export interface FineTuneSpec {
+export interface FineTuneSpec
+  extends Pick<FineTuneJob, "labels" | "steps" | "lr" | "freeze" | "batchSize" | "seed"> {
   /** The base model: a model folder or an http(s) URL, as `loadWeights` reads it. */
   base: string;
   /** The training images: a folder of class folders, and the largest image (in pixels) to decode. */
   data: { root: string; maxPixels: number };
-  /** Class names in label order, as the server found them when it accepted the session. */
-  labels: string[];
-  /** Optimizer steps to run. */
-  steps: number;
-  lr: number;
-  freeze: Freeze;
-  batchSize: number;
-  seed: number;
   /**
    * The model folder to write (atomically) and what its manifest records of its origin: `source.file`,
    * and `extra` (whose `finetune` record gains the final loss).

@@ -115,6 +115,7 @@ export class SessionManager {
   readonly #aborts = new Map<string, AbortController>();
   readonly #listeners = new Map<string, Set<Listener>>();
   readonly #lastWrite = new Map<string, number>();
+  readonly #writes = new Map<string, Promise<void>>();
   readonly #running = new Set<Promise<void>>();
   readonly #leases: SessionLeases;
   #shuttingDown = false;
@@ -127,8 +128,8 @@ export class SessionManager {
     readonly metrics?: ServeMetrics,
   ) {
     this.#leases = new SessionLeases(`${options.dir}/active`, async (id) => {
-      // This process's own sessions: the in-memory record turns terminal before the persisted one and the
-      // lease's release, and a client that saw it end may start the next session at once.
+      // This process's own sessions: the record turns terminal (on disk, then in memory) before the lease's
+      // release, and a client that saw it end may start the next session at once.
       const own = this.#records.get(id);
       if (own) return isTerminal(own.state);
       try {
@@ -406,14 +407,31 @@ export class SessionManager {
     const now = Date.now();
     if (!force && now - (this.#lastWrite.get(rec.id) ?? 0) < 1000) return;
     this.#lastWrite.set(rec.id, now);
-    await writeFileAtomic(`${this.options.dir}/${rec.id}.json`, JSON.stringify(rec, null, 1) + "\n");
+    // One write at a time per session, in call order: a progress write still in flight when the session ends
+    // (a cancel terminates the worker at once) must never land after the final record.
+    const path = `${this.options.dir}/${rec.id}.json`;
+    const write = (this.#writes.get(rec.id) ?? Promise.resolve()).catch(() => {}).then(() =>
+      writeFileAtomic(path, JSON.stringify(rec, null, 1) + "\n")
+    );
+    this.#writes.set(rec.id, write);
+    try {
+      await write;
+    } finally {
+      if (this.#writes.get(rec.id) === write) this.#writes.delete(rec.id);
+    }
   }
 
   async #setState(rec: SessionRecord, state: SessionState): Promise<void> {
-    rec.state = state;
-    if (state === "running") rec.started = new Date().toISOString();
-    if (isTerminal(state)) rec.finished = new Date().toISOString();
-    await this.#persist(rec, true);
+    const at = new Date().toISOString();
+    const next: SessionRecord = {
+      ...rec,
+      state,
+      ...(state === "running" ? { started: at } : {}),
+      ...(isTerminal(state) ? { finished: at } : {}),
+    };
+    // On disk first: a client that sees the new state finds it in the persisted record too.
+    await this.#persist(next, true);
+    Object.assign(rec, next);
     this.#emit(rec, "state");
   }
 
