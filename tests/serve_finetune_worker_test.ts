@@ -1,11 +1,12 @@
 /**
- * Fine-tuning sessions run in a worker (lib/serve/finetune_host.ts): the server keeps answering while a
- * session's training step runs, cancelling a session terminates its worker even in the middle of a step
+ * Fine-tuning sessions run in a worker process (lib/serve/finetune_host.ts): the server keeps answering
+ * while a session's training step runs, cancelling a session ends its worker even in the middle of a step
  * that never returns, and a worker that crashes fails its session with an error naming no server path and
  * gives its slot back.
  */
 import assert from "node:assert/strict";
 import { workerFineTuner } from "../lib/serve/finetune_host.ts";
+import { processAlive } from "../lib/serve/state/liveness.ts";
 import { resolveConfig } from "../lib/vit/config.ts";
 import { formulaStateDict } from "../lib/weights/formula.ts";
 import { saveModel } from "../lib/weights/shards.ts";
@@ -85,12 +86,15 @@ Deno.test("finetune worker: /healthz is answered over the network while a traini
   }
 });
 
-Deno.test("finetune worker: cancelling terminates a worker stuck in a step; its slot is free again", {
+const testWorker = new URL("./_tuner_worker.ts", import.meta.url).pathname;
+
+Deno.test("finetune worker: cancelling ends a worker stuck in a step; its slot is free again", {
   sanitizeOps: false,
   sanitizeResources: false,
 }, async () => {
+  const pidFile = await Deno.makeTempFile();
   const s = await startTestService({
-    tuner: workerFineTuner({ module: new URL("./_tuner_worker.ts?spin", import.meta.url) }),
+    tuner: workerFineTuner({ script: { path: testWorker, args: ["spin", pidFile] } }),
     limits: { maxSessions: 1 } as never,
   });
   try {
@@ -101,12 +105,16 @@ Deno.test("finetune worker: cancelling terminates a worker stuck in a step; its 
       assert.ok(Date.now() - t0 < 60_000, "the worker never reported its first step");
       await new Promise((r) => setTimeout(r, 20));
     }
-    // The worker now spins in its second step: only terminating it can end the session.
+    // The worker now spins in its second step: only killing it can end the session.
+    while (!(await Deno.readTextFile(pidFile))) await new Promise((r) => setTimeout(r, 20));
+    const pid = Number(await Deno.readTextFile(pidFile));
+    assert.ok(processAlive(pid));
     const res = await s.app.request(`/v1/finetune/${rec.id}`, { method: "DELETE", headers: json(s.token) });
     assert.equal(res.status, 202);
     await res.body?.cancel();
     const done = await waitState(s, rec.id, ["cancelled", "failed", "succeeded"], 30_000);
     assert.equal(done.state, "cancelled");
+    assert.ok(!processAlive(pid), "the worker process is gone");
     // The slot is free: the next session is accepted (and cancelled in turn).
     const next = await startSession(s, { steps: 10 });
     await s.service.sessions.cancel(next.id);
@@ -116,6 +124,7 @@ Deno.test("finetune worker: cancelling terminates a worker stuck in a step; its 
     );
   } finally {
     await s.close();
+    await Deno.remove(pidFile);
   }
 });
 
@@ -124,7 +133,7 @@ Deno.test("finetune worker: a crashing worker fails its session, names no server
   sanitizeResources: false,
 }, async () => {
   const s = await startTestService({
-    tuner: workerFineTuner({ module: new URL("./_tuner_worker.ts?crash", import.meta.url) }),
+    tuner: workerFineTuner({ script: { path: testWorker, args: ["crash"] } }),
     limits: { maxSessions: 1 } as never,
   });
   try {
@@ -137,7 +146,10 @@ Deno.test("finetune worker: a crashing worker fails its session, names no server
     const view = JSON.parse(text);
     assert.equal(view.state, "failed");
     assert.equal(view.error.code, "finetune_failed");
-    assert.match(view.error.message, /training worker stopped unexpectedly: .*memory access out of bounds/);
+    assert.match(
+      view.error.message,
+      /training worker stopped unexpectedly \(exit code 1\): .*memory access out of bounds/,
+    );
     assert.ok(!text.includes(Deno.cwd()) && !text.includes(s.root), text);
     assert.equal(view.progress.step, 1);
     // The server lives on, and the slot is free for the next session.

@@ -4,7 +4,7 @@
  * augmentation, optimizer step, schedule). {@linkcode runFineTuneSpec} is a whole session's work described by
  * files ({@linkcode FineTuneSpec}: the base model's location, the dataset's folder, where to write the result):
  * it loads the weights, opens the images, trains, and writes the fine-tuned model atomically. The service
- * runs it in a Deno worker (finetune_host.ts), so that a training step, one synchronous tfjs call that lasts
+ * runs it in a worker process (finetune_host.ts), so that a training step, one synchronous tfjs call that lasts
  * minutes for ViT-B/16 on wasm, never holds the server's event loop. Both await `onProgress` after every
  * optimizer step: that is where the session hands a shared device to waiting inference batches.
  *
@@ -92,7 +92,7 @@ export interface FineTuneOutcome {
 
 /**
  * Runs a session's work; awaits `onProgress` after each step and stops with an `AbortError` once `signal`
- * is aborted. The service's default runs {@linkcode runFineTuneSpec} in a worker (finetune_host.ts).
+ * is aborted. The service's default runs {@linkcode runFineTuneSpec} in a worker process (finetune_host.ts).
  */
 export type FineTuner = (
   spec: FineTuneSpec,

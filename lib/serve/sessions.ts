@@ -1,5 +1,5 @@
 /**
- * Fine-tuning sessions: each runs a {@linkcode FineTuner} (by default in a worker of its own, see
+ * Fine-tuning sessions: each runs a {@linkcode FineTuner} (by default in a worker process of its own, see
  * finetune_host.ts) on a private copy of a base model's weights, which on success saves them atomically under
  * `<state-dir>/models/<id>/`; the session then registers them as a new served model. When training shares a
  * device with inference (a GPU), each step takes its turn on the device queue. Every session's record is persisted
