@@ -2,11 +2,20 @@
  * The onnx engine cache (lib/onnx/engine_cache.ts, lib/weights/engine.ts): an entry opened instead of the
  * shards gives the logits the shards give; every stale entry is refused (a changed manifest, a changed shard,
  * another key part), a corrupt one is rebuilt, an entry inside a model folder survives copying the folder,
- * `VIT_ONNX_CACHE=off` writes nothing, and entries of deleted folders are pruned.
+ * `VIT_ONNX_CACHE=off` writes nothing, entries of deleted folders are pruned, and an opened entry switches
+ * from its ahead-of-time packed graph to the full-speed one with the same logits, never mid-run.
  */
 import assert from "node:assert/strict";
 import { initBackend } from "../lib/backend/backend.ts";
-import { engineKey, findEngine, stampFiles } from "../lib/onnx/engine_cache.ts";
+import {
+  ENGINE_UNPACKED,
+  engineKey,
+  findEngine,
+  openEngine,
+  stampFiles,
+  upgradingSession,
+} from "../lib/onnx/engine_cache.ts";
+import type { OrtSession } from "../lib/onnx/ort.ts";
 import { loadOrt } from "../lib/onnx/ort.ts";
 import { archConfig, MICRO_ARCH } from "../lib/vit/archs.ts";
 import { resolveConfig } from "../lib/vit/config.ts";
@@ -200,4 +209,115 @@ Deno.test({
       assert.deepEqual(entries, [kept.engineCache!.entry], `${gone.engineCache!.entry} pruned`);
     });
   },
+});
+
+Deno.test({
+  name: "[onnx cache] an opened entry switches to its unpacked graph when idle: the same logits",
+  ignore: noOrt,
+  async fn() {
+    await withTemp(async (tmp) => {
+      await writeMicro(`${tmp}/m`);
+      const { engineCache } = await classify(`${tmp}/m`, `${tmp}/cache`);
+      const entry = engineCache!.entry;
+      await Deno.stat(`${entry}/${ENGINE_UNPACKED}`);
+      const session = await openEngine(`${entry}/model.onnx`);
+      try {
+        const before = await session.run(INPUT, SHAPE);
+        assert.equal(await alive(session.upgraded), true);
+        assert.deepEqual(await session.run(INPUT, SHAPE), before);
+      } finally {
+        await session.release();
+      }
+    });
+  },
+});
+
+/** Awaits `p` with the event loop held open (the switch's timers are unref'd, as a server keeps the loop alive). */
+async function alive<T>(p: Promise<T>): Promise<T> {
+  const keep = setInterval(() => {}, 1000);
+  try {
+    return await p;
+  } finally {
+    clearInterval(keep);
+  }
+}
+
+/** A stand-in session: answers `value`, can be held mid-run, counts its releases. */
+function fake(value: number) {
+  let hold: Promise<void> | undefined, releases = 0;
+  const session: OrtSession = {
+    async run() {
+      await hold;
+      return new Float32Array([value]);
+    },
+    release() {
+      releases++;
+      return Promise.resolve();
+    },
+  };
+  return {
+    session,
+    releases: () => releases,
+    holdRuns(): () => void {
+      let open!: () => void;
+      hold = new Promise((r) => (open = r));
+      return () => {
+        hold = undefined;
+        open();
+      };
+    },
+  };
+}
+
+Deno.test("upgradingSession: switches once idle, never releases a session mid-run, keeps the first on failure", async () => {
+  const timing = { idleMs: 20, maxWaitMs: 10_000 };
+  const x = new Float32Array(1), shape = [1];
+  // A run in flight on the first session when the second opens: the first is released only after it.
+  const a = fake(1), b = fake(2);
+  let openLater!: (s: OrtSession) => void;
+  const s = upgradingSession(a.session, () => new Promise((r) => (openLater = r)), undefined, timing);
+  assert.deepEqual(await s.run(x, shape), new Float32Array([1]));
+  await alive(new Promise((r) => setTimeout(r, 60))); // idle: the second starts opening
+  const free = a.holdRuns();
+  const running = s.run(x, shape);
+  openLater(b.session);
+  assert.equal(await alive(s.upgraded), true);
+  assert.equal(a.releases(), 0, "not while a run is in flight");
+  free();
+  assert.deepEqual(await running, new Float32Array([1]));
+  assert.equal(a.releases(), 1);
+  assert.deepEqual(await s.run(x, shape), new Float32Array([2]));
+  await s.release();
+  assert.equal(b.releases(), 1);
+  assert.equal(a.releases(), 1);
+  // The second fails to open: the first keeps answering, and the error is reported.
+  const c = fake(3), errors: string[] = [];
+  const t = upgradingSession(
+    c.session,
+    () => Promise.reject(new Error("boom")),
+    (e) => errors.push(e.message),
+    {
+      idleMs: 0,
+      maxWaitMs: 10_000,
+    },
+  );
+  assert.equal(await alive(t.upgraded), false);
+  assert.deepEqual(errors, ["boom"]);
+  assert.deepEqual(await t.run(x, shape), new Float32Array([3]));
+  await t.release();
+  assert.equal(c.releases(), 1);
+  // Busy all the time: the switch still happens by maxWaitMs.
+  const d = fake(4), e = fake(5);
+  const u = upgradingSession(d.session, () => Promise.resolve(e.session), undefined, {
+    idleMs: 50,
+    maxWaitMs: 80,
+  });
+  const until = performance.now() + 400;
+  let last = 4;
+  while (performance.now() < until && last === 4) {
+    last = (await u.run(x, shape))[0];
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.equal(last, 5);
+  await u.release();
 });

@@ -1,11 +1,18 @@
 /**
  * The engine cache: a model as ONNX Runtime optimised it, saved once (`openSession`'s `saveTo`: the
- * optimised graph, its initializers and their prepacked forms in an external data file) and opened from its
- * path on later starts, which skips writing the graph, optimising it and prepacking the weights; ONNX
- * Runtime memory-maps the weights instead of copying them.
+ * optimised graph, its initializers and their packed forms in an external data file) and opened from its
+ * path on later starts, which skips reading the weights, writing and optimising the graph and packing the
+ * weights; ONNX Runtime memory-maps them instead of copying them.
+ *
+ * Weights packed ahead of time and memory-mapped ran ~25% slower here than the same weights packed at load
+ * into the process's own memory (docs/benchmarks.md), while packing at load takes about a second. So
+ * {@linkcode openEngine} starts on the ahead-of-time packed graph (`model.onnx`) and, once the first run is
+ * done (or the session has sat idle briefly), opens the same graph without the packed forms
+ * (`model.unpacked.onnx`, the same data file), which packs at load, and switches to it: a fast first answer,
+ * then full speed.
  *
  * An entry is one folder: `engine.json` (its key and the stamps of the files it was built from),
- * `model.onnx` and `model.onnx.data`, written atomically. It is used only when its key is exactly the one
+ * `model.onnx`, `model.unpacked.onnx` and `model.onnx.data`, written atomically. It is used only when its key is exactly the one
  * asked for, and the key covers everything the saved file depends on: what the caller says the weights and
  * graph are, the ONNX Runtime version, the optimisation level and the CPU (an optimised file holds
  * CPU-specific layouts). The stamps (size and modification time of each source file) must match as well, so
@@ -13,14 +20,17 @@
  *
  * @module
  */
-import { loadOrt, type OrtSession } from "./ort.ts";
+import { loadOrt, openSession, type OrtSession } from "./ort.ts";
+import { decodeMessage, encodeMessage, type Field, fieldText, messageField } from "./protobuf.ts";
 import { writeDirAtomic } from "../util/fs.ts";
 
-/** The file an entry's session opens. */
+/** The file an entry's first session opens (weights packed ahead of time). */
 export const ENGINE_MODEL = "model.onnx";
+/** The same graph without the packed forms: packs at load (full speed). */
+export const ENGINE_UNPACKED = "model.unpacked.onnx";
 const ENGINE_JSON = "engine.json";
 /** Bumped when the layout of an entry changes. */
-const ENTRY_FORMAT = "vit-deno-onnx-engine/1";
+const ENTRY_FORMAT = "vit-deno-onnx-engine/3";
 
 /** Size and modification time of a file an entry was built from. */
 export interface FileStamp {
@@ -102,7 +112,7 @@ export async function findEngine(
   if (record?.format !== ENTRY_FORMAT || !record.key || !sameKey(record.key, key)) return undefined;
   if (!sameStamps(record.files, stamps)) return undefined;
   try {
-    await Deno.stat(`${dir}/${ENGINE_MODEL}`);
+    await Promise.all([ENGINE_MODEL, ENGINE_UNPACKED].map((f) => Deno.stat(`${dir}/${f}`)));
   } catch {
     return undefined;
   }
@@ -134,6 +144,8 @@ export async function writeEngine(
   try {
     await writeDirAtomic(dir, async (tmp) => {
       session = await open(`${tmp}/${ENGINE_MODEL}`);
+      const unpacked = withoutPrepacked(await Deno.readFile(`${tmp}/${ENGINE_MODEL}`));
+      await Deno.writeFile(`${tmp}/${ENGINE_UNPACKED}`, unpacked);
       const record: EntryRecord = {
         format: ENTRY_FORMAT,
         key,
@@ -180,4 +192,131 @@ export async function pruneEngines(root: string): Promise<string[]> {
     // No root yet, or unreadable: nothing to prune.
   }
   return removed;
+}
+
+/**
+ * A saved model (`ModelProto` bytes) without the packed forms of its initializers: the `external_data`
+ * entries ONNX Runtime names `prepacked_*` are dropped, so it reads the plain initializers (same data file)
+ * and packs them at load.
+ */
+export function withoutPrepacked(model: Uint8Array): Uint8Array {
+  const TENSOR_EXTERNAL_DATA = 13, GRAPH = 7, INITIALIZER = 5, KEY = 1;
+  const prepacked = (f: Field) =>
+    f.no === TENSOR_EXTERNAL_DATA &&
+    fieldText(decodeMessage(f.bytes!).find((x) => x.no === KEY)!).startsWith("prepacked");
+  return encodeMessage(
+    decodeMessage(model).map((f) => {
+      if (f.no !== GRAPH) return f;
+      return messageField(
+        GRAPH,
+        decodeMessage(f.bytes!).map((g) =>
+          g.no === INITIALIZER
+            ? messageField(INITIALIZER, decodeMessage(g.bytes!).filter((t) => !prepacked(t)))
+            : g
+        ),
+      );
+    }),
+  );
+}
+
+/** When an opened engine switches to full speed: after this long without runs, or at the latest after `maxWaitMs`. */
+export interface UpgradeTiming {
+  idleMs: number;
+  maxWaitMs: number;
+}
+
+/**
+ * A run that overlaps the opening of the full-speed session waited for it here (~1.4 s instead of 0.13 s), so
+ * the switch waits for a quiet moment; under continuous load it happens after 5 s anyway, once.
+ */
+const UPGRADE_TIMING: UpgradeTiming = { idleMs: 250, maxWaitMs: 5000 };
+
+/**
+ * A session that answers from `first` until `later` has opened, then from `later`; `later` is started once
+ * no run has been asked for during `timing.idleMs` (or after `timing.maxWaitMs` regardless), and `first` is
+ * released once its runs in flight are done. If `later` fails, `first` keeps answering and `onError` hears
+ * why. `upgraded` resolves when the switch happened (true) or was given up (false).
+ */
+export function upgradingSession(
+  first: OrtSession,
+  later: () => Promise<OrtSession>,
+  onError: (e: Error) => void = () => {},
+  timing: UpgradeTiming = UPGRADE_TIMING,
+): OrtSession & { upgraded: Promise<boolean> } {
+  let current = first, inFlight = 0, released = false, started = false;
+  let done!: (ok: boolean) => void;
+  const upgraded = new Promise<boolean>((resolve) => (done = resolve));
+  let next: Promise<void> | undefined;
+  let idle: ReturnType<typeof setTimeout> | undefined;
+  const releaseFirstWhenIdle = () => {
+    if (current !== first && inFlight === 0) first.release().catch(() => {});
+  };
+  const start = () => {
+    if (started || released) return;
+    started = true;
+    clearTimeout(idle);
+    clearTimeout(deadline);
+    next = later().then(async (s) => {
+      if (released) {
+        await s.release();
+        return done(false);
+      }
+      current = s;
+      releaseFirstWhenIdle();
+      done(true);
+    }, (e) => {
+      onError(e as Error);
+      done(false);
+    });
+  };
+  // Unref'd: a process that is otherwise done (the cold-start probe) does not wait for the switch.
+  const waitForQuiet = () => {
+    clearTimeout(idle);
+    if (started) return;
+    idle = setTimeout(() => inFlight === 0 && start(), timing.idleMs);
+    Deno.unrefTimer(idle);
+  };
+  const deadline = setTimeout(start, timing.maxWaitMs);
+  Deno.unrefTimer(deadline);
+  waitForQuiet();
+  return {
+    upgraded,
+    async run(input, shape) {
+      const session = current;
+      if (session === first) {
+        inFlight++;
+        clearTimeout(idle);
+      }
+      try {
+        return await session.run(input, shape);
+      } finally {
+        if (session === first) {
+          inFlight--;
+          releaseFirstWhenIdle();
+          waitForQuiet();
+        }
+      }
+    },
+    async release() {
+      released = true;
+      clearTimeout(idle);
+      clearTimeout(deadline);
+      await next;
+      await current.release();
+      done(false);
+    },
+  };
+}
+
+/**
+ * Opens an entry found by {@linkcode findEngine} (the path of its `model.onnx`): on the packed graph first,
+ * switching to the unpacked one after the first run (see the module doc). `onError` hears a failed switch.
+ */
+export async function openEngine(
+  modelPath: string,
+  onError?: (e: Error) => void,
+): Promise<OrtSession & { upgraded: Promise<boolean> }> {
+  const first = await openSession(modelPath);
+  const dir = modelPath.slice(0, modelPath.lastIndexOf("/"));
+  return upgradingSession(first, () => openSession(`${dir}/${ENGINE_UNPACKED}`), onError);
 }

@@ -89,10 +89,11 @@ export function externalDataName(modelPath: string): string {
 export interface OpenOptions extends OrtSessionOptions {
   /**
    * Also write the model as ONNX Runtime optimised it to this `.onnx` path, its initializers and their
-   * prepacked forms (ONNX Runtime's `session.save_external_prepacked_constant_initializers`) in
-   * `<name>.data` beside it, so that {@linkcode openSession} on that path later skips optimisation and
-   * prepacking and memory-maps the weights. The file is specific to this ONNX Runtime version, optimisation
-   * level and CPU (ONNX Runtime warns so at level `all`): lib/onnx/engine_cache.ts keys it by all three.
+   * forms packed for the matrix kernels (`session.save_external_prepacked_constant_initializers`) in
+   * `<name>.data` beside it, so that {@linkcode openSession} on that path later skips writing and optimising
+   * the graph and packing the weights, and memory-maps them. The file is specific to this ONNX Runtime
+   * version, optimisation level and CPU (ONNX Runtime warns so at level `all`): lib/onnx/engine_cache.ts
+   * keys it by all three.
    */
   saveTo?: string;
 }

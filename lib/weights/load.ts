@@ -5,7 +5,7 @@
  * @module
  */
 import { initBackend } from "../backend/backend.ts";
-import { pruneEngines, stampFiles, writeEngine } from "../onnx/engine_cache.ts";
+import { openEngine, pruneEngines, stampFiles, writeEngine } from "../onnx/engine_cache.ts";
 import { openSession } from "../onnx/ort.ts";
 import {
   type CreateOptions,
@@ -338,7 +338,12 @@ async function loadCached(location: string, loadOptions: LoadOptions & CreateOpt
   const found = plan && await findPlannedEngine(plan);
   if (found) {
     try {
-      const model = await openOnnxViT(manifest.vit, () => openSession(found), options);
+      const open = () =>
+        openEngine(
+          found,
+          (e) => log(`onnx engine cache ${found}: full-speed session not opened (${e.message})`),
+        );
+      const model = await openOnnxViT(manifest.vit, open, options);
       const entry = found.slice(0, found.lastIndexOf("/"));
       return { model, manifest, location, engineCache: { entry, opened: true } };
     } catch (e) {
