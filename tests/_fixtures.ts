@@ -65,3 +65,25 @@ export async function fastTempDir(): Promise<string> {
     return await Deno.makeTempDir({ prefix: "vit-deno-" });
   }
 }
+
+/**
+ * Runs `fn` in a fresh {@linkcode fastTempDir} with the environment variables `env` set (undefined: unset),
+ * then puts the variables back and removes the folder.
+ */
+export async function withTempEnv<T>(
+  env: Record<string, string | undefined>,
+  fn: (tmp: string) => Promise<T>,
+): Promise<T> {
+  const before = Object.fromEntries(Object.keys(env).map((k) => [k, Deno.env.get(k)]));
+  const set = (vars: Record<string, string | undefined>) => {
+    for (const [k, v] of Object.entries(vars)) v === undefined ? Deno.env.delete(k) : Deno.env.set(k, v);
+  };
+  set(env);
+  const tmp = await fastTempDir();
+  try {
+    return await fn(tmp);
+  } finally {
+    set(before);
+    await Deno.remove(tmp, { recursive: true });
+  }
+}

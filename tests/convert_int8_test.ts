@@ -16,7 +16,7 @@ import { defaultPreprocessing } from "../lib/weights/manifest.ts";
 import { loadModel, loadWeights, readManifest } from "../lib/weights/load.ts";
 import { encodeSafetensors } from "../lib/weights/safetensors.ts";
 import { saveModel } from "../lib/weights/shards.ts";
-import { fastTempDir } from "./_fixtures.ts";
+import { withTempEnv } from "./_fixtures.ts";
 
 const ort = await loadOrt();
 const noOrt = "error" in ort;
@@ -40,17 +40,8 @@ async function save(dir: string, dtype: "float32" | "int8"): Promise<void> {
   });
 }
 
-async function withTemp(fn: (tmp: string) => Promise<void>): Promise<void> {
-  const cache = Deno.env.get("VIT_ONNX_CACHE");
-  Deno.env.set("VIT_ONNX_CACHE", "off");
-  const tmp = await fastTempDir();
-  try {
-    await fn(tmp);
-  } finally {
-    if (cache === undefined) Deno.env.delete("VIT_ONNX_CACHE");
-    else Deno.env.set("VIT_ONNX_CACHE", cache);
-    await Deno.remove(tmp, { recursive: true });
-  }
+function withTemp(fn: (tmp: string) => Promise<void>): Promise<void> {
+  return withTempEnv({ VIT_ONNX_CACHE: "off" }, fn);
 }
 
 Deno.test("int8 shards round-trip: int8 values and scales as quantised, every other weight float32", async () => {

@@ -23,7 +23,7 @@ import { initStateDict } from "../lib/train/init.ts";
 import { defaultPreprocessing } from "../lib/weights/manifest.ts";
 import { loadModel, writeModelFolderEngine } from "../lib/weights/load.ts";
 import { saveModel } from "../lib/weights/shards.ts";
-import { fastTempDir } from "./_fixtures.ts";
+import { withTempEnv } from "./_fixtures.ts";
 
 const ort = await loadOrt();
 const noOrt = "error" in ort;
@@ -59,18 +59,7 @@ async function classify(dir: string, cache: string) {
 
 async function withTemp(fn: (tmp: string) => Promise<void>): Promise<void> {
   await initBackend("onnx");
-  const before = Deno.env.get("VIT_ONNX_CACHE"), quiet = Deno.env.get("VIT_QUIET");
-  Deno.env.set("VIT_QUIET", "1");
-  const tmp = await fastTempDir();
-  try {
-    await fn(tmp);
-  } finally {
-    if (before === undefined) Deno.env.delete("VIT_ONNX_CACHE");
-    else Deno.env.set("VIT_ONNX_CACHE", before);
-    if (quiet === undefined) Deno.env.delete("VIT_QUIET");
-    else Deno.env.set("VIT_QUIET", quiet);
-    await Deno.remove(tmp, { recursive: true });
-  }
+  await withTempEnv({ VIT_QUIET: "1", VIT_ONNX_CACHE: undefined }, fn);
 }
 
 Deno.test({
