@@ -209,13 +209,32 @@ Deno.test({
       const { engineCache } = await classify(`${tmp}/m`, `${tmp}/cache`);
       const entry = engineCache!.entry;
       await Deno.stat(`${entry}/${ENGINE_UNPACKED}`);
-      const session = await openEngine(`${entry}/model.onnx`);
+      const key = JSON.parse(await Deno.readTextFile(`${entry}/engine.json`)).key;
+      const session = await openEngine(`${entry}/model.onnx`, key);
       try {
         const before = await session.run(INPUT, SHAPE);
         assert.equal(await alive(session.upgraded), true);
         assert.deepEqual(await session.run(INPUT, SHAPE), before);
       } finally {
         await session.release();
+      }
+      // Another key (the entry was replaced by another model's since it was found): refused.
+      await assert.rejects(
+        () => openEngine(`${entry}/model.onnx`, { ...key, manifest: "other" }),
+        /another model/,
+      );
+      // The entry replaced after the first session opened: the switch is given up, the first keeps answering.
+      const errors: string[] = [];
+      const kept = await openEngine(`${entry}/model.onnx`, key, (e) => errors.push(e.message));
+      try {
+        const before = await kept.run(INPUT, SHAPE);
+        const record = JSON.parse(await Deno.readTextFile(`${entry}/engine.json`));
+        await Deno.writeTextFile(`${entry}/engine.json`, JSON.stringify({ ...record, created: "later" }));
+        assert.equal(await alive(kept.upgraded), false);
+        assert.match(errors.join(), /replaced while it was being opened/);
+        assert.deepEqual(await kept.run(INPUT, SHAPE), before);
+      } finally {
+        await kept.release();
       }
     });
   },

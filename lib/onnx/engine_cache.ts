@@ -308,15 +308,36 @@ export function upgradingSession(
   };
 }
 
+/** The entry's `engine.json` as text, when it holds `key` (else an error saying the entry changed). */
+async function recordWithKey(dir: string, key: EngineKey): Promise<string> {
+  const text = await Deno.readTextFile(`${dir}/${ENGINE_JSON}`);
+  const record: EntryRecord = JSON.parse(text);
+  if (!record?.key || !sameKey(record.key, key)) throw new Error(`${dir} now holds another model`);
+  return text;
+}
+
 /**
- * Opens an entry found by {@linkcode findEngine} (the path of its `model.onnx`): on the packed graph first,
- * switching to the unpacked one after the first run (see the module doc). `onError` hears a failed switch.
+ * Opens an entry found by {@linkcode findEngine} for `key` (the path of its `model.onnx`): on the packed graph
+ * first, switching to the unpacked one when idle (see the module doc). Another process may replace the entry
+ * meanwhile (a new model in the same folder): each open is followed by a check that `engine.json` is still
+ * the one read before it, so a session never mixes two entries; a failed check before the first session
+ * throws, before the switch it keeps the first session and tells `onError`.
  */
 export async function openEngine(
   modelPath: string,
+  key: EngineKey,
   onError?: (e: Error) => void,
 ): Promise<OrtSession & { upgraded: Promise<boolean> }> {
-  const first = await openSession(modelPath);
   const dir = modelPath.slice(0, modelPath.lastIndexOf("/"));
-  return upgradingSession(first, () => openSession(`${dir}/${ENGINE_UNPACKED}`), onError);
+  const record = await recordWithKey(dir, key);
+  const checked = async (path: string) => {
+    const session = await openSession(path);
+    if ((await Deno.readTextFile(`${dir}/${ENGINE_JSON}`).catch(() => "")) !== record) {
+      await session.release();
+      throw new Error(`${dir} was replaced while it was being opened`);
+    }
+    return session;
+  };
+  const first = await checked(modelPath);
+  return upgradingSession(first, () => checked(`${dir}/${ENGINE_UNPACKED}`), onError);
 }

@@ -341,6 +341,7 @@ async function loadCached(location: string, loadOptions: LoadOptions & CreateOpt
       const open = () =>
         openEngine(
           found,
+          plan.key,
           (e) => log(`onnx engine cache ${found}: full-speed session not opened (${e.message})`),
         );
       const model = await openOnnxViT(manifest.vit, open, options);
