@@ -11,7 +11,15 @@ import { resolveConfig } from "../lib/vit/config.ts";
 import { formulaStateDict } from "../lib/weights/formula.ts";
 import { saveModel } from "../lib/weights/shards.ts";
 import { defaultPreprocessing } from "../lib/weights/manifest.ts";
-import { MICRO, startTestService, type TestServer, writeImageFolder } from "./_serve.ts";
+import {
+  MICRO,
+  rootArgs,
+  spawnServer,
+  startTestService,
+  type TestServer,
+  writeImageFolder,
+  writeMicroModel,
+} from "./_serve.ts";
 
 Deno.env.set("VIT_QUIET", "1");
 
@@ -160,5 +168,60 @@ Deno.test("finetune worker: a crashing worker fails its session, names no server
     assert.equal((await waitState(s, next.id, ["failed", "cancelled", "succeeded"], 60_000)).state, "failed");
   } finally {
     await s.close();
+  }
+});
+
+/** The pids of `pid`'s child processes (Linux). */
+function childPids(pid: number): number[] {
+  const out: number[] = [];
+  for (const t of Deno.readDirSync(`/proc/${pid}/task`)) {
+    const text = Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/children`).trim();
+    if (text) out.push(...text.split(/\s+/).map(Number));
+  }
+  return out;
+}
+
+Deno.test({
+  name: "finetune worker: a worker whose server was killed stops on its own",
+  // Reads a process's children from /proc.
+  ignore: Deno.build.os !== "linux",
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const root = await Deno.makeTempDir({ prefix: "vit-ftw-kill-" });
+  try {
+    await writeMicroModel(`${root}/micro`);
+    await writeImageFolder(`${root}/data/d`, ["a", "b"], 4);
+    const token = "kill-test-token";
+    const server = await spawnServer(rootArgs(root), { VIT_API_TOKEN: token });
+    let workers: number[] = [];
+    try {
+      const res = await fetch(`${server.url}/v1/finetune`, {
+        method: "POST",
+        headers: json(token),
+        body: JSON.stringify({ base_model: "base", dataset: "d", steps: 100000, batch_size: 4 }),
+      });
+      const rec = await res.json();
+      assert.equal(res.status, 202, JSON.stringify(rec));
+      const t0 = Date.now();
+      for (;;) {
+        const now = await (await fetch(`${server.url}/v1/finetune/${rec.id}`)).json();
+        if (now.progress.step >= 2) break;
+        assert.ok(Date.now() - t0 < 120_000, `the session did not train: ${JSON.stringify(now)}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      workers = childPids(server.child.pid);
+      assert.equal(workers.length, 1, `one worker process: ${workers}`);
+    } finally {
+      await server.kill("SIGKILL");
+    }
+    // Its stdin closed with the server: it stops instead of training on for nobody.
+    const t0 = Date.now();
+    while (processAlive(workers[0])) {
+      assert.ok(Date.now() - t0 < 60_000, "the worker outlived its server by a minute");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true }).catch(() => {});
   }
 });

@@ -19,29 +19,43 @@ function send(m: WorkerMessage): void {
   for (let at = 0; at < bytes.length;) at += Deno.stdout.writeSync(bytes.subarray(at));
 }
 
-/** The server's messages, one JSON line each, in order. */
-async function* messages(): AsyncGenerator<HostMessage> {
-  let rest = "";
-  for await (const chunk of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
-    const lines = (rest + chunk).split("\n");
-    rest = lines.pop()!;
-    for (const line of lines) if (line.trim()) yield JSON.parse(line) as HostMessage;
-  }
+/**
+ * The server's messages, one JSON line each, in order. When the server closes stdin (it ended or died)
+ * before the session's end, the process exits at once: when a step waits on the data-parallel workers this
+ * thread is free to see it, otherwise at the end of the step.
+ */
+function inbox(): () => Promise<HostMessage> {
+  const queued: HostMessage[] = [];
+  let waiting: ((m: HostMessage) => void) | undefined;
+  (async () => {
+    let rest = "";
+    for await (const chunk of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
+      const lines = (rest + chunk).split("\n");
+      rest = lines.pop()!;
+      for (const line of lines.filter((l) => l.trim())) {
+        const m = JSON.parse(line) as HostMessage;
+        if (waiting) waiting(m);
+        else queued.push(m);
+        waiting = undefined;
+      }
+    }
+    console.error("the server closed the session's channel; stopping");
+    Deno.exit(1);
+  })();
+  return () => queued.length ? Promise.resolve(queued.shift()!) : new Promise((r) => waiting = r);
 }
 
 async function main(): Promise<number> {
-  const inbox = messages();
-  const first = await inbox.next();
-  if (first.done || first.value.type !== "start") throw new Error("expected a start message on stdin");
+  const next = inbox();
+  const first = await next();
+  if (first.type !== "start") throw new Error("expected a start message on stdin");
   const onProgress = async (progress: FineTuneProgress) => {
     send({ type: "progress", progress });
-    const next = await inbox.next();
-    // The server closed stdin: it is gone or ending the session.
-    if (next.done) throw new DOMException("the server ended the session", "AbortError");
+    await next(); // the server's `continue`
   };
   try {
     const outcome = await runFineTuneSpec(
-      first.value.spec,
+      first.spec,
       onProgress,
       new AbortController().signal,
       () => send({ type: "saving" }),

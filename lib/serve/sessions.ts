@@ -438,6 +438,7 @@ export class SessionManager {
   async #run(rec: SessionRecord, data: () => Promise<SessionDataset>, signal: AbortSignal): Promise<void> {
     let dataset: SessionDataset | undefined;
     let release: (() => void) | undefined;
+    let poll: ReturnType<typeof setInterval> | undefined;
     // The upload is removed before the end is announced, so a client that sees it ended sees it gone.
     const finish = async (state: SessionState) => {
       await dataset?.cleanup?.().catch(() => {});
@@ -455,6 +456,8 @@ export class SessionManager {
       await this.#checkCancelMarker(rec.id);
       if (signal.aborted) throw new DOMException("cancelled", "AbortError");
       await this.#setState(rec, "running");
+      // A cancel asked by another process sharing the state dir takes effect within a second, mid-step too.
+      poll = setInterval(() => void this.#checkCancelMarker(rec.id).catch(() => {}), 1000);
       await this.tuner({
         base: base.location,
         data: { root: dataset.root, maxPixels: dataset.maxPixels },
@@ -494,6 +497,7 @@ export class SessionManager {
         if (signal.aborted) throw new DOMException("cancelled", "AbortError");
         if (gated) release = await this.queue.acquire("train");
       }, signal);
+      clearInterval(poll);
       release?.();
       release = undefined;
       try {
@@ -522,6 +526,7 @@ export class SessionManager {
         await finish("failed");
       }
     } finally {
+      clearInterval(poll);
       await dataset?.cleanup?.().catch(() => {});
       dataset = undefined;
       await Deno.remove(this.#cancelPath(rec.id)).catch(() => {});
