@@ -4,26 +4,27 @@
  * a synchronous loop as a stuck tfjs kernel would (only killing it ends it); `crash` dies with an uncaught
  * error naming a server path, as a crash inside a native or wasm kernel surfaces.
  */
-import { type HostMessage, MESSAGE_PREFIX, type WorkerMessage } from "../lib/serve/finetune_host.ts";
+import {
+  eachLine,
+  type HostMessage,
+  MESSAGE_PREFIX,
+  type WorkerMessage,
+} from "../lib/serve/finetune_host.ts";
 
 const [mode, pidFile] = Deno.args;
 const send = (m: WorkerMessage) => console.log(MESSAGE_PREFIX + JSON.stringify(m));
-let rest = "";
-for await (const chunk of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
-  const lines = (rest + chunk).split("\n");
-  rest = lines.pop()!;
-  for (const line of lines.filter((l) => l.trim())) {
-    const m = JSON.parse(line) as HostMessage;
-    if (m.type === "start") {
-      send({
-        type: "progress",
-        progress: { step: 1, steps: m.spec.steps, epoch: 0, loss: 1, lr: m.spec.lr, imgPerSec: 1 },
-      });
-    } else if (mode === "spin") {
-      await Deno.writeTextFile(pidFile, String(Deno.pid));
-      for (;;) { /* a step that never returns */ }
-    } else {
-      throw new Error(`memory access out of bounds in ${Deno.cwd()}/node_modules/kernel.wasm`);
-    }
+eachLine(Deno.stdin.readable, (line) => {
+  if (!line.trim()) return;
+  const m = JSON.parse(line) as HostMessage;
+  if (m.type === "start") {
+    send({
+      type: "progress",
+      progress: { step: 1, steps: m.spec.steps, epoch: 0, loss: 1, lr: m.spec.lr, imgPerSec: 1 },
+    });
+  } else if (mode === "spin") {
+    Deno.writeTextFileSync(pidFile, String(Deno.pid));
+    for (;;) { /* a step that never returns */ }
+  } else {
+    throw new Error(`memory access out of bounds in ${Deno.cwd()}/node_modules/kernel.wasm`);
   }
-}
+});

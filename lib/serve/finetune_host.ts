@@ -45,8 +45,11 @@ function abortError(): DOMException {
   return new DOMException("the fine-tuning session was cancelled", "AbortError");
 }
 
-/** Calls `onLine` for each line of `stream` (decoded as UTF-8). */
-async function eachLine(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
+/** Calls `onLine` for each line of `stream` (decoded as UTF-8): how both sides read the other's messages. */
+export async function eachLine(
+  stream: ReadableStream<Uint8Array>,
+  onLine: (line: string) => void,
+): Promise<void> {
   let rest = "";
   for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
     const lines = (rest + chunk).split("\n");

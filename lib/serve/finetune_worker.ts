@@ -10,7 +10,7 @@
  */
 import type { FineTuneProgress } from "./finetune.ts";
 import { runFineTuneSpec } from "./finetune.ts";
-import { type HostMessage, MESSAGE_PREFIX, type WorkerMessage } from "./finetune_host.ts";
+import { eachLine, type HostMessage, MESSAGE_PREFIX, type WorkerMessage } from "./finetune_host.ts";
 
 const encoder = new TextEncoder();
 
@@ -27,21 +27,16 @@ function send(m: WorkerMessage): void {
 function inbox(): () => Promise<HostMessage> {
   const queued: HostMessage[] = [];
   let waiting: ((m: HostMessage) => void) | undefined;
-  (async () => {
-    let rest = "";
-    for await (const chunk of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
-      const lines = (rest + chunk).split("\n");
-      rest = lines.pop()!;
-      for (const line of lines.filter((l) => l.trim())) {
-        const m = JSON.parse(line) as HostMessage;
-        if (waiting) waiting(m);
-        else queued.push(m);
-        waiting = undefined;
-      }
-    }
+  eachLine(Deno.stdin.readable, (line) => {
+    if (!line.trim()) return;
+    const m = JSON.parse(line) as HostMessage;
+    if (waiting) waiting(m);
+    else queued.push(m);
+    waiting = undefined;
+  }).finally(() => {
     console.error("the server closed the session's channel; stopping");
     Deno.exit(1);
-  })();
+  });
   return () => queued.length ? Promise.resolve(queued.shift()!) : new Promise((r) => waiting = r);
 }
 
