@@ -114,6 +114,11 @@ Deno.test("serve: fine-tuning sessions", { sanitizeOps: false, sanitizeResources
     const metrics = await (await app.request("/metrics")).text();
     assert.match(metrics, /vit_finetune_sessions\{state="succeeded"\} 1/);
     assert.match(metrics, /vit_finetune_steps_total 5/);
+    // The worker's training time is reported too, though it does not use the inference device queue.
+    assert.ok(
+      Number(/vit_device_busy_seconds_total\{kind="train"\} ([0-9.e+-]+)/.exec(metrics)?.[1]) > 0,
+      metrics,
+    );
   });
 
   await t.step("uploaded tar.gz archive of class folders (wrapped in a folder)", async () => {

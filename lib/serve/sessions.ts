@@ -458,6 +458,7 @@ export class SessionManager {
       await this.#setState(rec, "running");
       // A cancel asked by another process sharing the state dir takes effect within a second, mid-step too.
       poll = setInterval(() => void this.#checkCancelMarker(rec.id).catch(() => {}), 1000);
+      let stepStart = performance.now();
       await this.tuner({
         base: base.location,
         data: { root: dataset.root, maxPixels: dataset.maxPixels },
@@ -488,6 +489,10 @@ export class SessionManager {
         rec.losses.push(p.loss);
         if (rec.losses.length > 500) rec.losses.splice(0, rec.losses.length - 500);
         this.metrics?.trainSteps.inc();
+        // Off the device queue (a CPU engine), the worker's time is still training time to report.
+        if (!gated) {
+          this.metrics?.deviceSeconds.inc({ kind: "train" }, (performance.now() - stepStart) / 1000);
+        }
         this.#emit(rec, "progress");
         // On a shared device, waiting inference batches go between steps.
         release?.();
@@ -496,6 +501,7 @@ export class SessionManager {
         await this.#checkCancelMarker(rec.id);
         if (signal.aborted) throw new DOMException("cancelled", "AbortError");
         if (gated) release = await this.queue.acquire("train");
+        stepStart = performance.now();
       }, signal);
       clearInterval(poll);
       release?.();
