@@ -223,8 +223,9 @@ export function openApiDocument(version = "0.1.0"): Record<string, unknown> {
         delete: {
           summary: "Cancel a session (bearer token)",
           description:
-            "Any server process sharing the state dir accepts it; the one running the session stops " +
-            "before its next optimizer step. 409 once the session ended.",
+            "Any server process sharing the state dir accepts it; the one running the session stops its " +
+            "training worker within about a second, mid-step (unless it is already writing the model, " +
+            "which then finishes). 409 once the session ended.",
           security: bearer,
           parameters: [idParam("session id")],
           responses: {
