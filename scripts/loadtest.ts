@@ -4,7 +4,7 @@
  * [--json out.json]`: a bounded load test on loopback.
  *
  * Starts `deno task serve` as a child process on 127.0.0.1 (temporary state dir, a generated class-folder
- * dataset), starts a fine-tuning session, and runs many concurrent clients classifying images until the
+ * dataset), starts a fine-tuning session (unless `--finetune-steps 0`), and runs many concurrent clients classifying images until the
  * session has ended and `--duration` seconds have passed (never past `--max-duration`; a session still
  * running then is cancelled, and reported so). Reports throughput, latency percentiles, status counts, the
  * session's progress and the share of the load during which it ran. A 503 with `Retry-After` (queue full) is
@@ -33,9 +33,8 @@ export const LOADTEST_OPTIONS = {
   "finetune-steps": {
     type: "integer",
     default: 40,
-    // The load always runs beside a session; 1 step ends it at once (inference-only figures).
-    range: [1, Infinity],
-    help: "steps of the fine-tuning session",
+    range: [0, Infinity],
+    help: "steps of the fine-tuning session (0: no session, inference only)",
   },
   freeze: {
     type: "string",
@@ -117,6 +116,15 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
+/** What the load test reads of a session's record (`GET /v1/finetune/:id`). */
+interface SessionView {
+  id: string;
+  state: string;
+  progress?: { step: number; loss: number };
+  request?: { steps: number };
+  model_id?: string;
+}
+
 function metric(text: string, name: string): number {
   const m = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.eE+-]+)$`, "m").exec(text);
   return m ? Number(m[1]) : NaN;
@@ -184,23 +192,29 @@ async function main(): Promise<number> {
     const images = await Promise.all([0, 1, 2, 3].map((s) => png(48 + 16 * s, 40 + 8 * s, s)));
 
     // The fine-tuning session runs throughout the load.
-    const start = await fetch(`${url}/v1/finetune`, {
-      method: "POST",
-      headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
-      body: JSON.stringify({
-        base_model: "base",
-        dataset: "tiny",
-        steps: o.finetuneSteps,
-        batch_size: 8,
-        lr: 0.01,
-        freeze: o.freeze,
-      }),
-    });
-    const session = await start.json();
-    if (start.status !== 202) throw new Error(`starting the session failed: ${JSON.stringify(session)}`);
+    let session: SessionView | undefined;
+    if (o.finetuneSteps > 0) {
+      const start = await fetch(`${url}/v1/finetune`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${token}` },
+        body: JSON.stringify({
+          base_model: "base",
+          dataset: "tiny",
+          steps: o.finetuneSteps,
+          batch_size: 8,
+          lr: 0.01,
+          freeze: o.freeze,
+        }),
+      });
+      session = await start.json();
+      if (start.status !== 202) throw new Error(`starting the session failed: ${JSON.stringify(session)}`);
+    }
     console.error(
-      `loadtest: session ${session.id} started (${o.finetuneSteps} steps, freeze ${o.freeze}); ` +
-        `${o.clients} clients classifying`,
+      `loadtest: ${
+        session
+          ? `session ${session.id} started (${o.finetuneSteps} steps, freeze ${o.freeze})`
+          : "no fine-tuning session"
+      }; ${o.clients} clients classifying`,
     );
 
     const latencies: number[] = [];
@@ -243,14 +257,15 @@ async function main(): Promise<number> {
       }
     };
     const clients = Array.from({ length: o.clients }, (_, c) => client(c));
-    let rec = session;
+    const ENDED = ["succeeded", "failed", "cancelled"];
+    let rec: SessionView = session ?? { id: "", state: "none" };
     // The share of the load's polls at which the session was still queued or running.
     let polls = 0, pollsActive = 0;
     for (;;) {
       await new Promise((r) => setTimeout(r, 500));
-      rec = await (await fetch(`${url}/v1/finetune/${session.id}`)).json();
+      if (session) rec = await (await fetch(`${url}/v1/finetune/${session.id}`)).json();
       const elapsed = (performance.now() - loadStart) / 1000;
-      const ended = ["succeeded", "failed", "cancelled"].includes(rec.state);
+      const ended = !session || ENDED.includes(rec.state);
       polls++;
       if (!ended) pollsActive++;
       if ((ended && elapsed >= o.duration) || elapsed >= o.maxDuration) break;
@@ -258,8 +273,8 @@ async function main(): Promise<number> {
     stop = true;
     await Promise.all(clients);
     const seconds = (performance.now() - loadStart) / 1000;
-    const cutShort = !["succeeded", "failed", "cancelled"].includes(rec.state);
-    if (cutShort) {
+    const cutShort = session !== undefined && !ENDED.includes(rec.state);
+    if (session && cutShort) {
       await fetch(`${url}/v1/finetune/${session.id}`, {
         method: "DELETE",
         headers: { authorization: `Bearer ${token}` },
@@ -295,7 +310,7 @@ async function main(): Promise<number> {
         (metric(metricsText, "vit_inference_batch_size_sum") /
           metric(metricsText, "vit_inference_batch_size_count")) * 100,
       ) / 100,
-      finetune: {
+      finetune: !session ? null : {
         state: rec.state,
         freeze: o.freeze,
         // Share of the load during which the session was queued or running.
@@ -312,13 +327,17 @@ async function main(): Promise<number> {
     console.log(JSON.stringify(report, null, 2));
     if (o.json) await Deno.writeTextFile(o.json, JSON.stringify(report, null, 2) + "\n");
     const ok = failures.length === 0 && missingRetryAfter === 0 && healthy && images200 > 0 &&
-      (rec.state === "succeeded" || cutShort);
+      (!session || rec.state === "succeeded" || cutShort);
     console.error(
       ok
         ? `loadtest: OK — ${report.throughput_img_per_s} img/s, p50 ${report.latency_ms.p50} ms, p99 ${report.latency_ms.p99} ms, ` +
-          `${intended503} intended 503s, no other failure; session ${rec.state} ` +
-          `(${report.finetune.steps_done} steps, active ${Math.round(report.finetune.active_share * 100)}% ` +
-          `of the load${cutShort ? ", cancelled after it" : ""})`
+          `${intended503} intended 503s, no other failure; ` +
+          (report.finetune
+            ? `session ${rec.state} (${report.finetune.steps_done} steps, active ` +
+              `${Math.round(report.finetune.active_share * 100)}% of the load${
+                cutShort ? ", cancelled after it" : ""
+              })`
+            : "no session")
         : `loadtest: FAILED — ${failures.length} failures, ${missingRetryAfter} 503s without Retry-After, ` +
           `session ${rec.state}, healthy ${healthy}`,
     );

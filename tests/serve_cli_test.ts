@@ -105,5 +105,26 @@ Deno.test("deno task loadtest: short bounded run, no failures", async () => {
   assert.equal(report.finetune.state, "succeeded");
   assert.equal(report.server_healthy_after, true);
   assert.ok(report.latency_ms.p99 >= report.latency_ms.p50);
+  // Inference only, the reference for the figures with a session.
+  const alone = await run([
+    "run",
+    "-A",
+    "scripts/loadtest.ts",
+    "--model",
+    `${root}/micro`,
+    "--clients",
+    "4",
+    "--duration",
+    "2",
+    "--finetune-steps",
+    "0",
+    "--json",
+    `${root}/alone.json`,
+  ]);
+  assert.equal(alone.code, 0, alone.stderr.slice(-2000));
+  const reference = JSON.parse(await Deno.readTextFile(`${root}/alone.json`));
+  assert.equal(reference.finetune, null);
+  assert.equal(reference.failures, 0);
+  assert.ok(reference.requests_ok > 0);
   await Deno.remove(root, { recursive: true });
 });
