@@ -277,13 +277,24 @@ function fake(value: number) {
   };
 }
 
-Deno.test("upgradingSession: switches once idle, never releases a session mid-run, keeps the first on failure", async () => {
+Deno.test("upgradingSession: switches once idle after the first run, never releases a session mid-run, keeps the first on failure", async () => {
   const timing = { idleMs: 20, maxWaitMs: 10_000 };
   const x = new Float32Array(1), shape = [1];
   // A run in flight on the first session when the second opens: the first is released only after it.
   const a = fake(1), b = fake(2);
   let openLater!: (s: OrtSession) => void;
-  const s = upgradingSession(a.session, () => new Promise((r) => (openLater = r)), undefined, timing);
+  let asked = false;
+  const s = upgradingSession(
+    a.session,
+    () => {
+      asked = true;
+      return new Promise((r) => (openLater = r));
+    },
+    undefined,
+    timing,
+  );
+  await alive(new Promise((r) => setTimeout(r, 60)));
+  assert.equal(asked, false, "nothing is opened before the first run");
   assert.deepEqual(await s.run(x, shape), new Float32Array([1]));
   await alive(new Promise((r) => setTimeout(r, 60))); // idle: the second starts opening
   const free = a.holdRuns();
@@ -309,6 +320,7 @@ Deno.test("upgradingSession: switches once idle, never releases a session mid-ru
       maxWaitMs: 10_000,
     },
   );
+  assert.deepEqual(await t.run(x, shape), new Float32Array([3]));
   assert.equal(await alive(t.upgraded), false);
   assert.deepEqual(errors, ["boom"]);
   assert.deepEqual(await t.run(x, shape), new Float32Array([3]));

@@ -216,7 +216,7 @@ Deno.test({
         `import { initBackend } from "${new URL("../lib/backend/backend.ts", import.meta.url)}";
         const i = await initBackend(); console.log(JSON.stringify(i));`,
       ],
-      env: { VIT_BACKEND: "", XDG_RUNTIME_DIR: "" },
+      env: { VIT_BACKEND: "", XDG_RUNTIME_DIR: "", VIT_QUIET: "" },
       cwd: new URL("..", import.meta.url).pathname,
     }).output();
     const stderr = new TextDecoder().decode(out.stderr);

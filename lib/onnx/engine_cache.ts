@@ -219,35 +219,40 @@ export function withoutPrepacked(model: Uint8Array): Uint8Array {
   );
 }
 
-/** When an opened engine switches to full speed: after this long without runs, or at the latest after `maxWaitMs`. */
+/**
+ * When an opened engine switches to full speed: after its first run, once no run has been asked for during
+ * `idleMs`, or at the latest `maxWaitMs` after that first run.
+ */
 export interface UpgradeTiming {
   idleMs: number;
   maxWaitMs: number;
 }
 
 /**
- * A run that overlaps the opening of the full-speed session waited for it here (~1.4 s instead of 0.13 s), so
- * the switch waits for a quiet moment; under continuous load it happens after 5 s anyway, once.
+ * Runs wait while ONNX Runtime opens another session here (onnxruntime-node's calls are queued: a run asked
+ * for 50 ms into a 2.5 s open returned after it), so the switch never starts before the first answer, then
+ * waits for a quiet moment; under continuous load it happens 5 s after the first answer anyway, once.
  */
 const UPGRADE_TIMING: UpgradeTiming = { idleMs: 250, maxWaitMs: 5000 };
 
 /**
- * A session that answers from `first` until `later` has opened, then from `later`; `later` is started once
- * no run has been asked for during `timing.idleMs` (or after `timing.maxWaitMs` regardless), and `first` is
- * released once its runs in flight are done. If `later` fails, `first` keeps answering and `onError` hears
- * why. `upgraded` resolves when the switch happened (true) or was given up (false).
+ * A session that answers from `first` until `later` has opened, then from `later`; `later` is started after
+ * the first run, once no run has been asked for during `timing.idleMs` (or `timing.maxWaitMs` after the first
+ * run regardless), and `first` is released once its runs in flight are done. If `later` fails, `first` keeps answering and `onError` hears
+ * why. `upgraded` resolves when the switch happened (true) or was given up (false); `upgrade()` starts it
+ * now (a server's start-up, where the time belongs) and returns `upgraded`.
  */
 export function upgradingSession(
   first: OrtSession,
   later: () => Promise<OrtSession>,
   onError: (e: Error) => void = () => {},
   timing: UpgradeTiming = UPGRADE_TIMING,
-): OrtSession & { upgraded: Promise<boolean> } {
+): UpgradingSession {
   let current = first, inFlight = 0, released = false, started = false;
   let done!: (ok: boolean) => void;
   const upgraded = new Promise<boolean>((resolve) => (done = resolve));
   let next: Promise<void> | undefined;
-  let idle: ReturnType<typeof setTimeout> | undefined;
+  let idle: ReturnType<typeof setTimeout> | undefined, deadline: ReturnType<typeof setTimeout> | undefined;
   const releaseFirstWhenIdle = () => {
     if (current !== first && inFlight === 0) first.release().catch(() => {});
   };
@@ -275,12 +280,17 @@ export function upgradingSession(
     if (started) return;
     idle = setTimeout(() => inFlight === 0 && start(), timing.idleMs);
     Deno.unrefTimer(idle);
+    if (deadline === undefined) {
+      deadline = setTimeout(start, timing.maxWaitMs);
+      Deno.unrefTimer(deadline);
+    }
   };
-  const deadline = setTimeout(start, timing.maxWaitMs);
-  Deno.unrefTimer(deadline);
-  waitForQuiet();
   return {
     upgraded,
+    upgrade() {
+      start();
+      return upgraded;
+    },
     async run(input, shape) {
       const session = current;
       if (session === first) {
@@ -308,6 +318,12 @@ export function upgradingSession(
   };
 }
 
+/** An {@linkcode upgradingSession}: an `OrtSession` that switches to full speed. */
+export interface UpgradingSession extends OrtSession {
+  upgraded: Promise<boolean>;
+  upgrade(): Promise<boolean>;
+}
+
 /** The entry's `engine.json` as text, when it holds `key` (else an error saying the entry changed). */
 async function recordWithKey(dir: string, key: EngineKey): Promise<string> {
   const text = await Deno.readTextFile(`${dir}/${ENGINE_JSON}`);
@@ -327,7 +343,7 @@ export async function openEngine(
   modelPath: string,
   key: EngineKey,
   onError?: (e: Error) => void,
-): Promise<OrtSession & { upgraded: Promise<boolean> }> {
+): Promise<UpgradingSession> {
   const dir = modelPath.slice(0, modelPath.lastIndexOf("/"));
   const record = await recordWithKey(dir, key);
   const checked = async (path: string) => {

@@ -307,7 +307,8 @@ export class ModelRegistry {
     const p = (async () => {
       const loaded = await loadModel(location, { trainable: false, fetch: timedFetch });
       // One forward pass before the model is served: WebGPU compiles its shaders on first use, and that
-      // second or two belongs in startup (before /readyz says ready), not in the first client's latency.
+      // second or two belongs in startup (before /readyz says ready), not in the first client's latency; so
+      // does the onnx engine cache's switch to full speed (ViTModel.fullSpeed).
       const { in_chans, img_size } = loaded.model.config;
       await this.queue.run(
         "infer",
@@ -318,7 +319,7 @@ export class ModelRegistry {
             img_size,
             img_size,
           ]),
-      ).catch((e) => {
+      ).then(() => loaded.model.fullSpeed()).catch((e) => {
         loaded.model.dispose();
         throw e;
       });

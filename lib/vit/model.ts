@@ -346,6 +346,17 @@ export class ViTModel {
     return out;
   }
 
+  /**
+   * Resolves once `logits` runs at full speed: on the onnx engine, a session opened from the engine cache
+   * first answers from weights packed ahead of time and then switches (lib/onnx/engine_cache.ts); this starts
+   * that switch now and waits for it. A server calls it before saying ready. At once everywhere else.
+   */
+  async fullSpeed(): Promise<void> {
+    if (!this.onOnnx || !this.#session) return;
+    const session = await this.#session as OrtSession & { upgrade?: () => Promise<boolean> };
+    await session.upgrade?.();
+  }
+
   /** Logits `[n, num_classes]`, row-major, for preprocessed NCHW images (as timm's `model(x)`). */
   async logits(
     input: Float32Array,
