@@ -121,6 +121,65 @@ Deno.test("serve: fine-tuning sessions", { sanitizeOps: false, sanitizeResources
     );
   });
 
+  await t.step(
+    "timm's augmentation and regularisation keys: trained with, recorded, bad ones named",
+    async () => {
+      const post = async (extra: Record<string, unknown>) => {
+        const res = await app.request("/v1/finetune", {
+          method: "POST",
+          headers: { "content-type": "application/json", ...auth },
+          body: JSON.stringify({
+            base_model: "micro",
+            dataset: "shapes",
+            steps: 2,
+            batch_size: 4,
+            lr: 0.05,
+            ...extra,
+          }),
+        });
+        return { status: res.status, body: await res.json() };
+      };
+      const recipe = {
+        smoothing: 0.3,
+        mixup: 0.8,
+        cutmix: 1,
+        drop_path: 0.1,
+        aa: "rand-m9-mstd0.5",
+        reprob: 0.25,
+      };
+      const plain = await post({ model_id: "shapes-plain" });
+      assert.equal(plain.status, 202, JSON.stringify(plain.body));
+      assert.equal((await waitFor(app, plain.body.id, ["succeeded", "failed"])).state, "succeeded");
+      const reg = await post({ model_id: "shapes-reg", ...recipe });
+      assert.equal(reg.status, 202, JSON.stringify(reg.body));
+      assert.deepEqual(reg.body.request.recipe, recipe);
+      const done = await waitFor(app, reg.body.id, ["succeeded", "failed"]);
+      assert.equal(done.state, "succeeded", JSON.stringify(done.error));
+      // Same seed, weights and images: only the recipe differs, so the second step's loss does (the first
+      // is ln 2 for both: the new head starts at zero).
+      const plainDone = await (await app.request(`/v1/finetune/${plain.body.id}`)).json();
+      assert.equal(done.losses[0], plainDone.losses[0]);
+      assert.notEqual(done.losses[1], plainDone.losses[1]);
+      const manifest = JSON.parse(await Deno.readTextFile(`${s.stateDir}/models/shapes-reg/model.json`));
+      assert.deepEqual(manifest.extra.finetune.recipe, recipe);
+      for (
+        const [extra, field] of [
+          [{ mixup: -1 }, '"mixup"'],
+          [{ mixup: 0.8, batch_size: 3 }, '"batch_size"'],
+          [{ aa: "rand-x9" }, '"aa"'],
+          [{ model_ema: true }, '"model_ema"'],
+        ] as const
+      ) {
+        const bad = await post(extra);
+        assert.equal(bad.status, 400, JSON.stringify(bad.body));
+        assert.ok(
+          bad.body.error.message.includes(field),
+          `${JSON.stringify(extra)}: ${bad.body.error.message}`,
+        );
+      }
+    },
+  );
+
   await t.step("uploaded tar.gz archive of class folders (wrapped in a folder)", async () => {
     const files: Record<string, Uint8Array> = {};
     for (const [k, c] of ["cat", "dog", "eel"].entries()) {
@@ -197,7 +256,7 @@ Deno.test("serve: fine-tuning sessions", { sanitizeOps: false, sanitizeResources
 
   await t.step("sessions list", async () => {
     const list = await (await app.request("/v1/finetune")).json();
-    assert.equal(list.sessions.length, 3);
+    assert.equal(list.sessions.length, 5);
   });
   await s.close();
 });

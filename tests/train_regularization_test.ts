@@ -11,9 +11,11 @@ import {
   mergeConfig,
   parseArgs,
   REGULARIZATION_DEFAULTS,
+  sessionConfig,
   trainAugment,
   trainEmaDecay,
   trainMixup,
+  trainRecipe,
 } from "../lib/train/config.ts";
 import { ModelEma } from "../lib/train/ema.ts";
 import { loadLatestCheckpoint } from "../lib/train/checkpoint.ts";
@@ -249,4 +251,45 @@ Deno.test("model EMA on the onnx engine: the average keeps tfjs Variables and an
     model.dispose();
     await initBackend("cpu");
   }
+});
+
+Deno.test("a fine-tuning session's recipe: timm's keys over the session's base, others refused", () => {
+  const base = { batch_size: 8, num_classes: 3, hflip: 0.5 };
+  const plain = trainRecipe(sessionConfig({}, base, "request"));
+  assert.deepEqual(plain.augment, { crop_padding: 0, hflip: 0.5 });
+  assert.equal(plain.smoothing, 0);
+  assert.equal(plain.mixup, undefined);
+  assert.equal(plain.varies, undefined);
+  const r = trainRecipe(sessionConfig(
+    {
+      smoothing: 0.1,
+      hflip: 0,
+      crop_pad: 2,
+      mixup: 0.8,
+      cutmix: 1,
+      mixup_mode: "pair",
+      aa: "rand-m9-mstd0.5",
+      reprob: 0.25,
+      drop_path: 0.1,
+    },
+    base,
+    "request",
+  ));
+  assert.equal(r.smoothing, 0.1);
+  assert.equal(r.dropPath, 0.1);
+  assert.equal(r.augment.hflip, 0);
+  assert.equal(r.augment.crop_padding, 2);
+  assert.ok(r.augment.rand_augment);
+  assert.equal(r.augment.random_erasing?.prob, 0.25);
+  assert.deepEqual(
+    [r.mixup?.mixupAlpha, r.mixup?.cutmixAlpha, r.mixup?.mode, r.mixup?.numClasses, r.mixup?.labelSmoothing],
+    [0.8, 1, "pair", 3, 0.1],
+  );
+  assert.ok(r.varies);
+  assert.throws(
+    () => sessionConfig({ lr: 0.1 }, base, "request"),
+    /request: "lr" is not a fine-tuning session option/,
+  );
+  assert.throws(() => sessionConfig({ model_ema: true }, base, "request"), /"model_ema"/);
+  assert.throws(() => sessionConfig({ reprob: 2 }, base, "request"), /reprob/);
 });

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import type { Freeze } from "../train/config.ts";
+import { type Freeze, sessionConfig, trainRecipe } from "../train/config.ts";
 import { setUpTraining } from "../train/freeze.ts";
 import type { FrozenCacheOptions } from "../train/frozen_cache.ts";
 import type { ImageSet } from "../data/image_set.ts";
@@ -44,6 +44,11 @@ export interface FineTuneJob {
   seed: number;
   /** The frozen-prefix cache's budgets, or false to recompute the prefix every step; 512 MiB by default. */
   cache?: FrozenCacheOptions | false;
+  /**
+   * Augmentation and regularisation with timm's keys (`SESSION_RECIPE_KEYS` of lib/train/config.ts: mixup,
+   * cutmix, aa, reprob, drop_path, smoothing, hflip, crop_pad …), validated as a training YAML is.
+   */
+  recipe?: Record<string, unknown>;
 }
 
 /** Progress after one optimizer step. */
@@ -71,7 +76,7 @@ export interface FineTuneResult {
  * (no weights or images cross the thread boundary; the worker reads them itself).
  */
 export interface FineTuneSpec
-  extends Pick<FineTuneJob, "labels" | "steps" | "lr" | "freeze" | "batchSize" | "seed"> {
+  extends Pick<FineTuneJob, "labels" | "steps" | "lr" | "freeze" | "batchSize" | "seed" | "recipe"> {
   /** The base model: a model folder or an http(s) URL, as `loadWeights` reads it. */
   base: string;
   /** The training images: a folder of class folders, and the largest image (in pixels) to decode. */
@@ -109,7 +114,8 @@ function abortError(): Error {
  * loop, the weights adapted as `deno task train` adapts them (lib/weights/adapt.ts). With a frozen prefix
  * (`head-only`, `blocks:N`) that prefix is computed once per image and cached, and images are not flipped
  * (a short session then costs about one forward pass per image plus the trainable part); with nothing frozen,
- * horizontal flips.
+ * horizontal flips. `job.recipe` adds timm's augmentation and regularisation (which turn the cache off when
+ * they make every view new).
  */
 export async function fineTune(
   job: FineTuneJob,
@@ -124,15 +130,20 @@ export async function fineTune(
   const model = await createViT(config, state);
   let opt: Optimizer | undefined;
   try {
-    const augment = job.freeze === "none" ? { hflip: 0.5 } : {};
+    const bs = Math.min(job.batchSize, job.train.size);
+    const recipe = trainRecipe(sessionConfig(job.recipe ?? {}, {
+      batch_size: bs,
+      num_classes: classes,
+      hflip: job.freeze === "none" ? 0.5 : 0,
+    }, "fine-tuning session"));
     const setup = await setUpTraining(model, {
       freeze: job.freeze,
       optimizer: { opt: "sgd", momentum: 0.9, weightDecay: 0 },
-      augment,
+      augment: recipe.augment,
+      ...(recipe.varies ? { varies: recipe.varies } : {}),
       cache: job.cache ?? {},
     });
     opt = setup.optimizer;
-    const bs = Math.min(job.batchSize, job.train.size);
     const perEpoch = updatesPerEpoch(job.train.size, bs);
     const t0 = performance.now();
     let loss: number;
@@ -144,7 +155,10 @@ export async function fineTune(
         data: job.train,
         batchSize: bs,
         seed: job.seed,
-        augment,
+        augment: recipe.augment,
+        smoothing: recipe.smoothing,
+        ...(recipe.mixup ? { mixup: recipe.mixup } : {}),
+        dropPath: recipe.dropPath,
         schedule: {
           sched: "cosine",
           lr: job.lr,
@@ -219,6 +233,7 @@ export async function runFineTuneSpec(
       freeze: spec.freeze,
       batchSize: spec.batchSize,
       seed: spec.seed,
+      ...(spec.recipe ? { recipe: spec.recipe } : {}),
     },
     onProgress,
     signal,

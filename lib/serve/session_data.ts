@@ -32,6 +32,8 @@ export interface FineTuneFields {
   batch_size: number;
   seed: number;
   model_id?: string;
+  /** timm's augmentation and regularisation keys given (lib/train/config.ts `SESSION_RECIPE_KEYS`). */
+  recipe?: Record<string, unknown>;
 }
 
 /**
@@ -199,6 +201,7 @@ export async function prepareSession(
       batch_size: bs,
       seed: f.seed,
       model_id: modelId,
+      ...(f.recipe ? { recipe: f.recipe } : {}),
     };
     return {
       request,

@@ -37,6 +37,8 @@ export interface SessionRequest {
   seed: number;
   /** Id of the model the session registers. */
   model_id: string;
+  /** timm's augmentation and regularisation keys given (mixup, aa, drop_path …), as validated. */
+  recipe?: Record<string, unknown>;
 }
 
 /** The persisted, client-visible record of a session. */
@@ -468,6 +470,7 @@ export class SessionManager {
         freeze: rec.request.freeze,
         batchSize: rec.request.batch_size,
         seed: rec.request.seed,
+        ...(rec.request.recipe ? { recipe: rec.request.recipe } : {}),
         out: {
           dir,
           file: `fine-tuned from model "${base.id}" by session ${rec.id}`,
@@ -481,6 +484,7 @@ export class SessionManager {
               lr: rec.request.lr,
               freeze: rec.request.freeze,
               batch_size: rec.request.batch_size,
+              ...(rec.request.recipe ? { recipe: rec.request.recipe } : {}),
             },
           },
         },

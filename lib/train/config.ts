@@ -665,6 +665,81 @@ export function trainMixup(c: TrainConfig): MixupOptions | undefined {
   };
 }
 
+/** What the training loop takes of a config's recipe: augmentation, mixup/CutMix, smoothing, stochastic depth. */
+export interface Recipe {
+  augment: TrainAugment;
+  mixup?: MixupOptions;
+  smoothing: number;
+  dropPath: number;
+  /** Why every forward differs from the last for the same image (the frozen-prefix cache is then off). */
+  varies?: string;
+}
+
+/** The recipe the training loop runs for `c` (`deno task train` and fine-tuning sessions alike). */
+export function trainRecipe(c: TrainConfig): Recipe {
+  const mixup = trainMixup(c);
+  return {
+    augment: trainAugment(c),
+    ...(mixup ? { mixup } : {}),
+    smoothing: c.smoothing,
+    dropPath: c.drop_path ?? 0,
+    ...(mixup || c.drop_path ? { varies: "mixup/CutMix or drop_path is on" } : {}),
+  };
+}
+
+/**
+ * The keys of a training config that a fine-tuning session of the service may set: augmentation and
+ * regularisation, with timm's names and semantics. The rest of a session's recipe (SGD with momentum, a cosine
+ * schedule without warm-up, its steps, lr, batch size and seed) comes from the session's own fields.
+ */
+export const SESSION_RECIPE_KEYS: readonly string[] = [
+  "smoothing",
+  "hflip",
+  "crop_pad",
+  "train_crop_mode",
+  "scale",
+  "ratio",
+  "mixup",
+  "cutmix",
+  "mixup_prob",
+  "mixup_switch_prob",
+  "mixup_mode",
+  "aa",
+  "reprob",
+  "remode",
+  "recount",
+  "drop_path",
+];
+
+/**
+ * A fine-tuning session's training config: `recipe` (keys of {@linkcode SESSION_RECIPE_KEYS}, validated as a
+ * YAML's are) over the session's `base` (batch size, classes and its default flips). Throws an
+ * {@linkcode OptionError} naming `source` and the field for any other key or a bad value.
+ *
+ * @example
+ * ```ts
+ * const c = sessionConfig({ mixup: 0.8, smoothing: 0.1 }, { batch_size: 16, num_classes: 3, hflip: 0.5 }, "request");
+ * trainRecipe(c).mixup?.mixupAlpha; // 0.8
+ * ```
+ */
+export function sessionConfig(
+  recipe: Record<string, unknown>,
+  base: Pick<TrainConfig, "batch_size" | "num_classes" | "hflip">,
+  source: string,
+): TrainConfig {
+  for (const k of Object.keys(recipe)) {
+    const key = optionKey(TRAIN_OPTIONS, k);
+    if (key === undefined || !SESSION_RECIPE_KEYS.includes(key)) {
+      throw new OptionError(
+        `${source}: "${k}" is not a fine-tuning session option; expected some of ${
+          SESSION_RECIPE_KEYS.join(", ")
+        }`,
+      );
+    }
+  }
+  return mergeConfig({ ...DEFAULTS, smoothing: 0, crop_pad: 0, ...base }, recipe, source);
+}
+
 /** The model EMA's decay for `c`, or undefined when `model_ema` is off. */
 export function trainEmaDecay(c: TrainConfig): number | undefined {
   return c.model_ema ? c.model_ema_decay ?? REGULARIZATION_DEFAULTS.model_ema_decay : undefined;

@@ -18,7 +18,7 @@ import type { Preprocessing, SourceInfo } from "../weights/manifest.ts";
 import { adaptForFineTuning } from "../weights/adapt.ts";
 import { saveModel } from "../weights/shards.ts";
 import { loadLatestCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
-import { modelConfig, trainAugment, type TrainConfig, trainEmaDecay, trainMixup } from "./config.ts";
+import { modelConfig, type TrainConfig, trainEmaDecay, trainRecipe } from "./config.ts";
 import { ModelEma } from "./ema.ts";
 import { type EvalResult, evaluate } from "./evaluate.ts";
 import { setUpTraining } from "./freeze.ts";
@@ -164,12 +164,12 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
   }
   const metrics = await MetricsLog.open(`${run}/metrics.jsonl`, ck ? trainer.metricsLines : 0);
   const model = await createViT(vit, state);
-  const augment = trainAugment(config);
+  const recipe = trainRecipe(config);
   const { optimizer: opt, prefixCache, note } = await setUpTraining(model, {
     freeze: config.freeze,
     optimizer: { opt: config.opt, momentum: config.momentum, weightDecay: config.weight_decay },
-    augment,
-    ...(trainMixup(config) || config.drop_path ? { varies: "mixup/CutMix or drop_path is on" } : {}),
+    augment: recipe.augment,
+    ...(recipe.varies ? { varies: recipe.varies } : {}),
     cache: config.frozen_cache && {
       memoryBytes: config.frozen_cache_mb * 2 ** 20,
       ...(config.frozen_cache_dir ? { dir: config.frozen_cache_dir } : {}),
@@ -246,11 +246,11 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
       batchSize: config.batch_size,
       gradAccumSteps: config.grad_accum_steps,
       seed: config.seed,
-      augment,
+      augment: recipe.augment,
       ...(prefixCache ? { prefixCache } : {}),
-      smoothing: config.smoothing,
-      mixup: trainMixup(config),
-      dropPath: config.drop_path,
+      smoothing: recipe.smoothing,
+      mixup: recipe.mixup,
+      dropPath: recipe.dropPath,
       clipGrad: config.clip_grad,
       schedule,
       totalUpdates: total,

@@ -1,10 +1,12 @@
 /**
  * Validating a `POST /v1/finetune` request (JSON, or multipart with the dataset archive as the `archive`
- * file field): every field is checked with a 400 naming it and what was expected.
+ * file field): every field is checked with a 400 naming it and what was expected. Besides the session's own
+ * fields, a request may carry timm's augmentation and regularisation keys (`SESSION_RECIPE_KEYS`), checked
+ * as a training YAML's are.
  *
  * @module
  */
-import type { Freeze } from "../../train/config.ts";
+import { type Freeze, SESSION_RECIPE_KEYS, sessionConfig } from "../../train/config.ts";
 import type { Multipart } from "./body.ts";
 import { badRequest, ServiceError } from "../errors.ts";
 import { checkDatasetName } from "../datasets.ts";
@@ -56,9 +58,14 @@ export function parseFineTuneFields(
   archive: FineTuneFields["archive"],
   maxSteps: number,
 ): FineTuneFields {
+  const recipe: Record<string, unknown> = {};
   for (const k of Object.keys(o)) {
-    if (!KNOWN.has(k)) {
-      throw badRequest(`unknown field "${k}"; expected some of ${[...KNOWN].join(", ")}`, "invalid_field");
+    if (SESSION_RECIPE_KEYS.includes(k)) recipe[k] = o[k];
+    else if (!KNOWN.has(k)) {
+      throw badRequest(
+        `unknown field "${k}"; expected some of ${[...KNOWN, ...SESSION_RECIPE_KEYS].join(", ")}`,
+        "invalid_field",
+      );
     }
   }
   if (typeof o.base_model !== "string" || !o.base_model) {
@@ -86,6 +93,13 @@ export function parseFineTuneFields(
   if (typeof lr !== "number" || !Number.isFinite(lr) || lr <= 0 || lr > 10) {
     throw badRequest(`"lr" must be a number in (0, 10], got ${JSON.stringify(o.lr)}`, "invalid_field");
   }
+  const batchSize = int(o, "batch_size", 1, 512) ?? 16;
+  try {
+    // The class count is the dataset's, not known yet; it changes no check.
+    sessionConfig(recipe, { batch_size: batchSize, num_classes: 2, hflip: 0 }, "request");
+  } catch (e) {
+    throw badRequest((e as Error).message, "invalid_field");
+  }
   const modelId = o.model_id === undefined || o.model_id === ""
     ? undefined
     : checkModelId(String(o.model_id), '"model_id"');
@@ -97,9 +111,10 @@ export function parseFineTuneFields(
     steps,
     lr,
     freeze: parseFreeze(o.freeze),
-    batch_size: int(o, "batch_size", 1, 512) ?? 16,
+    batch_size: batchSize,
     seed: int(o, "seed", 0, 2 ** 31 - 1) ?? 0,
     model_id: modelId,
+    ...(Object.keys(recipe).length ? { recipe } : {}),
   };
 }
 

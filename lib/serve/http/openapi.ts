@@ -5,6 +5,8 @@
  * @module
  */
 
+import { SESSION_RECIPE_KEYS } from "../../train/config.ts";
+
 const error = { $ref: "#/components/responses/Error" };
 const json = (schema: unknown) => ({ "application/json": { schema } });
 const bearer = [{ bearer: [] }];
@@ -354,6 +356,10 @@ export function openApiDocument(version = "0.1.0"): Record<string, unknown> {
               type: "string",
               description: "id of the model registered at the end (not `default`, which is reserved)",
             },
+            ...Object.fromEntries(SESSION_RECIPE_KEYS.map((k) => [k, {
+              description:
+                "timm's augmentation/regularisation key, as in a training YAML (README: Regularisation)",
+            }])),
           },
         },
         Session: {
