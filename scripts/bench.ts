@@ -202,6 +202,7 @@ async function main(): Promise<number> {
     bench.ratios.push(...t.ratios);
     bench.notes.push(...t.notes);
     for (const line of t.ratios) console.log(`ratio: ${line}`);
+    for (const line of t.notes) console.log(`  ${line}`);
   }
   if (o.finetuneHttp) {
     const f = await finetuneHttpFigures(ROOT, { cache: o.cache });
