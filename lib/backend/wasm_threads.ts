@@ -55,14 +55,22 @@ export interface WasmStartOptions {
  * {@linkcode MAX_WASM_THREADS}.
  */
 export function wasmThreadsWanted(value = Deno.env.get("VIT_WASM_THREADS")): number {
+  return coresSetting("VIT_WASM_THREADS", value, MAX_WASM_THREADS);
+}
+
+/**
+ * A count of parallel workers from the environment variable `name` (its `value`): a positive integer, or the
+ * machine's cores when unset or empty; at most `max`.
+ */
+export function coresSetting(name: string, value: string | undefined, max: number): number {
   if (value === undefined || value === "") {
-    return Math.max(1, Math.min(MAX_WASM_THREADS, navigator.hardwareConcurrency || 1));
+    return Math.max(1, Math.min(max, navigator.hardwareConcurrency || 1));
   }
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) {
-    throw new Error(`VIT_WASM_THREADS: expected a positive integer, got "${value}"`);
+    throw new Error(`${name}: expected a positive integer, got "${value}"`);
   }
-  return Math.min(MAX_WASM_THREADS, n);
+  return Math.min(max, n);
 }
 
 // The worker runs as an ES module; tfjs's script expects CommonJS and the names its bundle's factory

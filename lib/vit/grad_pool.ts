@@ -25,6 +25,7 @@
  */
 import type * as tf from "@tensorflow/tfjs";
 import { Worker } from "node:worker_threads";
+import { coresSetting } from "../backend/wasm_threads.ts";
 import type { ResolvedViTConfig } from "./config.ts";
 import type { ParamSpec } from "./params.ts";
 
@@ -122,14 +123,7 @@ export function paramOffsets(specs: readonly ParamSpec[]): { offsets: Map<string
  * machine's cores, at most {@linkcode MAX_TRAIN_WORKERS}.
  */
 export function trainWorkersWanted(value = Deno.env.get("VIT_TRAIN_WORKERS")): number {
-  if (value === undefined || value === "") {
-    return Math.max(1, Math.min(MAX_TRAIN_WORKERS, navigator.hardwareConcurrency || 1));
-  }
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) {
-    throw new Error(`VIT_TRAIN_WORKERS: expected a positive integer, got "${value}"`);
-  }
-  return Math.min(MAX_TRAIN_WORKERS, n);
+  return coresSetting("VIT_TRAIN_WORKERS", value, MAX_TRAIN_WORKERS);
 }
 
 /** Multiply-adds of one image's forward pass (the dense products and attention's two per-head products). */
