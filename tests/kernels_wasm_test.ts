@@ -21,6 +21,8 @@ Deno.test("wasm BatchMatMul override: equals tfjs's kernel on batched, broadcast
     [[2, 3, 64, 64], [2, 3, 64, 72], false, false],
     [[1, 4, 80, 64], [1, 4, 80, 64], false, true], // attention q·kᵀ
     [[4, 80, 80], [4, 80, 64], false, false], // attention p·v
+    [[2, 4, 65, 32], [2, 4, 65, 32], false, true], // q·kᵀ of the patch-4 shipped network (65 tokens × 32)
+    [[2, 4, 65, 65], [2, 4, 65, 32], false, false], // its p·v
     [[1, 64, 64], [3, 64, 72], false, false], // broadcast a
     [[3, 64, 64], [1, 64, 72], false, false], // broadcast b
     [[70, 64], [80, 64], false, true], // one product with transposeB

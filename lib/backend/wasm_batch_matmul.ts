@@ -30,10 +30,12 @@ type Backend = tf.KernelBackend & {
 const BACKEND = "wasm";
 /**
  * Products smaller than this many multiply-adds per batch item stay on tfjs's kernel: there the slicing and the
- * per-call XNNPACK set-up cost more than the naive loop (the fixtures' micro model, 4 heads × 65 tokens × 16,
- * ran ~3× slower per item).
+ * per-call XNNPACK set-up cost about what the naive loop does (the fixtures' micro model, 65 tokens × 16 per
+ * head: 67,600, no faster per item). Attention at 65 tokens × 32 per head (135,200: the shipped network at
+ * patch 4) runs 2–3× faster per item here, which made its training step 1.8× faster on one thread
+ * (docs/benchmarks.md).
  */
-const MIN_MACS_PER_ITEM = 1 << 18;
+const MIN_MACS_PER_ITEM = 1 << 17;
 let stock: tf.KernelConfig | undefined;
 
 function size(shape: readonly number[]): number {
