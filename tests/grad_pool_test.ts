@@ -146,6 +146,37 @@ Deno.test("data-parallel steps stay exact with a frozen part, soft targets and d
   );
 });
 
+Deno.test("data-parallel steps from a frozen prefix's outputs equal the same chunks on one isolate", async () => {
+  await initBackend("wasm");
+  const before = tf.memory().numTensors;
+  const serial = await createViT(MICRO, formulaStateDict(MICRO, 6), { maxChunk: N / 2 });
+  const parallel = await createViT(MICRO, formulaStateDict(MICRO, 6));
+  try {
+    for (const m of [serial, parallel]) {
+      for (const [name, v] of m.variables) {
+        (v as { trainable: boolean }).trainable = name.startsWith("blocks.1.") || name.startsWith("norm.") ||
+          name.startsWith("head.");
+      }
+    }
+    const split = serial.frozenSplit();
+    assert.equal(split, 1);
+    const b = batch(300);
+    const prefix = await serial.prefixOutputs(b.input, b.shape, split);
+    const run = async (m: ViTModel) =>
+      await hostGrads(
+        await m.lossAndDeviceGradsFromPrefix(prefix, N, split, b.labels, { labelSmoothing: 0.1 }),
+      );
+    const a = await withWorkers("1", () => run(serial));
+    const p = await withWorkers("2", () => run(parallel));
+    assert.ok(a.has("blocks.1.mlp.fc1.weight") && !a.has("blocks.0.mlp.fc1.weight"));
+    assertSameBits(a, p, "suffix from the prefix cache");
+  } finally {
+    serial.dispose();
+    parallel.dispose();
+  }
+  assert.equal(tf.memory().numTensors, before, "no tensor left behind");
+});
+
 Deno.test("VIT_TRAIN_WORKERS: parsed, and the default pool only for steps worth it", () => {
   assert.equal(trainWorkersWanted("3"), 3);
   assert.equal(trainWorkersWanted("100"), 8);
@@ -159,5 +190,7 @@ Deno.test("VIT_TRAIN_WORKERS: parsed, and the default pool only for steps worth 
   assert.equal(GradPool.workersFor(config, 1, "2"), 1);
   // By default: a step of this tiny model is too small for the messages to pay off.
   assert.equal(GradPool.workersFor(config, 12, ""), 1);
+  // A head-only step from cached features is tiny whatever the batch.
+  assert.equal(GradPool.workersFor(config, 100_000, "", 3), 1);
   assert.ok(GradPool.workersFor(config, 100_000, "") >= Math.min(2, navigator.hardwareConcurrency));
 });

@@ -50,10 +50,12 @@ export type DropPathDraws = Array<{ attn?: Float32Array; mlp?: Float32Array }>;
 
 /** One chunk of a training step, self-contained: what a worker receives. */
 export interface GradChunk {
-  /** The chunk's `m` images, NCHW. */
+  /** The chunk's `m` images, NCHW; with `split`, their frozen prefix's outputs (`ViTModel.prefixOutputs`). */
   input: Float32Array;
-  /** `[m, C, H, W]`. */
+  /** `[m, C, H, W]`; with `split`, `[m]`. */
   shape: number[];
+  /** The frozen prefix's split point when `input` holds its outputs: the chunk runs the trainable suffix. */
+  split?: number;
   /** The chunk's `m` labels, or `m × num_classes` soft targets. */
   labels: Int32Array | Float32Array;
   /** `m / n` of the whole batch: the chunk's loss and gradients come out scaled by it. */
@@ -73,6 +75,7 @@ export interface ChunkResult {
 export interface ChunkLayout {
   input: [number, number];
   shape: number[];
+  split?: number;
   /** Class indices (stored as floats, exact) or soft targets. */
   labels: [number, number];
   soft: boolean;
@@ -126,10 +129,14 @@ export function trainWorkersWanted(value = Deno.env.get("VIT_TRAIN_WORKERS")): n
   return coresSetting("VIT_TRAIN_WORKERS", value, MAX_TRAIN_WORKERS);
 }
 
-/** Multiply-adds of one image's forward pass (the dense products and attention's two per-head products). */
-function forwardMacs(c: ResolvedViTConfig): number {
+/**
+ * Multiply-adds of one image's forward pass (the dense products and attention's two per-head products), or of
+ * the part after a frozen prefix's `split` (blocks `split…`; past the blocks, the head only).
+ */
+function forwardMacs(c: ResolvedViTConfig, split?: number): number {
   const T = c.tokens, D = c.embed_dim;
   const perBlock = T * (4 * D * D + 2 * D * c.mlp_hidden) + 2 * T * T * D;
+  if (split !== undefined) return Math.max(0, c.depth - split) * perBlock + D * c.num_classes;
   return c.depth * perBlock + (T - 1) * c.in_chans * c.patch_size ** 2 * D;
 }
 
@@ -202,14 +209,20 @@ export class GradPool {
   #terminated = false;
 
   /**
-   * Workers for a step of `n` images of `config`: `VIT_TRAIN_WORKERS` when it is set (at most one per image);
+   * Workers for a step of `n` images of `config` (from a frozen prefix's outputs at `split` when given):
+   * `VIT_TRAIN_WORKERS` when it is set (at most one per image);
    * by default the cores, but 1 (none) when the step is too small for the messages to pay off, and no more
    * than give {@linkcode MIN_IMAGES_PER_WORKER} images each.
    */
-  static workersFor(config: ResolvedViTConfig, n: number, value = Deno.env.get("VIT_TRAIN_WORKERS")): number {
+  static workersFor(
+    config: ResolvedViTConfig,
+    n: number,
+    value = Deno.env.get("VIT_TRAIN_WORKERS"),
+    split?: number,
+  ): number {
     const wanted = trainWorkersWanted(value);
     if (value !== undefined && value !== "") return Math.min(wanted, n);
-    if (3 * forwardMacs(config) * n < MIN_STEP_MACS) return 1;
+    if (3 * forwardMacs(config, split) * n < MIN_STEP_MACS) return 1;
     return Math.max(1, Math.min(wanted, Math.floor(n / MIN_IMAGES_PER_WORKER)));
   }
 
@@ -335,6 +348,7 @@ export class GradPool {
     const layouts = chunks.map((c): ChunkLayout => ({
       input: put(c.input),
       shape: c.shape,
+      ...(c.split !== undefined ? { split: c.split } : {}),
       labels: put(c.labels),
       soft: c.labels instanceof Float32Array,
       weight: c.weight,

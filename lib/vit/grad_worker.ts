@@ -26,6 +26,7 @@ function chunkOf(c: ChunkLayout) {
   return {
     input: at(c.input),
     shape: c.shape,
+    ...(c.split !== undefined ? { split: c.split } : {}),
     labels: c.soft ? labels : Int32Array.from(labels),
     weight: c.weight,
     labelSmoothing: c.labelSmoothing,

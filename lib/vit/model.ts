@@ -473,9 +473,26 @@ export class ViTModel {
   async chunkLossAndDeviceGrads(chunk: GradChunk): Promise<DeviceGrads> {
     this.#tfjsOnly("lossAndGrads");
     const m = chunk.shape[0];
-    this.#checkInput(chunk.input, chunk.shape);
     this.#checkLabels(chunk.labels, m);
     this.#stale();
+    const split = chunk.split;
+    if (split !== undefined) {
+      const rows = split > this.config.depth ? 1 : this.config.tokens;
+      if (chunk.input.length !== m * this.prefixSize(split)) {
+        throw new Error(
+          `prefix chunk holds ${chunk.input.length} values, ${m} images at split ${split} need more`,
+        );
+      }
+      return await this.#chunkGrads(
+        chunk.weight,
+        chunk.labels,
+        0,
+        m,
+        chunk.labelSmoothing,
+        () => this.net.suffix(tf.tensor2d(chunk.input, [m * rows, this.config.embed_dim]), m, split),
+      );
+    }
+    this.#checkInput(chunk.input, chunk.shape);
     return await this.#chunkGrads(chunk.weight, chunk.labels, 0, m, chunk.labelSmoothing, () => {
       const scale = (v?: Float32Array) => v ? tf.tensor3d(v, [m, 1, 1]) : undefined;
       const dp = chunk.drops?.map((d) => ({ attn: scale(d.attn), mlp: scale(d.mlp) }));
@@ -484,13 +501,14 @@ export class ViTModel {
   }
 
   /**
-   * The data-parallel pool for a step of `n` images, started on first use: on tfjs-wasm, when
+   * The data-parallel pool for a step of `n` images (from a frozen prefix's outputs at `split`), started on
+   * first use: on tfjs-wasm, when
    * `GradPool.workersFor` gives more than one worker (`VIT_TRAIN_WORKERS`, default: the cores for steps big
    * enough); else undefined (the step runs here).
    */
-  #gradPool(n: number): GradPool | undefined {
+  #gradPool(n: number, split?: number): GradPool | undefined {
     if (this.backend.name !== "wasm") return undefined;
-    const size = GradPool.workersFor(this.config, n);
+    const size = GradPool.workersFor(this.config, n, undefined, split);
     if (size < 2) return undefined;
     if (this.#pool?.size !== size) {
       this.#pool?.terminate();
@@ -612,6 +630,22 @@ export class ViTModel {
       throw new Error(`prefix holds ${prefix.length} values, ${n} images at split ${split} need ${n * per}`);
     }
     this.#checkLabels(labels, n);
+    const pool = this.#gradPool(n, split);
+    if (pool) {
+      this.#stale();
+      const k = this.config.num_classes;
+      const chunks: GradChunk[] = this.#chunks(n, Math.min(this.trainChunk, Math.ceil(n / pool.size))).map((
+        [start, end],
+      ) => ({
+        input: prefix.slice(start * per, end * per),
+        shape: [end - start],
+        split,
+        labels: labels instanceof Float32Array ? labels.slice(start * k, end * k) : labels.slice(start, end),
+        weight: (end - start) / n,
+        labelSmoothing: options.labelSmoothing ?? 0,
+      }));
+      return this.#sumChunks(await pool.run(chunks, this.#vars));
+    }
     const rows = split > this.config.depth ? 1 : this.config.tokens;
     return await this.#lossAndGrads(n, labels, options, (start, end) =>
       this.net.suffix(
