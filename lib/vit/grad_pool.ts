@@ -97,7 +97,10 @@ export type ToWorker =
     /** Names of the variables to read again from the shared weights. */
     updates: string[];
     trainable: string[];
-    /** The chunks' data, and where the gradients go (chunk i at `i × total floats`): sent when replaced. */
+    /**
+     * The chunks' data, and where the gradients go: chunk i's at `i × total`, laid out by
+     * {@linkcode paramOffsets} over the trainable parameters only; sent when replaced.
+     */
     data?: SharedArrayBuffer;
     grads?: SharedArrayBuffer;
     chunks: ChunkLayout[];
@@ -198,7 +201,6 @@ export class GradPool {
   readonly #workers: PoolWorker[];
   readonly #specs: readonly ParamSpec[];
   readonly #offsets: Map<string, number>;
-  readonly #total: number;
   /** Every variable's values as the workers see them (device layouts). */
   readonly #weights: Float32Array;
   /** Each variable's data id as last written to {@linkcode #weights}. */
@@ -235,7 +237,6 @@ export class GradPool {
     this.#specs = specs;
     const { offsets, total } = paramOffsets(specs);
     this.#offsets = offsets;
-    this.#total = total;
     const weights = new SharedArrayBuffer(4 * total);
     this.#weights = new Float32Array(weights);
     const url = new URL("./grad_worker.ts", import.meta.url);
@@ -289,11 +290,13 @@ export class GradPool {
     if (this.#terminated) throw new Error("the data-parallel training workers were ended");
     await this.#ready;
     const updates = await this.#writeChanged(variables);
-    const trainable = this.#specs.filter((s) => variables.get(s.name)!.trainable).map((s) => s.name);
+    const trained = this.#specs.filter((s) => variables.get(s.name)!.trainable);
+    const trainable = trained.map((s) => s.name);
+    const layout = paramOffsets(trained);
     const mine = this.#workers.map((_, i) => chunks.filter((_, j) => j % this.size === i));
     const answers = this.#workers.map((w, i) => {
       if (!mine[i].length) return undefined;
-      const { layouts, replaced } = this.#pack(w, mine[i]);
+      const { layouts, replaced } = this.#pack(w, mine[i], layout.total);
       return this.#expect(
         w.request({ type: "step", updates, trainable, chunks: layouts, ...replaced }),
         "done",
@@ -306,7 +309,7 @@ export class GradPool {
       const g = this.#workers[i].grads!;
       const grads = new Map<string, Float32Array>();
       for (const name of trainable) {
-        const off = k * this.#total + this.#offsets.get(name)!;
+        const off = k * layout.total + layout.offsets.get(name)!;
         // A copy: the shared buffer is the next step's.
         grads.set(name, g.slice(off, off + variables.get(name)!.size));
       }
@@ -315,12 +318,13 @@ export class GradPool {
   }
 
   /**
-   * Writes `chunks` into worker `w`'s shared data buffer (grown when too small, as its gradient buffer) and
-   * returns where each array lies, with the buffers that were replaced.
+   * Writes `chunks` into worker `w`'s shared data buffer (grown when too small, as its gradient buffer, which
+   * holds `gradFloats` per chunk) and returns where each array lies, with the buffers that were replaced.
    */
   #pack(
     w: PoolWorker,
     chunks: GradChunk[],
+    gradFloats: number,
   ): { layouts: ChunkLayout[]; replaced: { data?: SharedArrayBuffer; grads?: SharedArrayBuffer } } {
     const arrays = chunks.flatMap((c) => [
       c.input,
@@ -333,8 +337,8 @@ export class GradPool {
       w.data = new Float32Array(new SharedArrayBuffer(4 * need));
       replaced.data = w.data.buffer as SharedArrayBuffer;
     }
-    if (!w.grads || w.grads.length < chunks.length * this.#total) {
-      w.grads = new Float32Array(new SharedArrayBuffer(4 * chunks.length * this.#total));
+    if (!w.grads || w.grads.length < chunks.length * gradFloats) {
+      w.grads = new Float32Array(new SharedArrayBuffer(4 * chunks.length * gradFloats));
       replaced.grads = w.grads.buffer as SharedArrayBuffer;
     }
     const data = w.data;

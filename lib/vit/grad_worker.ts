@@ -9,13 +9,13 @@ import { parentPort } from "node:worker_threads";
 import { initWorkerBackend } from "../backend/backend.ts";
 import { type ChunkLayout, type FromWorker, paramOffsets, type ToWorker } from "./grad_pool.ts";
 import { createViT, type ViTModel } from "./model.ts";
-import { type HostTensor, paramSpecs, type StateDict, toTimmLayout } from "./params.ts";
+import { type HostTensor, type ParamSpec, paramSpecs, type StateDict, toTimmLayout } from "./params.ts";
 
 const port = parentPort!;
 let model: ViTModel | undefined;
 let weights: Float32Array;
 let offsets: Map<string, number>;
-let total = 0;
+let specs: ParamSpec[];
 let data: Float32Array | undefined;
 let grads: Float32Array | undefined;
 
@@ -45,8 +45,8 @@ async function handle(m: ToWorker): Promise<FromWorker> {
   if (m.type === "init") {
     await initWorkerBackend(1);
     weights = new Float32Array(m.weights);
-    const specs = paramSpecs(m.config);
-    ({ offsets, total } = paramOffsets(specs));
+    specs = paramSpecs(m.config);
+    ({ offsets } = paramOffsets(specs));
     const state: StateDict = new Map(specs.map((spec) => {
       const off = offsets.get(spec.name)!;
       const values = weights.slice(off, off + spec.shape.reduce((a, b) => a * b, 1));
@@ -67,11 +67,14 @@ async function handle(m: ToWorker): Promise<FromWorker> {
   const trainable = new Set(m.trainable);
   // tfjs exposes `trainable` read-only in its types; gradients honour the field.
   for (const [name, v] of vars) (v as { trainable: boolean }).trainable = trainable.has(name);
+  const out = paramOffsets(specs.filter((s) => trainable.has(s.name)));
   const losses: number[] = [];
   for (const [k, layout] of m.chunks.entries()) {
     const { loss, grads: g } = await model.chunkLossAndDeviceGrads(chunkOf(layout));
     try {
-      for (const [name, t] of g) grads!.set(await t.data() as Float32Array, k * total + offsets.get(name)!);
+      for (const [name, t] of g) {
+        grads!.set(await t.data() as Float32Array, k * out.total + out.offsets.get(name)!);
+      }
     } finally {
       for (const t of g.values()) t.dispose();
     }
