@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend/backend.ts";
 import { Optimizer } from "../lib/train/optimizer.ts";
-import { GradPool, trainWorkersWanted } from "../lib/vit/grad_pool.ts";
+import { type GradChunk, GradPool, trainWorkersWanted } from "../lib/vit/grad_pool.ts";
 import { createViT, type DeviceGrads, type LossOptions, type ViTModel } from "../lib/vit/model.ts";
 import type { ViTConfig } from "../lib/vit/config.ts";
 import { formulaStateDict } from "../lib/weights/formula.ts";
@@ -193,4 +193,36 @@ Deno.test("VIT_TRAIN_WORKERS: parsed, and the default pool only for steps worth 
   // A head-only step from cached features is tiny whatever the batch.
   assert.equal(GradPool.workersFor(config, 100_000, "", 3), 1);
   assert.ok(GradPool.workersFor(config, 100_000, "") >= Math.min(2, navigator.hardwareConcurrency));
+});
+
+Deno.test("a worker that had no chunk in a step still gets the weights that changed meanwhile", async () => {
+  await initBackend("wasm");
+  const model = await createViT(MICRO, formulaStateDict(MICRO, 7));
+  const b = batch(400);
+  const per = 3 * MICRO.img_size ** 2;
+  const chunk = (lo: number, hi: number): GradChunk => ({
+    input: b.input.slice(lo * per, hi * per),
+    shape: [hi - lo, 3, MICRO.img_size, MICRO.img_size],
+    labels: b.labels.slice(lo, hi),
+    weight: (hi - lo) / N,
+    labelSmoothing: 0,
+  });
+  const pool = new GradPool(model.config, model.specs, model.variables, 2);
+  let fresh: GradPool | undefined;
+  try {
+    // Worker 1 gets nothing while the head changes under worker 0.
+    await pool.run([chunk(0, 6)], model.variables);
+    const bias = model.variables.get("head.bias")!;
+    bias.assign(tf.tidy(() => bias.add(0.5)));
+    await pool.run([chunk(0, 6)], model.variables);
+    const [, late] = await pool.run([chunk(0, 6), chunk(6, 12)], model.variables);
+    fresh = new GradPool(model.config, model.specs, model.variables, 2);
+    const [, want] = await fresh.run([chunk(0, 6), chunk(6, 12)], model.variables);
+    assert.equal(late.loss, want.loss, "worker 1 computed with the changed head");
+    assertSameBits(want.grads, late.grads, "idle worker caught up");
+  } finally {
+    pool.terminate();
+    fresh?.terminate();
+    model.dispose();
+  }
 });

@@ -177,6 +177,11 @@ Deno.test("serve: fine-tuning sessions", { sanitizeOps: false, sanitizeResources
           `${JSON.stringify(extra)}: ${bad.body.error.message}`,
         );
       }
+      // An even batch asked for, made odd by a small dataset: refused before the session is accepted.
+      await writeImageFolder(`${s.dataRoot}/odd`, ["a", "b", "c"], 3);
+      const odd = await post({ dataset: "odd", mixup: 0.8, batch_size: 16 });
+      assert.equal(odd.status, 400, JSON.stringify(odd.body));
+      assert.match(odd.body.error.message, /"batch_size".*9 images make the batch 9/);
     },
   );
 

@@ -402,9 +402,17 @@ Deno.test("hardening 6: unknown HTTP methods share one metrics label", {
   }
 });
 
-/** A fine-tuner that fails the way a file system does, naming a server path and an OS error. */
+/**
+ * A fine-tuner that fails the way a file system does, naming a server path and an OS error, and the way a
+ * worker's module error does, naming a `file://` URL.
+ */
 const failingTuner: FineTuner = () =>
-  Promise.reject(new Error(`EACCES: permission denied (os error 13), open '${Deno.cwd()}/secret/x.bin'`));
+  Promise.reject(
+    new Error(
+      `EACCES: permission denied (os error 13), open '${Deno.cwd()}/secret/x.bin' ` +
+        `(from "file://${Deno.cwd()}/lib/serve/finetune_worker.ts")`,
+    ),
+  );
 
 Deno.test("hardening 8: no server path, OS error or pid reaches a client; errors carry a request id", {
   sanitizeOps: false,

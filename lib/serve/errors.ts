@@ -65,7 +65,10 @@ function serverPathPattern(): RegExp {
  */
 export function redactPaths<T>(value: T): T {
   if (typeof value === "string") {
-    return value.replace(serverPathPattern(), "<server path>").replace(/\s*\(os error \d+\)/g, "") as T;
+    return value
+      .replace(/\bfile:\/\/[^\s"'\x60,;()<>]*/g, "<server path>")
+      .replace(serverPathPattern(), "<server path>")
+      .replace(/\s*\(os error \d+\)/g, "") as T;
   }
   if (Array.isArray(value)) return value.map(redactPaths) as T;
   if (typeof value === "object" && value !== null) {

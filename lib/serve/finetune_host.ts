@@ -118,7 +118,15 @@ export function workerFineTuner(options: WorkerTunerOptions = {}): FineTuner {
         if (line.trim()) console.error(`finetune worker: ${line}`);
         return;
       }
-      const m = JSON.parse(line.slice(MESSAGE_PREFIX.length)) as WorkerMessage;
+      let m: WorkerMessage;
+      try {
+        m = JSON.parse(line.slice(MESSAGE_PREFIX.length)) as WorkerMessage;
+      } catch {
+        // A garbled channel cannot be trusted further: end the worker (its exit ends the session).
+        failure ??= new Error("the training worker sent an unreadable message");
+        kill();
+        return;
+      }
       handling = handling.then(() => onMessage(m));
     });
     const stderr = eachLine(child.stderr, (line) => {

@@ -13,7 +13,7 @@ import { splitFolder } from "../data/image_set.ts";
 import { resolveDataset } from "./datasets.ts";
 import { ServiceError } from "./errors.ts";
 import { PROCESS_TAG } from "./state/liveness.ts";
-import type { Freeze } from "../train/config.ts";
+import { type Freeze, sessionConfig } from "../train/config.ts";
 import type { ServedModel } from "./registry.ts";
 import type { Service } from "./service.ts";
 import type { SessionDataset, SessionRequest } from "./sessions.ts";
@@ -175,6 +175,17 @@ export async function prepareSession(
       );
     }
     const bs = Math.min(f.batch_size, ds.length);
+    try {
+      // The recipe was checked against the requested batch; the dataset may have made it smaller (mixup
+      // needs an even batch), and a session must not be accepted only to fail in its worker.
+      sessionConfig(f.recipe ?? {}, { batch_size: bs, num_classes: ds.classes.length, hflip: 0 }, "request");
+    } catch (e) {
+      throw new ServiceError(
+        "invalid",
+        "invalid_field",
+        `${(e as Error).message} (the dataset's ${ds.length} images make the batch ${bs})`,
+      );
+    }
     const steps = f.steps ?? f.epochs! * Math.max(1, Math.floor(ds.length / bs));
     if (steps > limits.maxSteps) {
       throw new ServiceError(

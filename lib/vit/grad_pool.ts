@@ -183,6 +183,8 @@ class PoolWorker {
   /** Sends `m` and resolves with the answer; the process stays alive while it is awaited. */
   request(m: ToWorker): Promise<FromWorker> {
     if (this.#failure) return Promise.reject(this.#failure);
+    // After another worker failed a step, this one may still be on it: its late answer must not settle this.
+    if (this.#pending) return Promise.reject(new Error("it is still busy with an earlier step"));
     return new Promise((resolve, reject) => {
       this.#pending = { resolve, reject };
       this.worker.ref();
@@ -205,6 +207,8 @@ export class GradPool {
   readonly #weights: Float32Array;
   /** Each variable's data id as last written to {@linkcode #weights}. */
   readonly #synced = new Map<string, object>();
+  /** Per worker, the variables written since it last received a step (a worker with no chunk gets none). */
+  readonly #unsent: Set<string>[];
   #ready: Promise<void>;
   /** Steps run one at a time. */
   #queue: Promise<unknown> = Promise.resolve();
@@ -242,6 +246,7 @@ export class GradPool {
     const url = new URL("./grad_worker.ts", import.meta.url);
     const workers = Array.from({ length: size }, () => new PoolWorker(url));
     this.#workers = workers;
+    this.#unsent = workers.map(() => new Set());
     this.#ready = (async () => {
       await this.#writeChanged(variables);
       await Promise.all(
@@ -289,13 +294,15 @@ export class GradPool {
   async #run(chunks: GradChunk[], variables: Variables): Promise<ChunkResult[]> {
     if (this.#terminated) throw new Error("the data-parallel training workers were ended");
     await this.#ready;
-    const updates = await this.#writeChanged(variables);
+    for (const name of await this.#writeChanged(variables)) for (const u of this.#unsent) u.add(name);
     const trained = this.#specs.filter((s) => variables.get(s.name)!.trainable);
     const trainable = trained.map((s) => s.name);
     const layout = paramOffsets(trained);
     const mine = this.#workers.map((_, i) => chunks.filter((_, j) => j % this.size === i));
     const answers = this.#workers.map((w, i) => {
       if (!mine[i].length) return undefined;
+      const updates = this.#specs.map((s) => s.name).filter((n) => this.#unsent[i].has(n));
+      this.#unsent[i].clear();
       const { layouts, replaced } = this.#pack(w, mine[i], layout.total);
       return this.#expect(
         w.request({ type: "step", updates, trainable, chunks: layouts, ...replaced }),
