@@ -162,6 +162,27 @@ Deno.test({
 });
 
 Deno.test({
+  name: "[onnx cache] a broken entry in the model folder gives way to the user cache's, before any rebuild",
+  ignore: noOrt,
+  async fn() {
+    await withTemp(async (tmp) => {
+      await writeMicro(`${tmp}/m`);
+      const first = await classify(`${tmp}/m`, `${tmp}/cache`);
+      const folder = await writeModelFolderEngine(`${tmp}/m`, { onnxWeights: "float32" });
+      // Unreadable: the next entry (the user cache's) is opened instead.
+      await Deno.writeTextFile(`${folder}/model.onnx`, "not a model");
+      const next = await classify(`${tmp}/m`, `${tmp}/cache`);
+      assert.deepEqual(next.engineCache, { entry: first.engineCache!.entry, opened: true });
+      assert.deepEqual(next.logits, first.logits);
+      // Without its data file an entry does not match at all.
+      await Deno.remove(`${folder}/model.onnx.data`);
+      const again = await classify(`${tmp}/m`, `${tmp}/cache`);
+      assert.deepEqual(again.engineCache, { entry: first.engineCache!.entry, opened: true });
+    });
+  },
+});
+
+Deno.test({
   name: "[onnx cache] an entry inside the model folder (convert --onnx-engine) opens there and after copying",
   ignore: noOrt,
   async fn() {

@@ -112,7 +112,9 @@ export async function findEngine(
   if (record?.format !== ENTRY_FORMAT || !record.key || !sameKey(record.key, key)) return undefined;
   if (!sameStamps(record.files, stamps)) return undefined;
   try {
-    await Promise.all([ENGINE_MODEL, ENGINE_UNPACKED].map((f) => Deno.stat(`${dir}/${f}`)));
+    await Promise.all(
+      [ENGINE_MODEL, ENGINE_UNPACKED, `${ENGINE_MODEL}.data`].map((f) => Deno.stat(`${dir}/${f}`)),
+    );
   } catch {
     return undefined;
   }

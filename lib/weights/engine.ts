@@ -98,11 +98,10 @@ export async function planEngine(
   return { key, source, stamps, lookIn, ...(writeTo ? { writeTo } : {}) };
 }
 
-/** The model path of the first entry of `plan` that matches, or undefined. */
-export async function findPlannedEngine(plan: EnginePlan): Promise<string | undefined> {
+/** The model paths of the entries of `plan` that match, in the order it looks in them. */
+export async function* findPlannedEngines(plan: EnginePlan): AsyncGenerator<string> {
   for (const dir of plan.lookIn) {
     const found = await findEngine(dir, plan.key, plan.stamps);
-    if (found) return found;
+    if (found) yield found;
   }
-  return undefined;
 }

@@ -23,7 +23,7 @@ import { f16ToF32 } from "./dtype.ts";
 import {
   engineCacheRoot,
   type EnginePlan,
-  findPlannedEngine,
+  findPlannedEngines,
   modelFolderEngine,
   planEngine,
 } from "./engine.ts";
@@ -344,17 +344,16 @@ async function buildAndSave(
 async function loadCached(location: string, loadOptions: LoadOptions & CreateOptions): Promise<LoadedModel> {
   const { manifest, plan, weights } = await planFor(location, loadOptions);
   const options = { ...loadOptions, onnxWeights: weights };
-  const found = plan && await findPlannedEngine(plan);
-  if (found) {
+  // Entries in the order the plan looks (the model folder's, then the user cache); one that fails to open
+  // (a data file cut short, say) gives way to the next before anything is rebuilt.
+  for await (const found of plan ? findPlannedEngines(plan) : []) {
     try {
-      const open = () => openEngine(found, plan.key, (e) => upgradeFailed(found, e));
+      const open = () => openEngine(found, plan!.key, (e) => upgradeFailed(found, e));
       const model = await openOnnxViT(manifest.vit, open, options);
       const entry = found.slice(0, found.lastIndexOf("/"));
       return { model, manifest, location, engineCache: { entry, opened: true } };
     } catch (e) {
-      log(
-        `onnx engine cache ${found} could not be opened (${(e as Error).message.split("\n")[0]}); rebuilding`,
-      );
+      log(`onnx engine cache ${found} could not be opened (${(e as Error).message.split("\n")[0]})`);
     }
   }
   return await buildAndSave(location, manifest, plan, options);
