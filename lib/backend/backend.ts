@@ -21,6 +21,7 @@ import "@tensorflow/tfjs-backend-wasm";
 import { defaultThreads, loadOrt } from "../onnx/ort.ts";
 import { installProjectKernels } from "./kernels.ts";
 import { startWasm, wasmThreadsWanted } from "./wasm_threads.ts";
+import { notice, warn } from "../util/log.ts";
 
 /** The tfjs backends this project runs on. */
 export type BackendName = "webgpu" | "wasm" | "cpu";
@@ -274,7 +275,7 @@ async function select(prefer: EngineName | undefined): Promise<BackendInfo> {
   const onnx = await onnxEngine(noGpu, false);
   if (typeof onnx !== "string") return onnx;
   // The one line that says why the CPU engine is not ONNX Runtime.
-  console.error(`vit-deno: ${onnx}; serving on tfjs instead`);
+  warn(`${onnx}; serving on tfjs instead`);
   const info = await trainingBackend(false);
   return { ...info, engine: info.name, reason: `${noGpu}; onnxruntime-node unavailable` };
 }
@@ -312,9 +313,7 @@ export function initBackend(prefer?: EngineName): Promise<BackendInfo> {
   if (!current || (prefer && prefer !== currentPrefer)) {
     currentPrefer = prefer;
     const attempt: Promise<BackendInfo> = select(prefer).then((info) => {
-      if (workerThreads === undefined && Deno.env.get("VIT_QUIET") !== "1") {
-        console.error(`vit-deno: backend ${describeBackend(info)}`);
-      }
+      if (workerThreads === undefined) notice(`backend ${describeBackend(info)}`);
       return info;
     }).catch((e) => {
       // A failed start is not remembered: the next call (e.g. after fixing VIT_BACKEND) tries again.

@@ -25,6 +25,7 @@ import workerScript from "@tensorflow/tfjs-backend-wasm/wasm-out/tfjs-backend-wa
 import { Worker as NodeWorker } from "node:worker_threads";
 import os from "node:os";
 import { join } from "node:path";
+import { warn } from "../util/log.ts";
 
 /** The most threads: Emscripten's pool is 8 workers, created up front; more would need workers later. */
 export const MAX_WASM_THREADS = 8;
@@ -260,7 +261,7 @@ export async function startWasm(options: WasmStartOptions = {}): Promise<WasmSta
     tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", false);
     setThreadsCount(-1);
     if (factory) tf.registerBackend("wasm", factory, 2);
-    console.error(`vit-deno: wasm threads (${threads}) unavailable, single-threaded instead: ${reason}`);
+    warn(`wasm threads (${threads}) unavailable, single-threaded instead: ${reason}`);
     if (!(await tf.setBackend("wasm"))) return undefined;
     await tf.ready();
     return { threads: 1, fallback: reason };

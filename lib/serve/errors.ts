@@ -77,6 +77,11 @@ export function redactPaths<T>(value: T): T {
   return value;
 }
 
+/** The error a cancelled fine-tuning session's work ends with (its `name` is `AbortError`). */
+export function abortError(): DOMException {
+  return new DOMException("the fine-tuning session was cancelled", "AbortError");
+}
+
 /** Invalid input, `bad_request` unless named. */
 export function badRequest(message: string, code = "bad_request"): ServiceError {
   return new ServiceError("invalid", code, message);

@@ -11,6 +11,7 @@
  * @module
  */
 import { type Freeze, sessionConfig, trainRecipe } from "../train/config.ts";
+import { abortError } from "./errors.ts";
 import { setUpTraining } from "../train/freeze.ts";
 import type { FrozenCacheOptions } from "../train/frozen_cache.ts";
 import type { ImageSet } from "../data/image_set.ts";
@@ -104,10 +105,6 @@ export type FineTuner = (
   onProgress: (p: FineTuneProgress) => Promise<void>,
   signal: AbortSignal,
 ) => Promise<FineTuneOutcome>;
-
-function abortError(): Error {
-  return new DOMException("the fine-tuning session was cancelled", "AbortError");
-}
 
 /**
  * Fine-tunes an in-memory job: SGD with momentum and a cosine schedule on `lib/train`'s one training

@@ -21,6 +21,7 @@
  * @module
  */
 import type { FineTuneOutcome, FineTuneProgress, FineTuner, FineTuneSpec } from "./finetune.ts";
+import { abortError } from "./errors.ts";
 
 /** Messages from the server to a training worker, one JSON line each on its stdin. */
 export type HostMessage = { type: "start"; spec: FineTuneSpec } | { type: "continue" };
@@ -39,10 +40,6 @@ export const MESSAGE_PREFIX = "@vit-finetune ";
 export interface WorkerTunerOptions {
   /** The worker's script and its arguments; finetune_worker.ts by default (tests give one that crashes). */
   script?: { path: string; args?: string[] };
-}
-
-function abortError(): DOMException {
-  return new DOMException("the fine-tuning session was cancelled", "AbortError");
 }
 
 /** Calls `onLine` for each line of `stream` (decoded as UTF-8): how both sides read the other's messages. */

@@ -65,3 +65,24 @@ export function int8Tensor(shape: number[], int8: Int8Linear): HostTensor {
     },
   };
 }
+
+/** Bytes of an int8 entry of `shape` in a shard: the int8 values, then a float32 scale per output row. */
+export function int8EntryBytes(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1) + 4 * shape[0];
+}
+
+/** An int8 entry's bytes as shards hold them (see {@linkcode int8EntryBytes}). */
+export function encodeInt8Entry({ q, scale }: Int8Linear): Uint8Array {
+  const raw = new Uint8Array(q.length + scale.byteLength);
+  raw.set(new Uint8Array(q.buffer, q.byteOffset, q.length));
+  raw.set(new Uint8Array(scale.buffer, scale.byteOffset, scale.byteLength), q.length);
+  return raw;
+}
+
+/** An int8 entry of `shape` read (copied) from the start of `bytes`, as {@linkcode encodeInt8Entry} wrote it. */
+export function decodeInt8Entry(bytes: Uint8Array, shape: readonly number[]): Int8Linear {
+  const count = shape.reduce((a, b) => a * b, 1);
+  const q = new Int8Array(bytes.slice(0, count).buffer);
+  const scale = new Float32Array(bytes.slice(count, int8EntryBytes(shape)).buffer);
+  return { q, scale };
+}

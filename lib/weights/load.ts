@@ -15,7 +15,7 @@ import {
   type ViTModel,
 } from "../vit/model.ts";
 import type { StateDict } from "../vit/params.ts";
-import { int8Tensor } from "../vit/int8.ts";
+import { decodeInt8Entry, int8EntryBytes, int8Tensor } from "../vit/int8.ts";
 import type { OnnxWeights } from "../vit/onnx_graph.ts";
 import { resolveConfig } from "../vit/config.ts";
 import { vitOnnxModel } from "../vit/onnx_graph.ts";
@@ -29,6 +29,7 @@ import {
 } from "./engine.ts";
 import { type ModelManifest, validateManifest } from "./manifest.ts";
 import { sha256Hex } from "./sha256.ts";
+import { notice } from "../util/log.ts";
 
 /** Options of {@linkcode loadWeights} and {@linkcode loadModel}. */
 export interface LoadOptions {
@@ -200,7 +201,7 @@ async function readShards(
     for (const w of group.weights) {
       const count = w.shape.reduce((a, b) => a * b, 1);
       const int8 = w.quantization?.dtype === "int8";
-      const end = offset + (int8 ? count + 4 * w.shape[0] : count * (w.quantization ? 2 : 4));
+      const end = offset + (int8 ? int8EntryBytes(w.shape) : count * (w.quantization ? 2 : 4));
       if (end > size) {
         throw new Error(
           `${location}: weight "${w.name}" ends at byte ${end}, but the shards hold ${size} bytes`,
@@ -211,9 +212,7 @@ async function readShards(
       const at = all.byteOffset + offset;
       if (int8) {
         // int8 stays int8 (lib/vit/int8.ts): the int8 graph takes it as it is; float engines widen it.
-        const q = new Int8Array(all.slice(offset, offset + count).buffer);
-        const scale = new Float32Array(all.slice(offset + count, end).buffer);
-        state.set(w.name, int8Tensor(w.shape, { q, scale }));
+        state.set(w.name, int8Tensor(w.shape, decodeInt8Entry(all.subarray(offset, end), w.shape)));
         offset = end;
         continue;
       }
@@ -249,7 +248,7 @@ export async function loadModel(
   const { manifest, state } = await loadWeights(location, options);
   const inferenceOnnx = options.trainable === false && engine === "onnx";
   if (manifest.dtype === "int8" && !inferenceOnnx) {
-    log(
+    notice(
       `${join(location, "model.json")} holds int8 weights: widened to float32 for ${
         options.trainable === false ? `the ${engine} engine` : "training"
       } (they run as int8 only on the onnx engine, for inference)`,
@@ -267,12 +266,8 @@ function weightsMode(manifest: ModelManifest, options: CreateOptions): OnnxWeigh
   return manifest.dtype === "int8" ? "int8" : options.onnxWeights ?? onnxWeightsFromEnv();
 }
 
-function log(line: string): void {
-  if (Deno.env.get("VIT_QUIET") !== "1") console.error(`vit-deno: ${line}`);
-}
-
 function upgradeFailed(entry: string, e: Error): void {
-  log(
+  notice(
     `onnx engine cache ${entry}: the full-speed session did not open (${e.message}); serving on the packed one`,
   );
 }
@@ -319,7 +314,7 @@ async function buildAndSave(
           plan.stamps,
           (saveTo) => openSession(graph(), { saveTo }),
         );
-        log(`onnx engine cache written to ${writeTo} (later starts of ${location} open it)`);
+        notice(`onnx engine cache written to ${writeTo} (later starts of ${location} open it)`);
         const root = engineCacheRoot();
         if (root && writeTo.startsWith(`${root}/`)) await pruneEngines(root);
         written = true;
@@ -328,7 +323,7 @@ async function buildAndSave(
         await session.release();
         return await openEngine(`${writeTo}/${ENGINE_MODEL}`, plan.key, (e) => upgradeFailed(writeTo, e));
       } catch (e) {
-        log(`onnx engine cache not written to ${writeTo} (${(e as Error).message.split("\n")[0]})`);
+        notice(`onnx engine cache not written to ${writeTo} (${(e as Error).message.split("\n")[0]})`);
         return await openSession(graph());
       }
     },
@@ -353,7 +348,7 @@ async function loadCached(location: string, loadOptions: LoadOptions & CreateOpt
       const entry = found.slice(0, found.lastIndexOf("/"));
       return { model, manifest, location, engineCache: { entry, opened: true } };
     } catch (e) {
-      log(`onnx engine cache ${found} could not be opened (${(e as Error).message.split("\n")[0]})`);
+      notice(`onnx engine cache ${found} could not be opened (${(e as Error).message.split("\n")[0]})`);
     }
   }
   return await buildAndSave(location, manifest, plan, options);

@@ -8,7 +8,7 @@
  */
 import { resolveConfig, timmConfig, type ViTConfig } from "../vit/config.ts";
 import { checkStateDict, paramSpecs, type StateDict } from "../vit/params.ts";
-import { int8WeightNames, quantizeLinear } from "../vit/int8.ts";
+import { encodeInt8Entry, int8EntryBytes, int8WeightNames, quantizeLinear } from "../vit/int8.ts";
 import { writeDirAtomic } from "../util/fs.ts";
 import { f32ToF16 } from "./dtype.ts";
 import {
@@ -58,9 +58,8 @@ export async function saveModel(outDir: string, options: SaveModelOptions): Prom
   }));
   // Bytes of one entry: int8 values and a float32 scale per output row, or 2 / 4 bytes per value.
   const entryBytes = (s: { name: string; shape: number[] }) => {
-    const n = s.shape.reduce((a, b) => a * b, 1);
-    if (int8.has(s.name)) return n + 4 * s.shape[0];
-    return n * (dtype === "float16" ? 2 : 4);
+    if (int8.has(s.name)) return int8EntryBytes(s.shape);
+    return s.shape.reduce((a, b) => a * b, 1) * (dtype === "float16" ? 2 : 4);
   };
   const total = specs.reduce((sum, s) => sum + entryBytes(s), 0);
   const count = Math.max(1, Math.ceil(total / shardBytes));
@@ -82,10 +81,7 @@ export async function saveModel(outDir: string, options: SaveModelOptions): Prom
       const t = options.state.get(spec.name)!;
       let raw: Uint8Array;
       if (int8.has(spec.name)) {
-        const { q, scale } = t.int8 ?? quantizeLinear(t.data, spec.shape[0], spec.shape[1]);
-        raw = new Uint8Array(q.length + scale.byteLength);
-        raw.set(new Uint8Array(q.buffer, q.byteOffset, q.length));
-        raw.set(new Uint8Array(scale.buffer, scale.byteOffset, scale.byteLength), q.length);
+        raw = encodeInt8Entry(t.int8 ?? quantizeLinear(t.data, spec.shape[0], spec.shape[1]));
       } else {
         raw = dtype === "float16"
           ? new Uint8Array(f32ToF16(t.data).buffer)
