@@ -29,6 +29,11 @@ export interface TrainerState {
   elapsed: number;
   /** The options the run was started with (a resume must match them). */
   config: Record<string, unknown>;
+  /**
+   * Data-parallel training workers wanted when the checkpoint was taken (`VIT_TRAIN_WORKERS`, else the
+   * cores): how a batch is cut into chunks, so the last bits of every gradient depend on it.
+   */
+  trainWorkers?: number;
 }
 
 /** What {@linkcode saveCheckpoint} writes. */

@@ -19,6 +19,7 @@ import { adaptForFineTuning } from "../weights/adapt.ts";
 import { saveModel } from "../weights/shards.ts";
 import { loadLatestCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
 import { modelConfig, type TrainConfig, trainEmaDecay, trainRecipe } from "./config.ts";
+import { trainWorkersWanted } from "../vit/grad_pool.ts";
 import { ModelEma } from "./ema.ts";
 import { type EvalResult, evaluate } from "./evaluate.ts";
 import { setUpTraining } from "./freeze.ts";
@@ -148,6 +149,14 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
       ck.trainer.config = a;
     }
     trainer = ck.trainer;
+    const workers = trainWorkersWanted();
+    if (trainer.trainWorkers !== undefined && trainer.trainWorkers !== workers) {
+      bar.log(
+        `resume: ${trainer.trainWorkers} data-parallel workers before, ${workers} now: each batch is cut ` +
+          `differently, so the run is no longer bit-identical to an uninterrupted one ` +
+          `(VIT_TRAIN_WORKERS=${trainer.trainWorkers} keeps it so)`,
+      );
+    }
     state = ck.state;
     source = ck.manifest.source;
     bar.log(`resuming from ${ck.dir} (epoch ${trainer.epoch + 1}, update ${trainer.update})`);
@@ -218,6 +227,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
 
   const checkpoint = async () => {
     trainer.metricsLines = metrics.lines;
+    trainer.trainWorkers = trainWorkersWanted();
     await saveCheckpoint(run, `step-${String(trainer.update).padStart(8, "0")}`, {
       vit,
       state: await model.stateDict(),
