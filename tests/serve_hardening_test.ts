@@ -552,3 +552,40 @@ Deno.test("serve: security headers on every answer, optional CORS, optional toke
     await s.close();
   }
 });
+
+Deno.test("a session whose final state cannot be written still ends for its clients", {
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  let go!: () => void;
+  const gate = new Promise<void>((r) => go = r);
+  let started!: () => void;
+  const running = new Promise<void>((r) => started = r);
+  const tuner: FineTuner = async () => {
+    started();
+    await gate;
+    throw new Error("the training failed");
+  };
+  const s = await startTestService({ tuner });
+  try {
+    await writeImageFolder(`${s.dataRoot}/shapes`, ["a", "b"], 2);
+    const res = await s.app.request("/v1/finetune", {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${s.token}` },
+      body: JSON.stringify({ base_model: "micro", dataset: "shapes", steps: 1 }),
+    });
+    const rec = await res.json();
+    assert.equal(res.status, 202, JSON.stringify(rec));
+    await running;
+    // The session records' folder becomes a file: every later write of a record fails.
+    await Deno.remove(`${s.stateDir}/sessions`, { recursive: true });
+    await Deno.writeTextFile(`${s.stateDir}/sessions`, "not a folder");
+    go();
+    await s.service.sessions.settle();
+    const after = await (await s.app.request(`/v1/finetune/${rec.id}`)).json();
+    assert.equal(after.state, "failed", JSON.stringify(after));
+  } finally {
+    await Deno.remove(`${s.stateDir}/sessions`).catch(() => {});
+    await s.close();
+  }
+});

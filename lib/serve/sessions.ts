@@ -322,6 +322,8 @@ export class SessionManager {
       );
       this.#running.delete(run);
     });
+    // #run ends every session in a terminal state itself; nothing is left for a rejection to report.
+    run.catch((e) => console.error(`sessions: ${id} ended with an unhandled error: ${(e as Error).message}`));
     this.#running.add(run);
     return rec;
   }
@@ -432,7 +434,13 @@ export class SessionManager {
       ...(isTerminal(state) ? { finished: at } : {}),
     };
     // On disk first: a client that sees the new state finds it in the persisted record too.
-    await this.#persist(next, true);
+    try {
+      await this.#persist(next, true);
+    } catch (e) {
+      if (!isTerminal(state)) throw e;
+      // The session has ended whatever the disk says (full, say): this process reports the end, frees the slot.
+      console.error(`sessions: the ${state} state of ${rec.id} was not persisted: ${(e as Error).message}`);
+    }
     Object.assign(rec, next);
     this.#emit(rec, "state");
   }
