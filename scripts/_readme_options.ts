@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 import { markdownOptions } from "../lib/util/options.ts";
 import { COMMANDS } from "./_commands.ts";
 
@@ -29,7 +30,7 @@ export function unpadTables(text: string): string {
 }
 
 if (import.meta.main) {
-  const path = new URL("../README.md", import.meta.url).pathname;
+  const path = fileURLToPath(new URL("../README.md", import.meta.url));
   const readme = await Deno.readTextFile(path);
   const next = withOptionTables(readme);
   const same = unpadTables(next) === unpadTables(readme);

@@ -5,6 +5,7 @@
  * `--download` fetches the canonical binary archive instead (MD5-checked) to `data/cifar-10-batches-bin`.
  * Both skip what is already complete. `--bench` then times decoding (and 224 px preprocessing).
  */
+import { fileURLToPath } from "node:url";
 import {
   CIFAR10_BINARY_MD5,
   CIFAR10_BINARY_URL,
@@ -18,7 +19,7 @@ import { datasetImageSet } from "../lib/data/image_set.ts";
 import type { Schema } from "../lib/util/options.ts";
 import { commandLine, runTask } from "./_cli.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
 
 const USAGE = `Usage: deno task data [options]
 

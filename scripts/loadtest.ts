@@ -13,6 +13,7 @@
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 import { formulaModelFolder, freePort, waitReady } from "../lib/bench/child.ts";
 import { parseEngine } from "../lib/backend/backend.ts";
 import { encodeImage } from "../lib/data/decode.ts";
@@ -136,7 +137,7 @@ async function main(): Promise<number> {
   if (o.formula && !archConfig(o.formula)) throw new Error(`--formula: unknown architecture "${o.formula}"`);
   const backend = parseEngine(o.backend, "--backend");
   const root = await Deno.makeTempDir({ prefix: "vit-loadtest-" });
-  const repo = new URL("..", import.meta.url).pathname;
+  const repo = fileURLToPath(new URL("..", import.meta.url));
   let modelDir = o.model;
   // Formula weights of a big architecture are written once, beside the bench's (deno task bench --cache).
   if (o.formula) modelDir = await formulaModelFolder(`${repo}.cache/bench`, o.formula);

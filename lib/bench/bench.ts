@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
 import { type BackendInfo, type BackendName, type EngineName, initBackend } from "../backend/backend.ts";
 import { installProjectKernels, uninstallProjectKernels } from "../backend/kernels.ts";
@@ -21,7 +22,7 @@ import type { StateDict } from "../vit/params.ts";
 import { formulaStateDict } from "../weights/formula.ts";
 
 /** The repository root: children run scripts from there, and output paths default below it. */
-export const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
+export const ROOT = fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "");
 /** The shared fixtures and anchors (`VIT_SHARED`, default `../shared` beside the repository). */
 export const SHARED = Deno.env.get("VIT_SHARED") ?? `${ROOT}/../shared`;
 

@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { formulaModelFolder, freePort, waitReady } from "./child.ts";
 
@@ -193,7 +194,7 @@ if (import.meta.main) {
     },
     strict: true,
   });
-  const repo = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
+  const repo = fileURLToPath(new URL("../..", import.meta.url)).replace(/\/$/, "");
   const r = await finetuneHttpFigures(repo, {
     cache: values.cache!,
     images: Number(values.images),

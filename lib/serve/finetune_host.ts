@@ -20,6 +20,7 @@
  *
  * @module
  */
+import { fileURLToPath } from "node:url";
 import type { FineTuneOutcome, FineTuneProgress, FineTuner, FineTuneSpec } from "./finetune.ts";
 import { abortError } from "./errors.ts";
 
@@ -58,8 +59,9 @@ export async function eachLine(
 
 /** A {@linkcode FineTuner} that runs each session in a worker process of its own (see the module doc). */
 export function workerFineTuner(options: WorkerTunerOptions = {}): FineTuner {
-  const script = options.script ?? { path: new URL("./finetune_worker.ts", import.meta.url).pathname };
-  const config = new URL("../../deno.json", import.meta.url).pathname;
+  // fileURLToPath, not `.pathname`: a checkout path with spaces or non-ASCII names stays a real path.
+  const script = options.script ?? { path: fileURLToPath(new URL("./finetune_worker.ts", import.meta.url)) };
+  const config = fileURLToPath(new URL("../../deno.json", import.meta.url));
   return async (spec, onProgress, signal) => {
     if (signal.aborted) throw abortError();
     const child = new Deno.Command(Deno.execPath(), {
