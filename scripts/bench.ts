@@ -22,7 +22,12 @@ with an explicit "skipped: would take ~N min" note when the estimate exceeds --b
 
 /** The options of `deno task bench`. */
 export const BENCH_OPTIONS = {
-  models: { type: "string", default: "micro,tiny,base", metavar: "list", help: "micro,tiny,base" },
+  models: {
+    type: "string",
+    default: "micro,tiny,base",
+    metavar: "list",
+    help: "micro,tiny,base,shipped (weights/'s architecture)",
+  },
   backends: {
     type: "string",
     default: "webgpu,wasm,cpu",

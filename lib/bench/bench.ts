@@ -27,13 +27,30 @@ export const ROOT = fileURLToPath(new URL("../..", import.meta.url)).replace(/\/
 export const SHARED = Deno.env.get("VIT_SHARED") ?? `${ROOT}/../shared`;
 
 /** How README and the report name each model. */
-export const MODEL_LABEL: Record<string, string> = { micro: "micro", tiny: "ViT-Ti/16", base: "ViT-B/16" };
+export const MODEL_LABEL: Record<string, string> = {
+  micro: "micro",
+  tiny: "ViT-Ti/16",
+  base: "ViT-B/16",
+  shipped: "shipped model",
+};
 
-/** The models `--models` names. */
+/** The shipped model's architecture (weights/model.json), timed with formula weights like the others. */
+function shippedConfig(): ViTConfig | undefined {
+  try {
+    return (JSON.parse(Deno.readTextFileSync(`${ROOT}/weights/model.json`)) as { vit: ViTConfig }).vit;
+  } catch {
+    return undefined;
+  }
+}
+
+const shipped = shippedConfig();
+
+/** The models `--models` names (`shipped` when weights/ is there). */
 export const MODELS: Record<string, ViTConfig> = {
   micro: archConfig(MICRO_ARCH)!,
   tiny: archConfig("vit_tiny_patch16_224")!,
   base: archConfig("vit_base_patch16_224")!,
+  ...(shipped ? { shipped } : {}),
 };
 
 /** What `deno task bench` was asked to measure (resolved from its options). */
