@@ -10,7 +10,7 @@ import { formulaStateDict } from "../lib/weights/formula.ts";
 import { loadModel, loadWeights } from "../lib/weights/load.ts";
 import { encodeSafetensors } from "../lib/weights/safetensors.ts";
 import { adaptForFineTuning } from "../lib/weights/adapt.ts";
-import { resamplePatchEmbed, resamplePosEmbed, resizeMatrix1d } from "../lib/weights/resample.ts";
+import { resamplePatchEmbed, resamplePosEmbed, resizeMatrix } from "../lib/weights/resample.ts";
 import { assertClose, fastTempDir, FIXTURES, golden, haveFixtures, relError, TOL } from "./_fixtures.ts";
 import { encodePth } from "./_pth_writer.ts";
 
@@ -224,7 +224,7 @@ Deno.test("pos_embed resampling keeps the class token and a constant grid", () =
 });
 
 /** `R K Rᵀ` (or `Rᵀ K R` with `t`) for a 1-D resize matrix `R` and a square kernel `K` (row-major). */
-function sandwich(r: number[][], k: ArrayLike<number>, t: boolean): number[] {
+function sandwich(r: ArrayLike<number>[], k: ArrayLike<number>, t: boolean): number[] {
   const rows = t ? r[0].length : r.length, inner = t ? r.length : r[0].length;
   const at = (i: number, j: number) => t ? r[j][i] : r[i][j];
   const out: number[] = [];
@@ -244,7 +244,7 @@ Deno.test("patch embedding resampling is timm's pseudo-inverse resize, both ways
   const rand = (n: number, seed: number) =>
     Float32Array.from({ length: n }, (_, i) => Math.sin(seed + i * 1.7));
   // Shrinking 8 → 4: a kernel in the range of Rᵀ (K = Rᵀ V R) comes back as exactly V.
-  const r84 = resizeMatrix1d(8, 4);
+  const r84 = resizeMatrix(8, 4);
   const v = rand(16, 1);
   const k8 = Float32Array.from(sandwich(r84, v, true));
   const w4 = resamplePatchEmbed({ shape: [1, 1, 8, 8], data: k8 }, 4);
@@ -252,7 +252,7 @@ Deno.test("patch embedding resampling is timm's pseudo-inverse resize, both ways
   for (let i = 0; i < 16; i++) assert.ok(Math.abs(w4.data[i] - v[i]) < 1e-5, `8→4 element ${i}`);
   // Growing 4 → 8: the new kernel sees the resized patch exactly as the old one saw the patch,
   // ⟨W', R X Rᵀ⟩ = ⟨K, X⟩ for any X, i.e. Rᵀ W' R = K.
-  const r48 = resizeMatrix1d(4, 8);
+  const r48 = resizeMatrix(4, 8);
   const k4 = rand(2 * 3 * 16, 2);
   const w8 = resamplePatchEmbed({ shape: [2, 3, 4, 4], data: k4 }, 8);
   assert.deepEqual(w8.shape, [2, 3, 8, 8]);

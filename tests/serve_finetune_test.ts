@@ -60,22 +60,19 @@ Deno.test("serve: fine-tuning sessions", { sanitizeOps: false, sanitizeResources
   const baseBefore = await classify("micro");
   const baseManifest = await Deno.readTextFile(`${s.modelDir}/model.json`);
   await writeImageFolder(`${s.dataRoot}/shapes`, ["circle", "square"], 6);
-
-  await t.step("named dataset: 202, SSE progress, new model registered, base unchanged", async () => {
-    const tensors = tf.memory().numTensors;
+  /** Posts a JSON session on the shapes dataset (batch 4, lr 0.05) with `fields` added. */
+  const postSession = async (fields: Record<string, unknown>) => {
     const res = await app.request("/v1/finetune", {
       method: "POST",
       headers: { "content-type": "application/json", ...auth },
-      body: JSON.stringify({
-        base_model: "micro",
-        dataset: "shapes",
-        steps: 5,
-        batch_size: 4,
-        lr: 0.05,
-        model_id: "shapes-ft",
-      }),
+      body: JSON.stringify({ base_model: "micro", dataset: "shapes", batch_size: 4, lr: 0.05, ...fields }),
     });
-    const rec = await res.json();
+    return { res, body: await res.json() };
+  };
+
+  await t.step("named dataset: 202, SSE progress, new model registered, base unchanged", async () => {
+    const tensors = tf.memory().numTensors;
+    const { res, body: rec } = await postSession({ steps: 5, model_id: "shapes-ft" });
     assert.equal(res.status, 202, JSON.stringify(rec));
     assert.equal(res.headers.get("location"), `/v1/finetune/${rec.id}`);
     assert.equal(rec.state, "queued");
@@ -125,19 +122,8 @@ Deno.test("serve: fine-tuning sessions", { sanitizeOps: false, sanitizeResources
     "timm's augmentation and regularisation keys: trained with, recorded, bad ones named",
     async () => {
       const post = async (extra: Record<string, unknown>) => {
-        const res = await app.request("/v1/finetune", {
-          method: "POST",
-          headers: { "content-type": "application/json", ...auth },
-          body: JSON.stringify({
-            base_model: "micro",
-            dataset: "shapes",
-            steps: 2,
-            batch_size: 4,
-            lr: 0.05,
-            ...extra,
-          }),
-        });
-        return { status: res.status, body: await res.json() };
+        const { res, body } = await postSession({ steps: 2, ...extra });
+        return { status: res.status, body };
       };
       const recipe = {
         smoothing: 0.3,

@@ -175,16 +175,18 @@ export async function prepareSession(
       );
     }
     const bs = Math.min(f.batch_size, ds.length);
-    try {
-      // The recipe was checked against the requested batch; the dataset may have made it smaller (mixup
-      // needs an even batch), and a session must not be accepted only to fail in its worker.
-      sessionConfig(f.recipe ?? {}, { batch_size: bs, num_classes: ds.classes.length, hflip: 0 }, "request");
-    } catch (e) {
-      throw new ServiceError(
-        "invalid",
-        "invalid_field",
-        `${(e as Error).message} (the dataset's ${ds.length} images make the batch ${bs})`,
-      );
+    if (bs !== f.batch_size && f.recipe) {
+      // The recipe was checked against the requested batch; a smaller dataset made it smaller (mixup needs
+      // an even batch), and a session must not be accepted only to fail in its worker.
+      try {
+        sessionConfig(f.recipe, { batch_size: bs, num_classes: ds.classes.length, hflip: 0 }, "request");
+      } catch (e) {
+        throw new ServiceError(
+          "invalid",
+          "invalid_field",
+          `${(e as Error).message} (the dataset's ${ds.length} images make the batch ${bs})`,
+        );
+      }
     }
     const steps = f.steps ?? f.epochs! * Math.max(1, Math.floor(ds.length / bs));
     if (steps > limits.maxSteps) {

@@ -71,7 +71,7 @@ export function resamplePosEmbed(posEmbed: HostTensor, newGrid: number): HostTen
 }
 
 /** The 1-D resize `inSize` → `outSize` as a dense `[outSize][inSize]` matrix (the weights above). */
-function resizeMatrix(inSize: number, outSize: number): Float64Array[] {
+export function resizeMatrix(inSize: number, outSize: number): Float64Array[] {
   return weights(inSize, outSize).map(({ start, w }) => {
     const row = new Float64Array(inSize);
     w.forEach((v, k) => row[start + k] = v);
@@ -161,9 +161,4 @@ export function resamplePatchEmbed(weight: HostTensor, newPatch: number): HostTe
     }
   }
   return { shape: [D, C, n, n], data: out };
-}
-
-/** The 1-D resize matrix `oldSize` → `newSize` (exported for tests). */
-export function resizeMatrix1d(oldSize: number, newSize: number): number[][] {
-  return resizeMatrix(oldSize, newSize).map((r) => Array.from(r));
 }
