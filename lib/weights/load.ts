@@ -323,7 +323,10 @@ async function buildAndSave(
         await session.release();
         return await openEngine(`${writeTo}/${ENGINE_MODEL}`, plan.key, (e) => upgradeFailed(writeTo, e));
       } catch (e) {
-        notice(`onnx engine cache not written to ${writeTo} (${(e as Error).message.split("\n")[0]})`);
+        const why = (e as Error).message.split("\n")[0];
+        notice(
+          `onnx engine cache ${written ? "written but not opened" : "not written"} at ${writeTo} (${why})`,
+        );
         return await openSession(graph());
       }
     },
