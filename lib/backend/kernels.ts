@@ -14,6 +14,11 @@ import {
   wasmBatchMatMulInstalled,
 } from "./wasm_batch_matmul.ts";
 import { installWasmSlice, uninstallWasmSlice, wasmSliceInstalled } from "./wasm_slice.ts";
+import { installWasmSum, uninstallWasmSum, wasmSumInstalled } from "./wasm_sum.ts";
+import { installWasmGelu, uninstallWasmGelu, wasmGeluInstalled } from "./wasm_gelu.ts";
+import { installWasmHeads, uninstallWasmHeads, wasmHeadsInstalled } from "./wasm_heads.ts";
+import { installWasmIdentity, uninstallWasmIdentity, wasmIdentityInstalled } from "./wasm_identity.ts";
+import { installWasmLayerNorm, uninstallWasmLayerNorm, wasmLayerNormInstalled } from "./wasm_layer_norm.ts";
 import { installWebGPUGelu, uninstallWebGPUGelu, webgpuGeluInstalled } from "./webgpu_gelu.ts";
 import {
   installWebGPULayerNorm,
@@ -46,6 +51,41 @@ const KERNELS: readonly ProjectKernel[] = [
     install: installWasmSlice,
     uninstall: uninstallWasmSlice,
     installed: wasmSliceInstalled,
+  },
+  {
+    backend: "wasm",
+    label: "wasm LayerNorm",
+    install: installWasmLayerNorm,
+    uninstall: uninstallWasmLayerNorm,
+    installed: wasmLayerNormInstalled,
+  },
+  {
+    backend: "wasm",
+    label: "wasm GELU",
+    install: installWasmGelu,
+    uninstall: uninstallWasmGelu,
+    installed: wasmGeluInstalled,
+  },
+  {
+    backend: "wasm",
+    label: "wasm attention head split",
+    install: installWasmHeads,
+    uninstall: uninstallWasmHeads,
+    installed: wasmHeadsInstalled,
+  },
+  {
+    backend: "wasm",
+    label: "wasm Sum over rows",
+    install: installWasmSum,
+    uninstall: uninstallWasmSum,
+    installed: wasmSumInstalled,
+  },
+  {
+    backend: "wasm",
+    label: "wasm Identity/Cast",
+    install: installWasmIdentity,
+    uninstall: uninstallWasmIdentity,
+    installed: wasmIdentityInstalled,
   },
   {
     backend: "webgpu",
