@@ -22,7 +22,10 @@ export interface KernelTime {
   calls: number;
 }
 
-/** Totals per registered kernel of `info` (wrapper entries of custom ops, which include their inner kernels, left out). */
+/**
+ * Totals per registered kernel of `info` (wrapper entries of custom ops, which include their inner kernels,
+ * left out).
+ */
 export function kernelTimes(info: Awaited<ReturnType<typeof tf.profile>>): KernelTime[] {
   const by = new Map<string, KernelTime>();
   const backend = tf.getBackend();
