@@ -25,18 +25,25 @@ async function withKernelsEnv<T>(value: string | undefined, fn: () => Promise<T>
   }
 }
 
-Deno.test("initBackend: wasm gets the per-item BatchMatMul, and says so", async () => {
+Deno.test("initBackend: wasm gets the per-item BatchMatMul and the training-step kernels, and says so", async () => {
   const info = await withKernelsEnv(undefined, () => initBackend("wasm"));
   assert.equal(info.name, "wasm");
-  assert.deepEqual(info.kernels, ["wasm BatchMatMul", "wasm Slice/SplitV"]);
+  const kernels = [
+    "wasm BatchMatMul",
+    "wasm Slice/SplitV",
+    "wasm LayerNorm",
+    "wasm GELU",
+    "wasm attention head split",
+    "wasm Sum over rows",
+    "wasm Identity/Cast",
+  ];
+  assert.deepEqual(info.kernels, kernels);
   assert.ok(wasmBatchMatMulInstalled());
   const threads = wasmThreadsWanted();
   assert.equal(info.threads, threads);
   assert.equal(
     describeBackend(info),
-    `wasm (${threads} thread${
-      threads > 1 ? "s" : ""
-    }; kernels: wasm BatchMatMul, wasm Slice/SplitV; requested)`,
+    `wasm (${threads} thread${threads > 1 ? "s" : ""}; kernels: ${kernels.join(", ")}; requested)`,
   );
 });
 
