@@ -15,6 +15,7 @@ import { installWasmLayerNorm, uninstallWasmLayerNorm } from "../lib/backend/was
 import { installWasmSum, uninstallWasmSum } from "../lib/backend/wasm_sum.ts";
 import { gelu } from "../lib/vit/gelu.ts";
 import { LayerNorm } from "../lib/vit/layer_norm.ts";
+import { weightGrad } from "../lib/vit/matmul.ts";
 import { createViT } from "../lib/vit/model.ts";
 import { formulaStateDict } from "../lib/weights/formula.ts";
 import { assertClose, haveFixtures, relError } from "./_fixtures.ts";
@@ -190,6 +191,21 @@ Deno.test("wasm Identity/Cast: share the input's data, no copy, no leak", async 
     assert.equal(tf.engine().backend.numDataIds(), before - 1, "every reference released");
   } finally {
     uninstallWasmIdentity();
+  }
+});
+
+Deno.test("weight gradients on wasm as (dyᵀ·x)ᵀ when out > in: bit-identical to xᵀ·dy", async () => {
+  await initBackend("wasm");
+  for (const [rows, inF, outF] of [[4160, 128, 512], [300, 64, 192], [300, 192, 64]]) {
+    const x = tf.randomNormal([rows, inF], 0, 1, "float32", 12) as tf.Tensor2D;
+    const dy = tf.randomNormal([rows, outF], 0, 1, "float32", 13) as tf.Tensor2D;
+    const ref = tf.tidy(() => tf.matMul(tf.transpose(x), dy));
+    const before = tf.engine().backend.numDataIds();
+    const got = weightGrad(x, dy);
+    assert.equal(tf.engine().backend.numDataIds(), before + 1, "leaves only its output");
+    assert.deepEqual(got.shape, [inF, outF]);
+    assert.deepEqual(await got.data(), await ref.data(), `[${rows},${inF}]ᵀ·[${rows},${outF}]`);
+    tf.dispose([x, dy, ref, got]);
   }
 });
 

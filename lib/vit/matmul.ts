@@ -43,6 +43,21 @@ const transposedB = tf.customGrad((a, b, save) => {
   };
 });
 
+/**
+ * A weight gradient `xᵀ·dy` for `x` `[rows, in]` and `dy` `[rows, out]`. tfjs-wasm's XNNPACK product packs
+ * its right operand afresh on every call, and inside a training step (cold caches) a product that packed
+ * `dy` with `out > in` (fc1, qkv) took ~1.3–1.5× as long as the same multiply-adds packing `x`, so there it
+ * is computed as `(dyᵀ·x)ᵀ`: the same dot products in the same order, bit-identical (docs/benchmarks.md,
+ * tests/kernels_wasm_fused_test.ts). Elsewhere directly.
+ */
+export function weightGrad(xs: tf.Tensor2D, g: tf.Tensor2D): tf.Tensor2D {
+  return tf.tidy(() =>
+    tf.getBackend() === "wasm" && g.shape[1] > xs.shape[1]
+      ? tf.transpose(tf.matMul(tf.transpose(g), xs))
+      : tf.matMul(tf.transpose(xs), g)
+  );
+}
+
 const affine = tf.customGrad((x, w, b, save) => {
   (save as tf.GradSaveFunc)([x as tf.Tensor, w as tf.Tensor]);
   return {
@@ -52,7 +67,7 @@ const affine = tf.customGrad((x, w, b, save) => {
       const g = dy as tf.Tensor2D;
       return [
         tf.tidy(() => tf.matMul(g, tf.transpose(ws))),
-        tf.tidy(() => tf.matMul(tf.transpose(xs), g)),
+        weightGrad(xs as tf.Tensor2D, g),
         tf.sum(g, 0),
       ];
     },
