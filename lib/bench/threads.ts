@@ -1,7 +1,9 @@
 /**
  * wasm threads against one thread, measured side by side: every probe runs in its own process (the wasm build
  * is fixed once per process) with `VIT_WASM_THREADS` set, alternating 1 and N threads over several rounds so
- * that both see the same load, and the best median of each is compared.
+ * that both see the same load, and the fastest timed run of each side over all its processes is compared (see
+ * {@linkcode Spread}: on a shared machine noise only ever adds time, and it adds more to the side that needs
+ * every core). The spread of each side is printed with the ratio.
  *
  * Probes: a micro training step, ViT-B/16's batch-1 forward, and training steps of the shipped model's
  * architecture (weights/train_config.yml's `model`, at its batch size, AdamW + clipping as it trains) with
@@ -23,7 +25,7 @@ import { GradPool } from "../vit/grad_pool.ts";
 import { createViT } from "../vit/model.ts";
 import { formulaStateDict } from "../weights/formula.ts";
 import { denoRunArgs, runTimed } from "./child.ts";
-import { measure } from "./stats.ts";
+import { measure, median } from "./stats.ts";
 
 /** One probe's result in one process. */
 export interface ProbeResult {
@@ -98,8 +100,44 @@ interface Side {
 }
 
 /**
+ * One side's timed runs over all its processes. The ratios compare `minMs`: a probe repeats the same
+ * deterministic work, and on a shared machine other processes, page faults or a descheduled pthread only ever
+ * add time to a run, never remove it, so the fastest run is the estimate least moved by noise; a median still
+ * moves with how busy the machine was (a 2-thread run needs both cores free at once, a 1-thread run one, so
+ * medians bias the ratio towards 1 under load). `medianMs` and `maxMs` show the spread.
+ */
+export interface Spread {
+  minMs: number;
+  medianMs: number;
+  maxMs: number;
+  /** Timed runs behind these figures (all processes of the side together). */
+  runs: number;
+  /** Processes they came from. */
+  processes: number;
+}
+
+/** The {@linkcode Spread} of `runs` from `processes` processes. */
+export function spreadOf(runs: readonly number[], processes: number): Spread {
+  return {
+    minMs: Math.min(...runs),
+    medianMs: median(runs),
+    maxMs: Math.max(...runs),
+    runs: runs.length,
+    processes,
+  };
+}
+
+/** `min / median / max ms over R runs in P processes`, for the notes. */
+export function describeSpread(s: Spread): string {
+  return `${s.minMs.toFixed(0)} / ${s.medianMs.toFixed(0)} / ${
+    s.maxMs.toFixed(0)
+  } ms (min / median / max of ` +
+    `${s.runs} runs in ${s.processes} processes)`;
+}
+
+/**
  * Runs `kind` on `config` at `batch` in alternating processes for each side (`rounds` each), returning each
- * side's best median (ms), or the error of the first failing process.
+ * side's runs ({@linkcode Spread}), or the error of the first failing process.
  */
 async function compare(
   root: string,
@@ -109,8 +147,8 @@ async function compare(
   runs: number,
   rounds: number,
   sides: Side[],
-): Promise<{ best: number[]; results: ProbeResult[] } | { error: string }> {
-  const best = sides.map(() => Infinity);
+): Promise<{ spreads: Spread[]; results: ProbeResult[] } | { error: string }> {
+  const all: number[][] = sides.map(() => []);
   const results: ProbeResult[] = [];
   for (let r = 0; r < rounds; r++) {
     for (const [i, side] of sides.entries()) {
@@ -130,10 +168,10 @@ async function compare(
       }
       const res = JSON.parse(last) as ProbeResult;
       results[i] = res;
-      best[i] = Math.min(best[i], res.medianMs);
+      all[i].push(...res.runs);
     }
   }
-  return { best, results };
+  return { spreads: all.map((r) => spreadOf(r, rounds)), results };
 }
 
 /** What {@linkcode threadFigures} found: `ratio:` lines and notes for the report. */
@@ -153,7 +191,8 @@ export async function threadFigures(
   o: { runs: number; rounds?: number; microBatch?: number },
 ): Promise<ThreadFigures> {
   const n = Math.min(8, navigator.hardwareConcurrency);
-  const rounds = o.rounds ?? 2;
+  // Three rounds: one process in which the other side's noise never lets up still leaves two per side.
+  const rounds = o.rounds ?? 3;
   const one: Side = { label: "1 thread", env: { VIT_WASM_THREADS: "1", VIT_TRAIN_WORKERS: "1" } };
   const many: Side = {
     label: `${n} threads`,
@@ -171,17 +210,18 @@ export async function threadFigures(
       out.notes.push(`wasm threads, ${label}: failed (${r.error})`);
       continue;
     }
-    const [t1, tn] = r.best;
+    const [s1, sn] = r.spreads;
     const nSide = r.results[1];
-    out.ratios.push(`wasm threads ${nSide.threads} vs 1, ${label}: ${(t1 / tn).toFixed(2)}×`);
+    out.ratios.push(`wasm threads ${nSide.threads} vs 1, ${label}: ${(s1.minMs / sn.minMs).toFixed(2)}×`);
     const workers = nSide.workers && nSide.workers > 1 ? ` + ${nSide.workers} data-parallel workers` : "";
     out.notes.push(
-      `wasm threads, ${label}${kind === "train" ? ` (batch ${batch})` : ""}: ${
-        t1.toFixed(0)
-      } ms on 1 thread, ` +
-        `${
-          tn.toFixed(0)
-        } ms on ${nSide.threads}${workers} (best median of ${rounds} alternating processes each)`,
+      `wasm threads, ${label}${kind === "train" ? ` (batch ${batch})` : ""}: 1 thread ${
+        describeSpread(s1)
+      }; ` +
+        `${nSide.threads} threads${workers} ${
+          describeSpread(sn)
+        }; ratio of the minima, alternating processes ` +
+        `(median ratio ${(s1.medianMs / sn.medianMs).toFixed(2)}×)`,
     );
   }
   const shipped = await shippedArch(root);
@@ -197,7 +237,7 @@ export async function threadFigures(
   ]);
   if ("error" in r) out.notes.push(`shipped architecture training: failed (${r.error})`);
   else {
-    const [ts, t1, tp] = r.best.map((ms) => (shipped.batch * 1000) / ms);
+    const [ts, t1, tp] = r.spreads.map((x) => (shipped.batch * 1000) / x.minMs);
     const p = r.results[2];
     const arch = `shipped architecture training b${shipped.batch}`;
     out.ratios.push(
@@ -209,16 +249,13 @@ export async function threadFigures(
         t1.toFixed(0)
       } vs ${ts.toFixed(0)} img/s)`,
     );
+    const [ss, s1, sp] = r.spreads;
     out.notes.push(
       `shipped architecture (weights/train_config.yml) training steps at batch ${shipped.batch} ` +
-        `(loss + grads + clip + AdamW, synthetic images): ${
-          tp.toFixed(1)
-        } img/s with ${p.threads} threads, ` +
-        `${p.workers ?? 1} data-parallel workers and the project's kernels; ${
-          t1.toFixed(1)
-        } img/s with the ` +
-        `project's kernels on 1 thread; ${ts.toFixed(1)} img/s with VIT_KERNELS=stock VIT_WASM_THREADS=1 ` +
-        `VIT_TRAIN_WORKERS=1 (best median of ${rounds} alternating processes each)`,
+        `(loss + grads + clip + AdamW, synthetic images; ratios of the fastest steps, alternating processes): ` +
+        `${p.threads} threads, ${p.workers ?? 1} data-parallel workers and the project's kernels ` +
+        `${describeSpread(sp)}; the project's kernels on 1 thread ${describeSpread(s1)}; VIT_KERNELS=stock ` +
+        `VIT_WASM_THREADS=1 VIT_TRAIN_WORKERS=1 ${describeSpread(ss)}`,
     );
   }
   return out;
