@@ -202,7 +202,8 @@ export async function threadFigures(
   const microBatch = o.microBatch ?? 32;
   const probes: Array<[string, string, ViTConfig, number, number]> = [
     ["micro train step", "train", micro, microBatch, Math.max(o.runs, 5)],
-    ["ViT-B/16 b1 forward", "forward", base, 1, o.runs],
+    // At least 5 runs a process: 15 samples of each side for the minimum (a run takes ~1–2 s).
+    ["ViT-B/16 b1 forward", "forward", base, 1, Math.max(o.runs, 5)],
   ];
   for (const [label, kind, config, batch, runs] of probes) {
     const r = await compare(root, kind, config, batch, runs, rounds, [one, many]);
