@@ -98,6 +98,33 @@ Deno.test("wasm BatchMatMul override: a many-item batch matches tfjs's kernel wi
   }
 });
 
+Deno.test("wasm BatchMatMul override: each item is bit for bit tfjs's single XNNPACK product of that item", async () => {
+  await initBackend("wasm");
+  // ViT-B/16 attention at batch 1: 12 heads × 197 tokens × 64, each head one XNNPACK product; the result must
+  // be exactly the product of that head alone, whatever the thread count (XNNPACK splits rows, not sums).
+  const q = tf.randomNormal([1, 12, 197, 64], 0, 1, "float32", 7);
+  const k = tf.randomNormal([1, 12, 197, 64], 0, 1, "float32", 8);
+  installWasmBatchMatMul();
+  try {
+    const before = tf.engine().backend.numDataIds();
+    const scores = tf.matMul(q, k, false, true);
+    assert.equal(tf.engine().backend.numDataIds(), before + 1, "only the output is left");
+    const got = await scores.data();
+    for (const h of [0, 5, 11]) {
+      const want = tf.tidy(() => {
+        const qh = tf.reshape(tf.slice(q, [0, h, 0, 0], [1, 1, 197, 64]), [197, 64]);
+        const kh = tf.reshape(tf.slice(k, [0, h, 0, 0], [1, 1, 197, 64]), [197, 64]);
+        return tf.matMul(qh, tf.transpose(kh)); // one 2-D product: tfjs-wasm's XNNPACK path
+      });
+      assert.deepEqual(got.subarray(h * 197 * 197, (h + 1) * 197 * 197), await want.data(), `head ${h}`);
+      want.dispose();
+    }
+    tf.dispose([q, k, scores]);
+  } finally {
+    uninstallWasmBatchMatMul();
+  }
+});
+
 Deno.test({
   name: "wasm BatchMatMul override: micro gradients and tiny logits still match timm",
   ignore: !haveFixtures,
