@@ -17,8 +17,9 @@ import { BenchRun } from "../lib/bench/bench_run.ts";
 
 const USAGE = `Usage: deno task bench [options]
 
-Every figure is the median of --runs timed runs after --warmup untimed ones. Slow combinations are skipped
-with an explicit "skipped: would take ~N min" note when the estimate exceeds --budget.`;
+Every figure is the median of --runs timed runs after --warmup untimed ones (the wasm thread ratios: the
+fastest run of each side, runs interleaved over 3 rounds of processes, lib/bench/threads.ts). Slow
+combinations are skipped with an explicit "skipped: would take ~N min" note when the estimate exceeds --budget.`;
 
 /** The options of `deno task bench`. */
 export const BENCH_OPTIONS = {

@@ -1,9 +1,10 @@
 /**
  * wasm threads against one thread, measured side by side: every probe runs in its own process (the wasm build
- * is fixed once per process) with `VIT_WASM_THREADS` set, alternating 1 and N threads over several rounds so
- * that both see the same load, and the fastest timed run of each side over all its processes is compared (see
- * {@linkcode Spread}: on a shared machine noise only ever adds time, and it adds more to the side that needs
- * every core). The spread of each side is printed with the ratio.
+ * is fixed once per process) with `VIT_WASM_THREADS` set; in each of several rounds one process per side is
+ * started and their timed runs are interleaved one by one, so that both see the same load, and the fastest run
+ * of each side over all its processes is compared (see {@linkcode Spread}: on a shared machine noise only ever
+ * adds time, and it adds more to the side that needs every core). The spread of each side is printed with the
+ * ratio.
  *
  * Probes: a micro training step, ViT-B/16's batch-1 forward, and training steps of the shipped model's
  * architecture (weights/train_config.yml's `model`, at its batch size, AdamW + clipping as it trains) with
@@ -13,7 +14,8 @@
  *
  * The ratios need the other cores free: run it on a quiet machine (docs/benchmarks.md says how).
  *
- * Child: `deno run -A lib/bench/threads.ts <train|forward> <config JSON> <batch> <runs>` prints one JSON line.
+ * Child: `deno run -A lib/bench/threads.ts <train|forward> <config JSON> <batch> <runs>` prints one JSON line;
+ * with `serve` for `<runs>` it times one run per line read on stdin (what the bench uses).
  *
  * @module
  */
@@ -24,7 +26,7 @@ import type { ViTConfig } from "../vit/config.ts";
 import { GradPool } from "../vit/grad_pool.ts";
 import { createViT } from "../vit/model.ts";
 import { formulaStateDict } from "../weights/formula.ts";
-import { denoRunArgs, runTimed } from "./child.ts";
+import { denoRunArgs } from "./child.ts";
 import { measure, median } from "./stats.ts";
 
 /** One probe's result in one process. */
@@ -37,7 +39,31 @@ export interface ProbeResult {
   runs: number[];
 }
 
-async function probe(kind: string, config: ViTConfig, batch: number, runs: number): Promise<ProbeResult> {
+/** The lines of a byte stream (the probe's stdin, a probe process's stdout). */
+function lines(bytes: ReadableStream<Uint8Array>): ReadableStream<string> {
+  let rest = "";
+  return bytes.pipeThrough(new TextDecoderStream()).pipeThrough(
+    new TransformStream<string, string>({
+      transform(chunk, out) {
+        const parts = (rest + chunk).split("\n");
+        rest = parts.pop()!;
+        for (const line of parts) out.enqueue(line);
+      },
+      flush(out) {
+        if (rest) out.enqueue(rest);
+      },
+    }),
+  );
+}
+
+/** A probe set up in this process: one run of it, what it ran on, and its clean-up. */
+interface Probe {
+  run: () => Promise<unknown>;
+  info: Omit<ProbeResult, "medianMs" | "runs">;
+  dispose: () => void;
+}
+
+async function setUp(kind: string, config: ViTConfig, batch: number): Promise<Probe> {
   const backend = await initBackend("wasm");
   const vit = await createViT(config, formulaStateDict(config));
   const c = vit.config;
@@ -68,15 +94,39 @@ async function probe(kind: string, config: ViTConfig, batch: number, runs: numbe
       await vit.variables.get("head.bias")!.data();
     };
   } else throw new Error(`probe must be train or forward, got "${kind}"`);
-  const t = await measure(fn, 1, runs);
-  vit.dispose();
   return {
-    threads: backend.threads ?? 1,
-    ...(workers !== undefined ? { workers } : {}),
-    kernels: backend.kernels,
-    medianMs: t.medianMs,
-    runs: t.runs,
+    run: fn,
+    info: {
+      threads: backend.threads ?? 1,
+      ...(workers !== undefined ? { workers } : {}),
+      kernels: backend.kernels,
+    },
+    dispose: () => vit.dispose(),
   };
+}
+
+async function probe(kind: string, config: ViTConfig, batch: number, runs: number): Promise<ProbeResult> {
+  const p = await setUp(kind, config, batch);
+  const t = await measure(p.run, 1, runs);
+  p.dispose();
+  return { ...p.info, medianMs: t.medianMs, runs: t.runs };
+}
+
+/**
+ * Serves timed runs of a probe on request (`serve` mode): after one untimed run it prints its `info` as a JSON
+ * line, then answers each line on stdin with `{"ms": …}` for one timed run, until stdin closes.
+ */
+async function serve(kind: string, config: ViTConfig, batch: number): Promise<void> {
+  const p = await setUp(kind, config, batch);
+  await p.run();
+  const out = (o: unknown) => console.log(JSON.stringify(o));
+  out(p.info);
+  for await (const _ of lines(Deno.stdin.readable)) {
+    const t = performance.now();
+    await p.run();
+    out({ ms: Math.round((performance.now() - t) * 100) / 100 });
+  }
+  p.dispose();
 }
 
 /** The shipped model's architecture and batch size, read from the training config it ships with. */
@@ -94,7 +144,7 @@ export async function shippedArch(root: string): Promise<{ config: ViTConfig; ba
 }
 
 /** One side of a comparison: the environment its processes run with. */
-interface Side {
+export interface Side {
   label: string;
   env: Record<string, string>;
 }
@@ -135,11 +185,60 @@ export function describeSpread(s: Spread): string {
     `${s.runs} runs in ${s.processes} processes)`;
 }
 
+/** A `serve`-mode probe process: ask it for one timed run, or end it. */
+class ProbeProcess {
+  readonly #child: Deno.ChildProcess;
+  readonly #lines: ReadableStreamDefaultReader<string>;
+  readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #stderr: Promise<string>;
+
+  constructor(root: string, args: string[], env: Record<string, string>) {
+    this.#child = new Deno.Command(Deno.execPath(), {
+      args: denoRunArgs(root, "lib/bench/threads.ts", args),
+      cwd: root,
+      env: { VIT_QUIET: "1", ...env },
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#lines = lines(this.#child.stdout).getReader();
+    this.#stdin = this.#child.stdin.getWriter();
+    this.#stderr = new Response(this.#child.stderr).text();
+  }
+
+  /** The next JSON line the process prints (other output skipped). */
+  async next<T>(): Promise<T> {
+    for (;;) {
+      const { value, done } = await this.#lines.read();
+      if (done) {
+        const err = (await this.#stderr).trim().split("\n").slice(-3).join(" ");
+        throw new Error(`exited (${(await this.#child.status).code}): ${err}`);
+      }
+      if (value.startsWith("{")) return JSON.parse(value) as T;
+    }
+  }
+
+  /** One timed run, in ms. */
+  async run(): Promise<number> {
+    await this.#stdin.write(new TextEncoder().encode("run\n"));
+    return (await this.next<{ ms: number }>()).ms;
+  }
+
+  async close(): Promise<void> {
+    await this.#stdin.close().catch(() => {});
+    await this.#lines.cancel().catch(() => {});
+    await this.#stderr.catch(() => "");
+    await this.#child.status;
+  }
+}
+
 /**
- * Runs `kind` on `config` at `batch` in alternating processes for each side (`rounds` each), returning each
- * side's runs ({@linkcode Spread}), or the error of the first failing process.
+ * Runs `kind` on `config` at `batch` for each side, in `rounds` rounds: each round starts one process per side
+ * (one after the other, each warmed up) and then interleaves their timed runs one by one (side order rotating),
+ * `runs` each, so that a burst of load from elsewhere falls on every side alike. Returns each side's runs
+ * ({@linkcode Spread}), or the error of the first failing process.
  */
-async function compare(
+export async function compareSides(
   root: string,
   kind: string,
   config: ViTConfig,
@@ -151,26 +250,32 @@ async function compare(
   const all: number[][] = sides.map(() => []);
   const results: ProbeResult[] = [];
   for (let r = 0; r < rounds; r++) {
-    for (const [i, side] of sides.entries()) {
-      const out = await runTimed(
-        Deno.execPath(),
-        denoRunArgs(root, "lib/bench/threads.ts", [
-          kind,
-          JSON.stringify(config),
-          String(batch),
-          String(runs),
-        ]),
-        { cwd: root, env: { VIT_QUIET: "1", ...side.env } },
-      );
-      const last = out.stdout.trim().split("\n").pop() ?? "";
-      if (out.code !== 0 || !last.startsWith("{")) {
-        return { error: `${side.label}: ${out.stderr.trim().split("\n").slice(-3).join(" ")}` };
+    const procs: ProbeProcess[] = [];
+    let side = sides[0];
+    try {
+      for (const [i, s] of sides.entries()) {
+        side = s;
+        const p = new ProbeProcess(root, [kind, JSON.stringify(config), String(batch), "serve"], s.env);
+        procs.push(p);
+        const info = await p.next<Omit<ProbeResult, "medianMs" | "runs">>();
+        results[i] = { ...info, medianMs: NaN, runs: [] };
       }
-      const res = JSON.parse(last) as ProbeResult;
-      results[i] = res;
-      all[i].push(...res.runs);
+      for (let k = 0; k < runs; k++) {
+        for (let j = 0; j < sides.length; j++) {
+          const i = (j + k) % sides.length;
+          side = sides[i];
+          const ms = await procs[i].run();
+          all[i].push(ms);
+          results[i].runs.push(ms);
+        }
+      }
+    } catch (e) {
+      return { error: `${side.label}: ${e instanceof Error ? e.message : String(e)}` };
+    } finally {
+      for (const p of procs) await p.close();
     }
   }
+  for (const [i, res] of results.entries()) res.medianMs = median(all[i]);
   return { spreads: all.map((r) => spreadOf(r, rounds)), results };
 }
 
@@ -191,7 +296,8 @@ export async function threadFigures(
   o: { runs: number; rounds?: number; microBatch?: number },
 ): Promise<ThreadFigures> {
   const n = Math.min(8, navigator.hardwareConcurrency);
-  // Three rounds: one process in which the other side's noise never lets up still leaves two per side.
+  // Three rounds of fresh processes: one process that runs slow throughout (its memory placement, a noisy
+  // neighbour) still leaves two per side.
   const rounds = o.rounds ?? 3;
   const one: Side = { label: "1 thread", env: { VIT_WASM_THREADS: "1", VIT_TRAIN_WORKERS: "1" } };
   const many: Side = {
@@ -206,7 +312,7 @@ export async function threadFigures(
     ["ViT-B/16 b1 forward", "forward", base, 1, Math.max(o.runs, 5)],
   ];
   for (const [label, kind, config, batch, runs] of probes) {
-    const r = await compare(root, kind, config, batch, runs, rounds, [one, many]);
+    const r = await compareSides(root, kind, config, batch, runs, rounds, [one, many]);
     if ("error" in r) {
       out.notes.push(`wasm threads, ${label}: failed (${r.error})`);
       continue;
@@ -219,9 +325,7 @@ export async function threadFigures(
       `wasm threads, ${label}${kind === "train" ? ` (batch ${batch})` : ""}: 1 thread ${
         describeSpread(s1)
       }; ` +
-        `${nSide.threads} threads${workers} ${
-          describeSpread(sn)
-        }; ratio of the minima, alternating processes ` +
+        `${nSide.threads} threads${workers} ${describeSpread(sn)}; ratio of the minima, runs interleaved ` +
         `(median ratio ${(s1.medianMs / sn.medianMs).toFixed(2)}×)`,
     );
   }
@@ -231,7 +335,7 @@ export async function threadFigures(
     env: { VIT_WASM_THREADS: "1", VIT_KERNELS: "stock", VIT_TRAIN_WORKERS: "1" },
   };
   const project: Side = { ...many, label: `project kernels, ${n} threads + workers` };
-  const r = await compare(root, "train", shipped.config, shipped.batch, Math.max(3, o.runs), rounds, [
+  const r = await compareSides(root, "train", shipped.config, shipped.batch, Math.max(3, o.runs), rounds, [
     stock,
     { ...one, label: "project kernels, 1 thread" },
     project,
@@ -253,7 +357,7 @@ export async function threadFigures(
     const [ss, s1, sp] = r.spreads;
     out.notes.push(
       `shipped architecture (weights/train_config.yml) training steps at batch ${shipped.batch} ` +
-        `(loss + grads + clip + AdamW, synthetic images; ratios of the fastest steps, alternating processes): ` +
+        `(loss + grads + clip + AdamW, synthetic images; ratios of the fastest steps, runs interleaved): ` +
         `${p.threads} threads, ${p.workers ?? 1} data-parallel workers and the project's kernels ` +
         `${describeSpread(sp)}; the project's kernels on 1 thread ${describeSpread(s1)}; VIT_KERNELS=stock ` +
         `VIT_WASM_THREADS=1 VIT_TRAIN_WORKERS=1 ${describeSpread(ss)}`,
@@ -264,6 +368,11 @@ export async function threadFigures(
 
 if (import.meta.main) {
   const [kind, configJson, batch, runs] = Deno.args;
-  console.log(JSON.stringify(await probe(kind, JSON.parse(configJson), Number(batch), Number(runs ?? "3"))));
+  if (runs === "serve") await serve(kind, JSON.parse(configJson), Number(batch));
+  else {
+    console.log(
+      JSON.stringify(await probe(kind, JSON.parse(configJson), Number(batch), Number(runs ?? "3"))),
+    );
+  }
   Deno.exit(0);
 }
