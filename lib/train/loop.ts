@@ -14,7 +14,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
-import type { TrainAugment } from "../data/augment.ts";
+import type { EpochAugment, TrainAugment } from "../data/augment.ts";
 import { mixupBatch, type MixupOptions } from "../data/mixup.ts";
 import { accumulateGrads, type ViTModel } from "../vit/model.ts";
 import type { ImageSet } from "../data/image_set.ts";
@@ -117,6 +117,37 @@ export function updatesPerEpoch(samples: number, batchSize: number, gradAccumSte
 }
 
 /**
+ * One epoch's batches of augmented images, the next one prepared ahead: decoding and augmenting a batch
+ * (JPEG decoding on libvips' threads, crops, flips and normalisation here) then overlaps the step before it,
+ * whose forward and backward run in the data-parallel workers while this isolate waits. Each image depends
+ * only on (seed, epoch, sample id), so preparing it earlier changes no result.
+ */
+class BatchPrefetch {
+  #next: { at: number; images: Promise<Float32Array> } | undefined;
+
+  constructor(readonly data: ImageSet, readonly augment: EpochAugment | undefined) {}
+
+  /** The images of the batch at position `at` of the epoch's order (`ids`). */
+  take(at: number, ids: number[]): Promise<Float32Array> {
+    const next = this.#next;
+    this.#next = undefined;
+    return next?.at === at ? next.images : this.data.images(ids, this.augment);
+  }
+
+  /**
+   * Starts preparing the batch at `at` once the step just begun has handed its chunks to the workers (a
+   * macrotask later: its messages are posted from microtasks), so that this work never delays them.
+   */
+  prepare(at: number, ids: number[]): void {
+    const images = new Promise<void>((resolve) => setTimeout(resolve, 0))
+      .then(() => this.data.images(ids, this.augment));
+    // A batch never taken (the loop stopped or failed) must not surface as an unhandled rejection.
+    images.catch(() => {});
+    this.#next = { at, images };
+  }
+}
+
+/**
  * Trains until `totalUpdates`, a hook asks to stop (`stopped: true`) or the signal aborts. Returns the
  * last update's loss (NaN when none ran).
  */
@@ -138,6 +169,8 @@ export async function trainLoop(o: LoopOptions): Promise<{ stopped: boolean; los
   while (pos.update < o.totalUpdates) {
     const order = permutation(pool.length, mixSeed(o.seed, pos.epoch, 0x0de7));
     const augment = o.augment ? { augment: o.augment, seed: o.seed, epoch: pos.epoch } : undefined;
+    const idsAt = (at: number) => Array.from({ length: o.batchSize }, (_, i) => pool[order[at + i]]);
+    const batches = new BatchPrefetch(o.data, augment);
     while (pos.updateInEpoch < perEpoch && pos.update < o.totalUpdates) {
       o.signal?.throwIfAborted();
       const lr = learningRate(o.schedule, pos.update);
@@ -146,8 +179,12 @@ export async function trainLoop(o: LoopOptions): Promise<{ stopped: boolean; los
       try {
         for (let k = 0; k < accum; k++) {
           const at = pos.updateInEpoch * eff + k * o.batchSize;
-          const ids = Array.from({ length: o.batchSize }, (_, i) => pool[order[at + i]]);
-          const x = await o.data.images(ids, augment);
+          const ids = idsAt(at);
+          const x = await batches.take(at, ids);
+          // The next batch of this epoch's updates is prepared while this one's step runs.
+          if (at + 2 * o.batchSize <= perEpoch * eff) {
+            batches.prepare(at + o.batchSize, idsAt(at + o.batchSize));
+          }
           const y = Int32Array.from(ids, (i) => o.data.labels[i]);
           const batchInEpoch = pos.updateInEpoch * accum + k;
           const targets = o.mixup
