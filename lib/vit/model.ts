@@ -157,6 +157,11 @@ export function accumulateGrads(into: Map<string, tf.Tensor>, more: Map<string, 
   }
 }
 
+/** `into[i] += more[i]`, rounded to float32 (one float32 addition per element). */
+function addInto(into: Float32Array, more: Float32Array): void {
+  for (let i = 0; i < into.length; i++) into[i] = Math.fround(into[i] + more[i]);
+}
+
 /** A timm ViT on the current tfjs backend. Create it with {@linkcode createViT}. */
 export class ViTModel {
   readonly config: ResolvedViTConfig;
@@ -517,26 +522,22 @@ export class ViTModel {
     return this.#pool;
   }
 
-  /** Chunks' losses and gradients (host arrays from the pool) summed in chunk order on the device. */
+  /**
+   * Chunks' losses and gradients (host arrays from the pool, on wasm) summed in chunk order, as device
+   * tensors. The sum is taken on the host, one float32 addition per element as tfjs-wasm's `Add` of
+   * {@linkcode accumulateGrads} (the same bits), and uploaded once per parameter: one kernel-free pass on this
+   * isolate, whose work is the serial part of a data-parallel step.
+   */
   #sumChunks(parts: Array<{ loss: number; grads: Map<string, Float32Array> }>): DeviceGrads {
-    let grads: Map<string, tf.Tensor> | undefined;
     let loss = 0;
-    try {
-      for (const part of parts) {
-        loss += part.loss;
-        const named = new Map(
-          [...part.grads].map((
-            [name, data],
-          ) => [name, tf.tensor(data, this.#vars.get(name)!.shape, "float32")]),
-        );
-        if (!grads) grads = named;
-        else accumulateGrads(grads, named);
-      }
-    } catch (e) {
-      for (const g of grads?.values() ?? []) g.dispose();
-      throw e;
+    for (const part of parts) loss += part.loss;
+    const grads = new Map<string, tf.Tensor>();
+    for (const name of parts[0].grads.keys()) {
+      const sum = parts[0].grads.get(name)!;
+      for (const part of parts.slice(1)) addInto(sum, part.grads.get(name)!);
+      grads.set(name, tf.tensor(sum, this.#vars.get(name)!.shape, "float32"));
     }
-    return { loss, grads: grads! };
+    return { loss, grads };
   }
 
   /**
