@@ -553,3 +553,73 @@ Deno.test("init follows timm: unit norms, zero biases, small truncated-normal we
     s,
   );
 });
+
+Deno.test("trainLoop: each batch is prepared once, at most one ahead, and its timing never changes the result", async () => {
+  const vit = { img_size: 8, patch_size: 4, embed_dim: 16, depth: 1, num_heads: 2, num_classes: 4 };
+  const base = syntheticImageSet(24, 8, 4, 3);
+  /** Trains 2 epochs × 3 updates × 2 accumulated batches; `delay(call)` ms before each batch is returned. */
+  const run = async (delay: (call: number) => number) => {
+    const calls: number[][] = [];
+    const data = {
+      ...base,
+      images: async (ids: ArrayLike<number>, augment?: Parameters<typeof base.images>[1]) => {
+        const call = calls.push(Array.from(ids));
+        await new Promise((r) => setTimeout(r, delay(call)));
+        return await base.images(ids, augment);
+      },
+    };
+    const model = await createViT(vit, initStateDict(vit, 4));
+    const optimizer = new Optimizer(model.variables, new Map(model.specs.map((s) => [s.name, s.shape])), {
+      opt: "adamw",
+      momentum: 0.9,
+      weightDecay: 0.05,
+    });
+    const callsAtStep: number[] = [];
+    await trainLoop({
+      model,
+      optimizer,
+      data,
+      batchSize: 4,
+      gradAccumSteps: 2,
+      seed: 11,
+      augment: { hflip: 0.5, crop_padding: 1 },
+      clipGrad: 1,
+      schedule: {
+        sched: "constant",
+        lr: 0.01,
+        totalUpdates: 6,
+        warmupUpdates: 0,
+        warmupLr: 0,
+        minLr: 0,
+        decayUpdates: 1,
+        decayRate: 1,
+      },
+      totalUpdates: 6,
+      position: { epoch: 0, updateInEpoch: 0, update: 0 },
+      onStep: () => {
+        callsAtStep.push(calls.length);
+      },
+    });
+    const weights = await model.stateDict();
+    optimizer.dispose();
+    model.dispose();
+    return { calls, callsAtStep, weights };
+  };
+  const quick = await run(() => 0);
+  // Slow batches, unevenly: the prefetched one is often still being prepared when the step ends.
+  const slow = await run((call) => (call % 3) * 15);
+  for (const r of [quick, slow]) {
+    // 6 batches an epoch, each asked for once; an epoch's batches cover its 24 samples once each.
+    assert.equal(r.calls.length, 12);
+    for (const epoch of [0, 1]) {
+      const ids = r.calls.slice(6 * epoch, 6 * epoch + 6).flat().sort((a, b) => a - b);
+      assert.deepEqual(ids, Array.from({ length: 24 }, (_, i) => i));
+    }
+    // By each update's end at most the epoch's next batch has been asked for (the prefetch runs no further).
+    assert.ok(r.callsAtStep.every((c, u) => c <= [3, 5, 6, 9, 11, 12][u]), `${r.callsAtStep}`);
+  }
+  assert.deepEqual(slow.calls, quick.calls);
+  for (const [name, t] of quick.weights) {
+    assert.deepEqual(slow.weights.get(name)!.data, t.data, `${name} differs with slower batches`);
+  }
+});
