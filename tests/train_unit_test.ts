@@ -558,7 +558,7 @@ Deno.test("trainLoop: each batch is prepared once, at most one ahead, and its ti
   const vit = { img_size: 8, patch_size: 4, embed_dim: 16, depth: 1, num_heads: 2, num_classes: 4 };
   const base = syntheticImageSet(24, 8, 4, 3);
   /** Trains 2 epochs × 3 updates × 2 accumulated batches; `delay(call)` ms before each batch is returned. */
-  const run = async (delay: (call: number) => number) => {
+  const run = async (delay: (call: number) => number, totalUpdates = 6) => {
     const calls: number[][] = [];
     const data = {
       ...base,
@@ -587,14 +587,14 @@ Deno.test("trainLoop: each batch is prepared once, at most one ahead, and its ti
       schedule: {
         sched: "constant",
         lr: 0.01,
-        totalUpdates: 6,
+        totalUpdates,
         warmupUpdates: 0,
         warmupLr: 0,
         minLr: 0,
         decayUpdates: 1,
         decayRate: 1,
       },
-      totalUpdates: 6,
+      totalUpdates,
       position: { epoch: 0, updateInEpoch: 0, update: 0 },
       onStep: () => {
         callsAtStep.push(calls.length);
@@ -622,4 +622,8 @@ Deno.test("trainLoop: each batch is prepared once, at most one ahead, and its ti
   for (const [name, t] of quick.weights) {
     assert.deepEqual(slow.weights.get(name)!.data, t.data, `${name} differs with slower batches`);
   }
+  // Stopping within an epoch (update 4 = the second epoch's first): its 2 batches, none prepared past them.
+  const short = await run((call) => (call % 3) * 15, 4);
+  await new Promise((r) => setTimeout(r, 50)); // a prefetch starts a macrotask later: let one show
+  assert.deepEqual(short.calls, quick.calls.slice(0, 8));
 });

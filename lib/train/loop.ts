@@ -181,8 +181,10 @@ export async function trainLoop(o: LoopOptions): Promise<{ stopped: boolean; los
           const at = pos.updateInEpoch * eff + k * o.batchSize;
           const ids = idsAt(at);
           const x = await batches.take(at, ids);
-          // The next batch of this epoch's updates is prepared while this one's step runs.
-          if (at + 2 * o.batchSize <= perEpoch * eff) {
+          // The next batch of this epoch's updates is prepared while this one's step runs (none past the
+          // last update: nothing would take it, and its decoding would outlive the loop).
+          const nextNeeded = k + 1 < accum || pos.update + 1 < o.totalUpdates;
+          if (nextNeeded && at + 2 * o.batchSize <= perEpoch * eff) {
             batches.prepare(at + o.batchSize, idsAt(at + o.batchSize));
           }
           const y = Int32Array.from(ids, (i) => o.data.labels[i]);
