@@ -14,6 +14,7 @@ import { webgpuMatMulInstalled } from "../backend/webgpu_matmul.ts";
 import { loadAverage, machineInfo, peakRssBytes, resetPeakRss } from "./machine.ts";
 import { onnxSessionNote } from "./onnx_engine.ts";
 import type { BenchReport, Figure } from "./report.ts";
+import { kernelTimes } from "./train_profile.ts";
 import { measure, type Timing } from "./stats.ts";
 import { archConfig, MICRO_ARCH } from "../vit/archs.ts";
 import type { ViTConfig } from "../vit/config.ts";
@@ -362,28 +363,10 @@ export class Bench {
         return y;
       });
       // The profiled closure returns the logits: dispose them (profile keeps no reference).
-      const byKernel = new Map<string, { ms: number; calls: number }>();
-      // Ops with custom gradients appear as wrapper entries ("fusedMatMul__op", "unnamed scope") whose time
-      // includes their inner kernels: count registered kernels only.
-      const backendName = tf.getBackend();
-      for (const k of info.kernels) {
-        if (!tf.getKernel(k.name, backendName)) continue;
-        const ms = typeof k.kernelTimeMs === "number" ? k.kernelTimeMs : 0;
-        const e = byKernel.get(k.name) ?? { ms: 0, calls: 0 };
-        e.ms += ms;
-        e.calls++;
-        byKernel.set(k.name, e);
-      }
-      const total = [...byKernel.values()].reduce((s, e) => s + e.ms, 0);
-      if (total > 0) {
-        this.kernels[key] = [...byKernel].map(([kernel, e]) => ({
-          kernel,
-          ms: e.ms,
-          calls: e.calls,
-          share: e.ms / total,
-        }))
-          .sort((a, b) => b.ms - a.ms);
-      }
+      tf.dispose(info.result as tf.Tensor);
+      const times = kernelTimes(info);
+      const total = times.reduce((s, k) => s + k.ms, 0);
+      if (total > 0) this.kernels[key] = times.map((k) => ({ ...k, share: k.ms / total }));
       this.add({
         ...base,
         metric: "peak_tensor_bytes",
