@@ -19,13 +19,13 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { NamedKernels } from "./named_kernels.ts";
 import "@tensorflow/tfjs-backend-wasm";
 import type { WasmHeapBackend } from "./wasm_slice.ts";
 import { GELU_KERNEL } from "./webgpu_gelu.ts";
 
 type Info = tf.TensorInfo;
 const BACKEND = "wasm";
-let installed = false;
 
 /** The tables' grid: cells of 1/STEPS on [−LIMIT, LIMIT]; beyond it Φ is 0 or 1 in float32 (and xφ(x) nil). */
 const STEPS = 128, LIMIT = 8, CELLS = 2 * LIMIT * STEPS;
@@ -149,25 +149,20 @@ export function wasmGelu(x: tf.Tensor, slope: boolean): { value: tf.Tensor; slop
   return { value, slope: s };
 }
 
+const kernels = new NamedKernels(BACKEND, [[GELU_KERNEL, gelu], [GELU_WITH_SLOPE_KERNEL, geluWithSlope]]);
+
 /** Registers the GELU kernels on wasm (idempotent). */
 export function installWasmGelu(): boolean {
-  if (installed) return true;
-  for (const [kernelName, fn] of [[GELU_KERNEL, gelu], [GELU_WITH_SLOPE_KERNEL, geluWithSlope]] as const) {
-    tf.registerKernel({ kernelName, backendName: BACKEND, kernelFunc: fn as unknown as tf.KernelFunc });
-  }
-  installed = true;
+  kernels.install();
   return true;
 }
 
 /** Removes the kernels: the model composes GELU and its gradient from tfjs ops again. */
 export function uninstallWasmGelu(): void {
-  if (!installed) return;
-  tf.unregisterKernel(GELU_KERNEL, BACKEND);
-  tf.unregisterKernel(GELU_WITH_SLOPE_KERNEL, BACKEND);
-  installed = false;
+  kernels.uninstall();
 }
 
 /** Whether the kernels are registered and wasm is the current backend. */
 export function wasmGeluInstalled(): boolean {
-  return installed && tf.getBackend() === BACKEND;
+  return kernels.active();
 }

@@ -15,6 +15,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { NamedKernels } from "./named_kernels.ts";
 import "@tensorflow/tfjs-backend-wasm";
 import type { WasmHeapBackend } from "./wasm_slice.ts";
 
@@ -22,7 +23,6 @@ type Info = tf.TensorInfo;
 const BACKEND = "wasm";
 /** The names the kernels are registered under. */
 export const SPLIT_HEADS_KERNEL = "VitSplitHeads", MERGE_HEADS_KERNEL = "VitMergeHeadsGrad";
-let installed = false;
 
 interface HeadAttrs {
   batch: number;
@@ -131,32 +131,25 @@ const splitHeadsGrad: tf.GradConfig = {
   },
 };
 
+const kernels = new NamedKernels(BACKEND, [[SPLIT_HEADS_KERNEL, splitHeads], [
+  MERGE_HEADS_KERNEL,
+  mergeHeadsGrad,
+]]);
+
 /** Registers the head-split kernels on wasm (idempotent). */
 export function installWasmHeads(): boolean {
-  if (installed) return true;
-  for (
-    const [kernelName, fn] of [[SPLIT_HEADS_KERNEL, splitHeads], [
-      MERGE_HEADS_KERNEL,
-      mergeHeadsGrad,
-    ]] as const
-  ) {
-    tf.registerKernel({ kernelName, backendName: BACKEND, kernelFunc: fn as unknown as tf.KernelFunc });
-  }
   // Gradients are registered per kernel name, for every backend: this one only ever runs on wasm.
   if (!tf.getGradient(SPLIT_HEADS_KERNEL)) tf.registerGradient(splitHeadsGrad);
-  installed = true;
+  kernels.install();
   return true;
 }
 
 /** Removes the kernels: the model splits heads with tfjs ops again. */
 export function uninstallWasmHeads(): void {
-  if (!installed) return;
-  tf.unregisterKernel(SPLIT_HEADS_KERNEL, BACKEND);
-  tf.unregisterKernel(MERGE_HEADS_KERNEL, BACKEND);
-  installed = false;
+  kernels.uninstall();
 }
 
 /** Whether the kernels are registered and wasm is the current backend. */
 export function wasmHeadsInstalled(): boolean {
-  return installed && tf.getBackend() === BACKEND;
+  return kernels.active();
 }

@@ -18,13 +18,13 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { NamedKernels } from "./named_kernels.ts";
 import "@tensorflow/tfjs-backend-wasm";
 import type { WasmHeapBackend } from "./wasm_slice.ts";
 import { LAYER_NORM_GRAD_KERNEL, LAYER_NORM_KERNEL } from "./webgpu_layer_norm.ts";
 
 type Info = tf.TensorInfo;
 const BACKEND = "wasm";
-let installed = false;
 const fr = Math.fround;
 
 /** Row `r`'s mean and `1/√(var + eps)` of `x` `[rows, n]`, as the composite rounds them. */
@@ -141,30 +141,23 @@ export function wasmLayerNormGrad(
   return tf.engine().runKernel(LAYER_NORM_GRAD_KERNEL, { x, gamma: weight, dy }, { eps }) as tf.Tensor[];
 }
 
+const kernels = new NamedKernels(BACKEND, [[LAYER_NORM_KERNEL, layerNorm], [
+  LAYER_NORM_GRAD_KERNEL,
+  layerNormGrad,
+]]);
+
 /** Registers the LayerNorm kernels on wasm (idempotent). */
 export function installWasmLayerNorm(): boolean {
-  if (installed) return true;
-  for (
-    const [kernelName, fn] of [[LAYER_NORM_KERNEL, layerNorm], [
-      LAYER_NORM_GRAD_KERNEL,
-      layerNormGrad,
-    ]] as const
-  ) {
-    tf.registerKernel({ kernelName, backendName: BACKEND, kernelFunc: fn as unknown as tf.KernelFunc });
-  }
-  installed = true;
+  kernels.install();
   return true;
 }
 
 /** Removes the kernels: the model composes LayerNorm and its gradient from tfjs ops again. */
 export function uninstallWasmLayerNorm(): void {
-  if (!installed) return;
-  tf.unregisterKernel(LAYER_NORM_KERNEL, BACKEND);
-  tf.unregisterKernel(LAYER_NORM_GRAD_KERNEL, BACKEND);
-  installed = false;
+  kernels.uninstall();
 }
 
 /** Whether the kernels are registered and wasm is the current backend. */
 export function wasmLayerNormInstalled(): boolean {
-  return installed && tf.getBackend() === BACKEND;
+  return kernels.active();
 }

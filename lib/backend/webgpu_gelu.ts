@@ -13,6 +13,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { NamedKernels } from "./named_kernels.ts";
 import "@tensorflow/tfjs-backend-webgpu";
 import type { WebGPUBackendLike } from "./webgpu_program.ts";
 
@@ -21,7 +22,6 @@ const BACKEND = "webgpu";
 /** The names the kernels are registered under (tfjs has no GELU kernel). */
 export const GELU_KERNEL = "VitGelu", GELU_GRAD_KERNEL = "VitGeluGrad";
 const WG = 64;
-let installed = false;
 
 const ERF = (t: string) => `
 fn erfAS(v : ${t}) -> ${t} {
@@ -107,29 +107,25 @@ export function webgpuGeluGrad(x: tf.Tensor, dy: tf.Tensor): tf.Tensor | undefin
   return tf.engine().runKernel(GELU_GRAD_KERNEL, { x, dy }) as tf.Tensor;
 }
 
+const kernels = new NamedKernels(BACKEND, [[GELU_KERNEL, gelu], [GELU_GRAD_KERNEL, geluGrad]]);
+
 /**
  * Registers the GELU kernels on webgpu (idempotent) when the adapter is a software one (`fallbackAdapter`) or
  * `force`. Returns whether it is installed.
  */
 export function installWebGPUGelu(fallbackAdapter: boolean, force = false): boolean {
-  if (installed) return true;
+  if (kernels.installed) return true;
   if (!force && !fallbackAdapter) return false;
-  for (const [kernelName, fn] of [[GELU_KERNEL, gelu], [GELU_GRAD_KERNEL, geluGrad]] as const) {
-    tf.registerKernel({ kernelName, backendName: BACKEND, kernelFunc: fn as unknown as tf.KernelFunc });
-  }
-  installed = true;
+  kernels.install();
   return true;
 }
 
 /** Removes the kernels: the model composes GELU and its gradient from tfjs ops again. */
 export function uninstallWebGPUGelu(): void {
-  if (!installed) return;
-  tf.unregisterKernel(GELU_KERNEL, BACKEND);
-  tf.unregisterKernel(GELU_GRAD_KERNEL, BACKEND);
-  installed = false;
+  kernels.uninstall();
 }
 
 /** Whether the kernels are registered and webgpu is the current backend (so {@linkcode webgpuGelu} runs it). */
 export function webgpuGeluInstalled(): boolean {
-  return installed && tf.getBackend() === BACKEND;
+  return kernels.active();
 }

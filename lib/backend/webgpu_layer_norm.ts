@@ -17,6 +17,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { NamedKernels } from "./named_kernels.ts";
 import "@tensorflow/tfjs-backend-webgpu";
 import type { WebGPUBackendLike } from "./webgpu_program.ts";
 
@@ -25,7 +26,6 @@ const BACKEND = "webgpu";
 /** The names the kernels are registered under (tfjs has none for LayerNorm). */
 export const LAYER_NORM_KERNEL = "VitLayerNorm", LAYER_NORM_GRAD_KERNEL = "VitLayerNormGrad";
 const WG = 64;
-let installed = false;
 
 /** WGSL for a row's mean and `rsqrt(var + eps)` of `x` from `base`, `m` loads of `c` components. */
 function rowStats(t: string, c: number): string {
@@ -268,34 +268,28 @@ export function webgpuLayerNormGrad(
   ];
 }
 
+const kernels = new NamedKernels(BACKEND, [[LAYER_NORM_KERNEL, layerNorm], [
+  LAYER_NORM_GRAD_KERNEL,
+  layerNormGrad,
+]]);
+
 /**
  * Registers the LayerNorm kernels on webgpu (idempotent) when the adapter is a software one
  * (`fallbackAdapter`) or `force`. Returns whether it is installed.
  */
 export function installWebGPULayerNorm(fallbackAdapter: boolean, force = false): boolean {
-  if (installed) return true;
+  if (kernels.installed) return true;
   if (!force && !fallbackAdapter) return false;
-  for (
-    const [kernelName, fn] of [[LAYER_NORM_KERNEL, layerNorm], [
-      LAYER_NORM_GRAD_KERNEL,
-      layerNormGrad,
-    ]] as const
-  ) {
-    tf.registerKernel({ kernelName, backendName: BACKEND, kernelFunc: fn as unknown as tf.KernelFunc });
-  }
-  installed = true;
+  kernels.install();
   return true;
 }
 
 /** Removes the kernels: the model composes LayerNorm and its gradient from tfjs ops again. */
 export function uninstallWebGPULayerNorm(): void {
-  if (!installed) return;
-  tf.unregisterKernel(LAYER_NORM_KERNEL, BACKEND);
-  tf.unregisterKernel(LAYER_NORM_GRAD_KERNEL, BACKEND);
-  installed = false;
+  kernels.uninstall();
 }
 
 /** Whether the kernels are registered and webgpu is the current backend (so {@linkcode webgpuLayerNorm} runs it). */
 export function webgpuLayerNormInstalled(): boolean {
-  return installed && tf.getBackend() === BACKEND;
+  return kernels.active();
 }

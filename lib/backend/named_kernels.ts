@@ -1,0 +1,42 @@
+/**
+ * Kernels that the project registers under its own names (ops tfjs has no kernel for: LayerNorm, GELU, the
+ * attention head split), for one backend, installed and removed together. Kernels that take the place of one
+ * of tfjs's keep tfjs's to put back, so they are not handled here.
+ *
+ * @module
+ */
+import * as tf from "@tensorflow/tfjs";
+
+/** A set of kernels under the project's own names for one backend. */
+export class NamedKernels {
+  #installed = false;
+
+  /** `kernels`: [name, kernel function] pairs, registered for `backendName`. */
+  constructor(readonly backendName: string, readonly kernels: ReadonlyArray<readonly [string, unknown]>) {}
+
+  /** Whether the kernels are registered (on any current backend). */
+  get installed(): boolean {
+    return this.#installed;
+  }
+
+  /** Registers the kernels (idempotent). */
+  install(): void {
+    if (this.#installed) return;
+    for (const [kernelName, fn] of this.kernels) {
+      tf.registerKernel({ kernelName, backendName: this.backendName, kernelFunc: fn as tf.KernelFunc });
+    }
+    this.#installed = true;
+  }
+
+  /** Removes the kernels: their callers compose the ops from tfjs's again. */
+  uninstall(): void {
+    if (!this.#installed) return;
+    for (const [kernelName] of this.kernels) tf.unregisterKernel(kernelName, this.backendName);
+    this.#installed = false;
+  }
+
+  /** Whether the kernels are registered and their backend is the current one (so they run). */
+  active(): boolean {
+    return this.#installed && tf.getBackend() === this.backendName;
+  }
+}
