@@ -14,7 +14,7 @@ import { archConfig, MICRO_ARCH } from "../lib/vit/archs.ts";
 import { resolveConfig } from "../lib/vit/config.ts";
 import { createViT, onnxWeightsFromEnv } from "../lib/vit/model.ts";
 import { vitOnnxModel } from "../lib/vit/onnx_graph.ts";
-import { quantizeLinear } from "../lib/vit/int8.ts";
+import { decodeInt8Entry, encodeInt8Entry, quantizeLinear } from "../lib/vit/int8.ts";
 import { initStateDict } from "../lib/train/init.ts";
 import { convertCheckpoint } from "../lib/weights/convert.ts";
 import { formulaStateDict } from "../lib/weights/formula.ts";
@@ -235,14 +235,24 @@ Deno.test({
 });
 
 Deno.test("int8 weights: per-output-channel symmetric quantisation, transposed to [in, out]", () => {
-  const w = new Float32Array([0.5, -1, 0.25, 2, 0, -0.5]); // [out 2, in 3]
+  const w = new Float32Array([0.4, -1, 0.25, 2, 0, -0.5]); // [out 2, in 3], no value at a half step
   const { q, scale } = quantizeLinear(w, 2, 3);
-  assert.deepEqual([...scale], [1 / 127, 2 / 127].map((x) => Math.fround(x)));
+  assert.deepEqual([...scale], [1 / 63, 2 / 63].map((x) => Math.fround(x)));
   // q[i * out + o] ≈ w[o, i] / scale[o], and every value is within half a step of its float.
   for (let o = 0; o < 2; o++) {
     for (let i = 0; i < 3; i++) assert.ok(Math.abs(q[i * 2 + o] * scale[o] - w[o * 3 + i]) <= scale[o] / 2);
   }
-  assert.equal(q[1 * 2 + 0], -127);
+  assert.equal(q[1 * 2 + 0], -63);
+});
+
+Deno.test("int8 weights: an entry written at full 8-bit range is read back in the 7-bit range", () => {
+  const q = new Int8Array([127, -127, 64, -3]), scale = new Float32Array([0.5, 1]); // [in 2, out 2]
+  const back = decodeInt8Entry(encodeInt8Entry({ q, scale }), [2, 2]);
+  assert.deepEqual([...back.q], [63, -63, 32, -1]);
+  assert.deepEqual([...back.scale], [1, 2]);
+  // A 7-bit entry is read as written.
+  const seven = quantizeLinear(new Float32Array([0.5, -1, 0.25, 2]), 2, 2);
+  assert.deepEqual(decodeInt8Entry(encodeInt8Entry(seven), [2, 2]), seven);
 });
 
 Deno.test({

@@ -3,9 +3,11 @@
  * engine's int8 graph (`onnx_graph.ts`, `weights: "int8"`) takes them, `deno task convert --dtype int8`
  * stores them (lib/weights/shards.ts), and engines that compute in float32 get them back dequantised.
  *
- * The scheme is ONNX Runtime's dynamic quantisation of weights: symmetric, one scale per output channel
- * (`scale = max|w| / 127`, `q = round(w / scale)`, value = q · scale), stored `[in, out]`, transposed from
- * timm's `[out, in]`, which is the layout `MatMulInteger` takes.
+ * The scheme is ONNX Runtime's dynamic quantisation of weights with its `reduce_range`: symmetric, one scale
+ * per output channel (`scale = max|w| / 63`, `q = round(w / scale)`, value = q · scale), stored `[in, out]`,
+ * transposed from timm's `[out, in]`, which is the layout `MatMulInteger` takes. 7 bits, not 8: on x86 CPUs
+ * without VNNI (AVX2 only) ONNX Runtime multiplies uint8 activations by int8 weights with `vpmaddubsw`, whose
+ * 16-bit pair sums saturate at full range (255 · 127 · 2 > 32767); ViT-Ti/16's logits were 14% off there.
  *
  * @module
  */
@@ -27,13 +29,16 @@ export function int8WeightNames(depth: number): Set<string> {
   return names;
 }
 
+/** The largest |q| stored: 7-bit weights (see the module doc). */
+export const INT8_Q_MAX = 63;
+
 /** int8 weights `[in, out]` (transposed from timm's `[out, in]`) and one scale per output channel. */
 export function quantizeLinear(w: Float32Array, out: number, inDim: number): Int8Linear {
   const q = new Int8Array(out * inDim), scale = new Float32Array(out);
   for (let o = 0; o < out; o++) {
     let max = 0;
     for (let i = 0; i < inDim; i++) max = Math.max(max, Math.abs(w[o * inDim + i]));
-    const s = max > 0 ? max / 127 : 1;
+    const s = max > 0 ? max / INT8_Q_MAX : 1;
     scale[o] = s;
     for (let i = 0; i < inDim; i++) q[i * out + o] = Math.round(w[o * inDim + i] / s);
   }
@@ -79,10 +84,20 @@ export function encodeInt8Entry({ q, scale }: Int8Linear): Uint8Array {
   return raw;
 }
 
-/** An int8 entry of `shape` read (copied) from the start of `bytes`, as {@linkcode encodeInt8Entry} wrote it. */
+/**
+ * An int8 entry of `shape` read (copied) from the start of `bytes`, as {@linkcode encodeInt8Entry} wrote it.
+ * Shards written before the 7-bit scheme (|q| up to 127) are brought into its range (q/2, scale·2), so they
+ * cannot saturate ONNX Runtime's AVX2 kernel either.
+ */
 export function decodeInt8Entry(bytes: Uint8Array, shape: readonly number[]): Int8Linear {
   const count = shape.reduce((a, b) => a * b, 1);
   const q = new Int8Array(bytes.slice(0, count).buffer);
   const scale = new Float32Array(bytes.slice(count, int8EntryBytes(shape)).buffer);
+  if (q.some((v) => v > INT8_Q_MAX || v < -INT8_Q_MAX)) {
+    for (let i = 0; i < q.length; i++) {
+      q[i] = Math.max(-INT8_Q_MAX, Math.min(INT8_Q_MAX, Math.round(q[i] / 2)));
+    }
+    for (let o = 0; o < scale.length; o++) scale[o] *= 2;
+  }
   return { q, scale };
 }
