@@ -1,7 +1,7 @@
 /**
  * Kernels that the project registers under its own names (ops tfjs has no kernel for: LayerNorm, GELU, the
  * attention head split), for one backend, installed and removed together. Kernels that take the place of one
- * of tfjs's keep tfjs's to put back, so they are not handled here.
+ * of tfjs's keep tfjs's to put back: `ReplacedKernels` (replaced_kernels.ts).
  *
  * @module
  */

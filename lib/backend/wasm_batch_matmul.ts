@@ -18,6 +18,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-wasm";
+import { ReplacedKernels } from "./replaced_kernels.ts";
 
 type Info = tf.TensorInfo;
 /** The parts of tfjs-wasm's backend this kernel uses (public methods of its `BackendWasm`). */
@@ -36,7 +37,6 @@ const BACKEND = "wasm";
  * (docs/benchmarks.md).
  */
 const MIN_MACS_PER_ITEM = 1 << 17;
-let stock: tf.KernelConfig | undefined;
 
 function size(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
@@ -70,7 +70,7 @@ function item(backend: Backend, x3: Info, i: number): Info {
 function perItemBatchMatMul(
   args: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap },
 ): Info {
-  const original = stock!.kernelFunc as (a: typeof args) => Info;
+  const original = kernels.stock(tf.BatchMatMul) as unknown as (a: typeof args) => Info;
   const { a, b } = args.inputs as { a: Info; b: Info };
   const { transposeA, transposeB } = (args.attrs ?? {}) as { transposeA?: boolean; transposeB?: boolean };
   const backend = args.backend as Backend;
@@ -133,29 +133,22 @@ function perItemBatchMatMul(
   return out;
 }
 
+const kernels = new ReplacedKernels(BACKEND, [[tf.BatchMatMul, perItemBatchMatMul]]);
+
 /**
  * Registers the per-item `BatchMatMul` for tfjs-wasm in place of tfjs's (idempotent). Returns false when
  * tfjs-wasm has no BatchMatMul kernel to replace.
  */
 export function installWasmBatchMatMul(): boolean {
-  if (stock) return true;
-  const current = tf.getKernel(tf.BatchMatMul, BACKEND);
-  if (!current) return false;
-  stock = current;
-  tf.unregisterKernel(tf.BatchMatMul, BACKEND);
-  tf.registerKernel({ ...current, kernelFunc: perItemBatchMatMul as tf.KernelFunc });
-  return true;
+  return kernels.install();
 }
 
 /** Puts tfjs's own `BatchMatMul` back (for before/after measurements and tests). */
 export function uninstallWasmBatchMatMul(): void {
-  if (!stock) return;
-  tf.unregisterKernel(tf.BatchMatMul, BACKEND);
-  tf.registerKernel(stock);
-  stock = undefined;
+  kernels.uninstall();
 }
 
 /** Whether the per-item kernel is the one registered now. */
 export function wasmBatchMatMulInstalled(): boolean {
-  return stock !== undefined;
+  return kernels.installed;
 }

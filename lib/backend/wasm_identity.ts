@@ -14,11 +14,11 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { ReplacedKernels } from "./replaced_kernels.ts";
 import "@tensorflow/tfjs-backend-wasm";
 
 type Info = tf.TensorInfo;
 const BACKEND = "wasm";
-const stock = new Map<string, tf.KernelConfig>();
 
 type Args = { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap };
 
@@ -29,44 +29,33 @@ function share(x: Info, backend: tf.KernelBackend): Info {
 
 function identity(args: Args): Info {
   const x = args.inputs.x as Info;
-  if (x.dtype === "string") return stock.get(tf.Identity)!.kernelFunc(args) as Info;
+  if (x.dtype === "string") return kernels.stock(tf.Identity)(args) as Info;
   return share(x, args.backend);
 }
 
 function cast(args: Args): Info {
   const x = args.inputs.x as Info;
   const { dtype } = args.attrs as unknown as { dtype: tf.DataType };
-  if (x.dtype === "string" || dtype !== x.dtype) return stock.get(tf.Cast)!.kernelFunc(args) as Info;
+  if (x.dtype === "string" || dtype !== x.dtype) return kernels.stock(tf.Cast)(args) as Info;
   return share(x, args.backend);
 }
+
+const kernels = new ReplacedKernels(BACKEND, [[tf.Identity, identity], [tf.Cast, cast]]);
 
 /**
  * Registers the sharing `Identity` and `Cast` for tfjs-wasm in place of tfjs's (idempotent). Returns false
  * when tfjs-wasm has no such kernels to replace.
  */
 export function installWasmIdentity(): boolean {
-  if (stock.size > 0) return true;
-  const kernels: Array<[string, unknown]> = [[tf.Identity, identity], [tf.Cast, cast]];
-  if (kernels.some(([name]) => !tf.getKernel(name, BACKEND))) return false;
-  for (const [name, kernelFunc] of kernels) {
-    const current = tf.getKernel(name, BACKEND)!;
-    stock.set(name, current);
-    tf.unregisterKernel(name, BACKEND);
-    tf.registerKernel({ ...current, kernelFunc: kernelFunc as tf.KernelFunc });
-  }
-  return true;
+  return kernels.install();
 }
 
 /** Puts tfjs's own `Identity` and `Cast` back (for before/after measurements and tests). */
 export function uninstallWasmIdentity(): void {
-  for (const [name, config] of stock) {
-    tf.unregisterKernel(name, BACKEND);
-    tf.registerKernel(config);
-  }
-  stock.clear();
+  kernels.uninstall();
 }
 
 /** Whether the sharing kernels are the ones registered now. */
 export function wasmIdentityInstalled(): boolean {
-  return stock.size > 0;
+  return kernels.installed;
 }

@@ -16,6 +16,7 @@
  * @module
  */
 import * as tf from "@tensorflow/tfjs";
+import { ReplacedKernels } from "./replaced_kernels.ts";
 import "@tensorflow/tfjs-backend-wasm";
 
 type Info = tf.TensorInfo;
@@ -27,7 +28,6 @@ export interface WasmHeapBackend {
 }
 
 const BACKEND = "wasm";
-const stock = new Map<string, tf.KernelConfig>();
 
 function strides(shape: readonly number[]): number[] {
   const out = new Array<number>(shape.length).fill(1);
@@ -84,7 +84,7 @@ function slice(
   args: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap },
 ): Info {
   const { x } = args.inputs as { x: Info };
-  if (x.dtype === "string") return stock.get(tf.Slice)!.kernelFunc(args) as Info;
+  if (x.dtype === "string") return kernels.stock(tf.Slice)(args) as Info;
   const { begin, size } = args.attrs as unknown as { begin: number | number[]; size?: number | number[] };
   const [b, s] = resolve(x, begin, size);
   for (let i = 0; i < b.length; i++) {
@@ -99,7 +99,7 @@ function splitV(
   args: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap },
 ): Info[] {
   const { x } = args.inputs as { x: Info };
-  if (x.dtype === "string") return stock.get(tf.SplitV)!.kernelFunc(args) as Info[];
+  if (x.dtype === "string") return kernels.stock(tf.SplitV)(args) as Info[];
   const { numOrSizeSplits, axis } = args.attrs as unknown as {
     numOrSizeSplits: number | number[];
     axis: number;
@@ -131,37 +131,22 @@ function splitV(
   });
 }
 
-function replace(name: string, kernelFunc: unknown): boolean {
-  const current = tf.getKernel(name, BACKEND);
-  if (!current) return false;
-  stock.set(name, current);
-  tf.unregisterKernel(name, BACKEND);
-  tf.registerKernel({ ...current, kernelFunc: kernelFunc as tf.KernelFunc });
-  return true;
-}
+const kernels = new ReplacedKernels(BACKEND, [[tf.Slice, slice], [tf.SplitV, splitV]]);
 
 /**
  * Registers the heap-view `Slice` and `SplitV` for tfjs-wasm in place of tfjs's (idempotent). Returns false
  * when tfjs-wasm has no such kernels to replace.
  */
 export function installWasmSlice(): boolean {
-  if (stock.size > 0) return true;
-  if (!tf.getKernel(tf.Slice, BACKEND) || !tf.getKernel(tf.SplitV, BACKEND)) return false;
-  replace(tf.Slice, slice);
-  replace(tf.SplitV, splitV);
-  return true;
+  return kernels.install();
 }
 
 /** Puts tfjs's own `Slice` and `SplitV` back (for before/after measurements and tests). */
 export function uninstallWasmSlice(): void {
-  for (const [name, config] of stock) {
-    tf.unregisterKernel(name, BACKEND);
-    tf.registerKernel(config);
-  }
-  stock.clear();
+  kernels.uninstall();
 }
 
 /** Whether the heap-view kernels are the ones registered now. */
 export function wasmSliceInstalled(): boolean {
-  return stock.size > 0;
+  return kernels.installed;
 }

@@ -11,11 +11,11 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-wasm";
+import { ReplacedKernels } from "./replaced_kernels.ts";
 import type { WasmHeapBackend } from "./wasm_slice.ts";
 
 type Info = tf.TensorInfo;
 const BACKEND = "wasm";
-let stock: tf.KernelConfig | undefined;
 
 function sum(
   args: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap },
@@ -26,7 +26,7 @@ function sum(
   // Axes as given: tfjs's transpose keeps their order, which sets the order of the additions.
   const axes = (Array.isArray(axis) ? axis : [axis]).map((a) => (a < 0 ? a + rank : a));
   const leading = axes.length > 0 && axes.length < rank && axes.every((a, i) => a === i);
-  if (x.dtype !== "float32" || !leading) return stock!.kernelFunc(args) as Info;
+  if (x.dtype !== "float32" || !leading) return kernels.stock(tf.Sum)(args) as Info;
   const kept = x.shape.slice(axes.length);
   const n = kept.reduce((a, b) => a * b, 1);
   const backend = args.backend as unknown as WasmHeapBackend;
@@ -42,26 +42,19 @@ function sum(
   return out;
 }
 
+const kernels = new ReplacedKernels(BACKEND, [[tf.Sum, sum]]);
+
 /** Registers the leading-axes `Sum` for tfjs-wasm in place of tfjs's (idempotent). */
 export function installWasmSum(): boolean {
-  if (stock) return true;
-  const current = tf.getKernel(tf.Sum, BACKEND);
-  if (!current) return false;
-  stock = current;
-  tf.unregisterKernel(tf.Sum, BACKEND);
-  tf.registerKernel({ ...current, kernelFunc: sum as unknown as tf.KernelFunc });
-  return true;
+  return kernels.install();
 }
 
 /** Puts tfjs's own `Sum` back (for before/after measurements and tests). */
 export function uninstallWasmSum(): void {
-  if (!stock) return;
-  tf.unregisterKernel(tf.Sum, BACKEND);
-  tf.registerKernel(stock);
-  stock = undefined;
+  kernels.uninstall();
 }
 
 /** Whether the leading-axes kernel is the one registered now. */
 export function wasmSumInstalled(): boolean {
-  return stock !== undefined;
+  return kernels.installed;
 }
