@@ -20,6 +20,7 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-webgpu";
+import { ReplacedKernels } from "./replaced_kernels.ts";
 import type { WebGPUBackendLike } from "./webgpu_program.ts";
 
 type Info = tf.TensorInfo;
@@ -160,8 +161,6 @@ function runProduct(
   return out;
 }
 
-const stock = new Map<string, tf.KernelConfig>();
-
 function fusedMatMul(args: KernelArgs): Info {
   const { a, b, bias, preluActivationWeights } = args.inputs as Record<string, Info | undefined>;
   const attrs = (args.attrs ?? {}) as Record<string, unknown>;
@@ -171,7 +170,7 @@ function fusedMatMul(args: KernelArgs): Info {
     !mkn || !plainBias || preluActivationWeights !== undefined ||
     (attrs.activation !== undefined && attrs.activation !== null && attrs.activation !== "linear")
   ) {
-    return stock.get(tf._FusedMatMul)!.kernelFunc(args) as Info;
+    return kernels.stock(tf._FusedMatMul)(args) as Info;
   }
   const out = runProduct(args.backend, a!, b!, bias, mkn);
   out.shape = [...a!.shape.slice(0, -2), mkn[0], mkn[2]];
@@ -208,12 +207,14 @@ function batchMatMul(args: KernelArgs): Info {
   const { a, b } = args.inputs as Record<string, Info>;
   const attrs = (args.attrs ?? {}) as Record<string, unknown>;
   const mkn = handled(a, b, attrs);
-  if (!mkn) return batched(args.backend, a, b, attrs) ?? stock.get(tf.BatchMatMul)!.kernelFunc(args) as Info;
+  if (!mkn) return batched(args.backend, a, b, attrs) ?? kernels.stock(tf.BatchMatMul)(args) as Info;
   const out = runProduct(args.backend, a, b, undefined, mkn);
   const outer = a.shape.length >= b.shape.length ? a.shape.slice(0, -2) : b.shape.slice(0, -2);
   out.shape = [...outer, mkn[0], mkn[2]];
   return out;
 }
+
+const kernels = new ReplacedKernels(BACKEND, [[tf._FusedMatMul, fusedMatMul], [tf.BatchMatMul, batchMatMul]]);
 
 /**
  * Registers the WGSL product for `_FusedMatMul` and `BatchMatMul` on webgpu (idempotent). It is installed only
@@ -222,28 +223,17 @@ function batchMatMul(args: KernelArgs): Info {
  * installed.
  */
 export function installWebGPUMatMul(fallbackAdapter: boolean, force = false): boolean {
-  if (stock.size) return true;
+  if (kernels.installed) return true;
   if (!force && !fallbackAdapter) return false;
-  for (const [name, fn] of [[tf._FusedMatMul, fusedMatMul], [tf.BatchMatMul, batchMatMul]] as const) {
-    const current = tf.getKernel(name, BACKEND);
-    if (!current) continue;
-    stock.set(name, current);
-    tf.unregisterKernel(name, BACKEND);
-    tf.registerKernel({ ...current, kernelFunc: fn as unknown as tf.KernelFunc });
-  }
-  return stock.size > 0;
+  return kernels.install();
 }
 
 /** Puts tfjs's own kernels back. */
 export function uninstallWebGPUMatMul(): void {
-  for (const [name, config] of stock) {
-    tf.unregisterKernel(name, BACKEND);
-    tf.registerKernel(config);
-  }
-  stock.clear();
+  kernels.uninstall();
 }
 
 /** Whether the WGSL product is the one registered now. */
 export function webgpuMatMulInstalled(): boolean {
-  return stock.size > 0;
+  return kernels.installed;
 }

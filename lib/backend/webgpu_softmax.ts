@@ -10,12 +10,12 @@
  */
 import * as tf from "@tensorflow/tfjs";
 import "@tensorflow/tfjs-backend-webgpu";
+import { ReplacedKernels } from "./replaced_kernels.ts";
 import type { WebGPUBackendLike } from "./webgpu_program.ts";
 
 type Info = tf.TensorInfo;
 const BACKEND = "webgpu";
 const WG = 64;
-let stock: tf.KernelConfig | undefined;
 
 function program(rows: number, n: number) {
   return {
@@ -51,7 +51,7 @@ function softmax(
   const n = logits.shape[rank - 1];
   const size = logits.shape.reduce((a, b) => a * b, 1);
   if (logits.dtype !== "float32" || rank < 1 || (dim !== -1 && dim !== rank - 1) || size === 0) {
-    return stock!.kernelFunc(args) as Info;
+    return kernels.stock(tf.Softmax)(args) as Info;
   }
   const rows = size / n;
   const out = (args.backend as WebGPUBackendLike).runWebGPUProgram(program(rows, n), [logits], "float32", [
@@ -62,30 +62,24 @@ function softmax(
   return out;
 }
 
+const kernels = new ReplacedKernels(BACKEND, [[tf.Softmax, softmax]]);
+
 /**
  * Registers the row softmax on webgpu (idempotent) when the adapter is a software one (`fallbackAdapter`) or
  * `force`. Returns whether it is installed.
  */
 export function installWebGPUSoftmax(fallbackAdapter: boolean, force = false): boolean {
-  if (stock) return true;
+  if (kernels.installed) return true;
   if (!force && !fallbackAdapter) return false;
-  const current = tf.getKernel(tf.Softmax, BACKEND);
-  if (!current) return false;
-  stock = current;
-  tf.unregisterKernel(tf.Softmax, BACKEND);
-  tf.registerKernel({ ...current, kernelFunc: softmax as unknown as tf.KernelFunc });
-  return true;
+  return kernels.install();
 }
 
 /** Puts tfjs's own softmax back. */
 export function uninstallWebGPUSoftmax(): void {
-  if (!stock) return;
-  tf.unregisterKernel(tf.Softmax, BACKEND);
-  tf.registerKernel(stock);
-  stock = undefined;
+  kernels.uninstall();
 }
 
 /** Whether the WGSL softmax is the one registered now. */
 export function webgpuSoftmaxInstalled(): boolean {
-  return stock !== undefined;
+  return kernels.installed;
 }
