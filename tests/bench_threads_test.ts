@@ -1,6 +1,7 @@
 /** The statistic behind the bench's thread ratios (lib/bench/threads.ts). */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { runTimed } from "../lib/bench/child.ts";
 import { compareSides, describeSpread, spreadOf } from "../lib/bench/threads.ts";
 import { archConfig, MICRO_ARCH } from "../lib/vit/archs.ts";
 
@@ -24,4 +25,14 @@ Deno.test("compareSides: one probe process per side and round, their timed runs 
     assert.deepEqual(r.results[i].runs.length, 3);
     assert.ok(s.minMs > 0 && s.minMs <= s.medianMs && s.medianMs <= s.maxMs);
   }
+});
+
+Deno.test("runTimed: a child that outlives its timeout is killed and answers 124 with the reason", async () => {
+  const start = performance.now();
+  const r = await runTimed(Deno.execPath(), ["eval", "await new Promise((r) => setTimeout(r, 60_000))"], {
+    timeoutMs: 300,
+  });
+  assert.equal(r.code, 124);
+  assert.match(r.stderr, /did not exit in 0\.3 s and was killed/);
+  assert.ok(performance.now() - start < 30_000, "the child was not killed");
 });

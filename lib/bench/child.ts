@@ -24,11 +24,22 @@ export interface ChildRun {
   stderr: string;
 }
 
-/** Runs `cmd args` (cwd `cwd`), timing it from spawn to exit and sampling its peak RSS. */
+/**
+ * How long a bench waits for a child process (or, for a long-lived probe, for its next answer) before killing
+ * it: far above any figure the benches take, so that it only ends a hung probe (a `setBackend` that never
+ * settles, a deadlocked worker) instead of the whole bench hanging.
+ */
+export const CHILD_TIMEOUT_MS = 15 * 60_000;
+
+/**
+ * Runs `cmd args` (cwd `cwd`), timing it from spawn to exit and sampling its peak RSS. A child still running
+ * after `timeoutMs` (default {@linkcode CHILD_TIMEOUT_MS}) is killed and answers code 124 with the reason at
+ * the end of its stderr.
+ */
 export async function runTimed(
   cmd: string,
   args: string[],
-  options: { cwd?: string; env?: Record<string, string> } = {},
+  options: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {},
 ): Promise<ChildRun> {
   const start = performance.now();
   const child = new Deno.Command(cmd, {
@@ -38,6 +49,12 @@ export async function runTimed(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  const timeoutMs = options.timeoutMs ?? CHILD_TIMEOUT_MS;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill("SIGKILL");
+  }, timeoutMs);
   let peak: number | undefined;
   const sampler = setInterval(() => {
     const now = peakRssBytes(child.pid);
@@ -46,14 +63,16 @@ export async function runTimed(
   try {
     const out = await child.output();
     const wallMs = performance.now() - start;
+    const stderr = new TextDecoder().decode(out.stderr);
     return {
       wallMs,
       peakRssBytes: peak,
-      code: out.code,
+      code: timedOut ? 124 : out.code,
       stdout: new TextDecoder().decode(out.stdout),
-      stderr: new TextDecoder().decode(out.stderr),
+      stderr: timedOut ? `${stderr}\n${cmd} did not exit in ${timeoutMs / 1000} s and was killed` : stderr,
     };
   } finally {
+    clearTimeout(timer);
     clearInterval(sampler);
   }
 }

@@ -26,7 +26,7 @@ import type { ViTConfig } from "../vit/config.ts";
 import { GradPool } from "../vit/grad_pool.ts";
 import { createViT } from "../vit/model.ts";
 import { formulaStateDict } from "../weights/formula.ts";
-import { denoRunArgs } from "./child.ts";
+import { CHILD_TIMEOUT_MS, denoRunArgs } from "./child.ts";
 import { measure, median } from "./stats.ts";
 
 /** One probe's result in one process. */
@@ -206,8 +206,26 @@ class ProbeProcess {
     this.#stderr = new Response(this.#child.stderr).text();
   }
 
-  /** The next JSON line the process prints (other output skipped). */
+  /**
+   * The next JSON line the process prints (other output skipped); a process that prints none within
+   * {@linkcode CHILD_TIMEOUT_MS} is killed and this throws.
+   */
   async next<T>(): Promise<T> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.#child.kill("SIGKILL");
+        reject(new Error(`no answer in ${CHILD_TIMEOUT_MS / 1000} s; the probe process was killed`));
+      }, CHILD_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([this.#nextLine<T>(), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async #nextLine<T>(): Promise<T> {
     for (;;) {
       const { value, done } = await this.#lines.read();
       if (done) {
