@@ -403,6 +403,12 @@ export class BenchRun extends Bench {
         unit: "ms",
       };
       if (r.code !== 0 || !last.startsWith("{")) {
+        if (r.code === 124) {
+          const why = r.stderr.trim().split("\n").pop()!;
+          this.add({ ...row, skipped: why });
+          rows.push(`${variant}: ${why}`);
+          continue;
+        }
         const why = (r.stderr.match(/(TypeError|Error)[^\n]*/)?.[0] ?? r.stderr.slice(-200)).trim();
         this.add({ ...row, skipped: `does not start in Deno: ${why}` });
         rows.push(`${variant}: does not start (${why})`);
