@@ -143,34 +143,6 @@ function forwardMacs(c: ResolvedViTConfig, split?: number): number {
   return c.depth * perBlock + (T - 1) * c.in_chans * c.patch_size ** 2 * D;
 }
 
-/**
- * About what one worker holds for a step of `m` images, in bytes: its copy of the weights, their gradients
- * and the optimizer-free slack of its tfjs-wasm heap (3 × the parameters), and the activations a backward
- * pass keeps per image and block (the residual stream, LayerNorm outputs, q·k·v, the MLP's hidden layer and
- * its GELU: ~16 floats per token and channel, and the attention probabilities: heads × tokens per token).
- * An estimate for sizing the pool, not an allocation.
- */
-export function workerBytes(c: ResolvedViTConfig, m: number, split?: number): number {
-  const T = c.tokens, D = c.embed_dim;
-  const blockParams = 4 * D * D + 2 * D * c.mlp_hidden + 9 * D + c.mlp_hidden;
-  const params = c.depth * blockParams + T * D + c.in_chans * c.patch_size ** 2 * D + D * c.num_classes;
-  const blocks = split === undefined ? c.depth : Math.max(0, c.depth - split);
-  const activations = m * blocks * T * (16 * D + 2 * c.num_heads * T);
-  return 4 * (3 * params + activations);
-}
-
-/** The share of the memory available when a pool starts that its workers may take, by default. */
-const MAX_MEMORY_SHARE = 0.5;
-
-/** The memory the system has available, in bytes; unbounded when the process may not ask (no `--allow-sys`). */
-function availableMemory(): number {
-  try {
-    return Deno.systemMemoryInfo().available;
-  } catch {
-    return Infinity;
-  }
-}
-
 type Variables = ReadonlyMap<string, tf.Variable>;
 
 /** The object identifying a variable's current values (replaced on every `assign`). */
@@ -245,28 +217,19 @@ export class GradPool {
   /**
    * Workers for a step of `n` images of `config` (from a frozen prefix's outputs at `split` when given):
    * `VIT_TRAIN_WORKERS` when it is set (at most one per image);
-   * by default the cores, but 1 (none) when the step is too small for the messages to pay off, no more than
-   * give {@linkcode MIN_IMAGES_PER_WORKER} images each, and no more than fit in half of `availableBytes`
-   * (the memory the system has available, by default) at {@linkcode workerBytes} each: every worker holds its
-   * own copy of the model.
+   * by default the cores, but 1 (none) when the step is too small for the messages to pay off, and no more
+   * than give {@linkcode MIN_IMAGES_PER_WORKER} images each.
    */
   static workersFor(
     config: ResolvedViTConfig,
     n: number,
     value = Deno.env.get("VIT_TRAIN_WORKERS"),
     split?: number,
-    availableBytes = availableMemory(),
   ): number {
     const wanted = trainWorkersWanted(value);
     if (value !== undefined && value !== "") return Math.min(wanted, n);
     if (3 * forwardMacs(config, split) * n < MIN_STEP_MACS) return 1;
-    let size = Math.max(1, Math.min(wanted, Math.floor(n / MIN_IMAGES_PER_WORKER)));
-    while (
-      size > 1 && size * workerBytes(config, Math.ceil(n / size), split) > MAX_MEMORY_SHARE * availableBytes
-    ) {
-      size--;
-    }
-    return size;
+    return Math.max(1, Math.min(wanted, Math.floor(n / MIN_IMAGES_PER_WORKER)));
   }
 
   /**
