@@ -53,7 +53,9 @@ export async function runTimed(
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
-    child.kill("SIGKILL");
+    try {
+      child.kill("SIGKILL");
+    } catch { /* it exited meanwhile */ }
   }, timeoutMs);
   let peak: number | undefined;
   const sampler = setInterval(() => {

@@ -214,7 +214,9 @@ class ProbeProcess {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        this.#child.kill("SIGKILL");
+        try {
+          this.#child.kill("SIGKILL");
+        } catch { /* it exited meanwhile */ }
         reject(new Error(`no answer in ${CHILD_TIMEOUT_MS / 1000} s; the probe process was killed`));
       }, CHILD_TIMEOUT_MS);
     });
