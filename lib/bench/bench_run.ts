@@ -403,7 +403,7 @@ export class BenchRun extends Bench {
         unit: "ms",
       };
       if (r.code !== 0 || !last.startsWith("{")) {
-        if (r.code === 124) {
+        if (r.timedOut) {
           const why = r.stderr.trim().split("\n").pop()!;
           this.add({ ...row, skipped: why });
           rows.push(`${variant}: ${why}`);

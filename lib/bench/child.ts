@@ -22,6 +22,15 @@ export interface ChildRun {
   code: number;
   stdout: string;
   stderr: string;
+  /** Killed at its timeout (`code` is then 124 and `stderr` ends with the reason). */
+  timedOut: boolean;
+}
+
+/** Kills `child` at once; a child that has already exited is left alone. */
+export function killChild(child: Deno.ChildProcess): void {
+  try {
+    child.kill("SIGKILL");
+  } catch { /* it exited meanwhile */ }
 }
 
 /**
@@ -53,9 +62,7 @@ export async function runTimed(
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
-    try {
-      child.kill("SIGKILL");
-    } catch { /* it exited meanwhile */ }
+    killChild(child);
   }, timeoutMs);
   let peak: number | undefined;
   const sampler = setInterval(() => {
@@ -72,6 +79,7 @@ export async function runTimed(
       code: timedOut ? 124 : out.code,
       stdout: new TextDecoder().decode(out.stdout),
       stderr: timedOut ? `${stderr}\n${cmd} did not exit in ${timeoutMs / 1000} s and was killed` : stderr,
+      timedOut,
     };
   } finally {
     clearTimeout(timer);

@@ -26,7 +26,7 @@ import type { ViTConfig } from "../vit/config.ts";
 import { GradPool } from "../vit/grad_pool.ts";
 import { createViT } from "../vit/model.ts";
 import { formulaStateDict } from "../weights/formula.ts";
-import { CHILD_TIMEOUT_MS, denoRunArgs } from "./child.ts";
+import { CHILD_TIMEOUT_MS, denoRunArgs, killChild } from "./child.ts";
 import { measure, median } from "./stats.ts";
 
 /** One probe's result in one process. */
@@ -214,9 +214,7 @@ class ProbeProcess {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
-        try {
-          this.#child.kill("SIGKILL");
-        } catch { /* it exited meanwhile */ }
+        killChild(this.#child);
         reject(new Error(`no answer in ${CHILD_TIMEOUT_MS / 1000} s; the probe process was killed`));
       }, CHILD_TIMEOUT_MS);
     });
