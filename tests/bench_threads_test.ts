@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { runTimed } from "../lib/bench/child.ts";
-import { compareSides, describeSpread, spreadOf } from "../lib/bench/threads.ts";
+import { compareSides, describeSpread, ProbeProcess, spreadOf } from "../lib/bench/threads.ts";
 import { archConfig, MICRO_ARCH } from "../lib/vit/archs.ts";
 
 Deno.test("a side's spread: the fastest run, the median and the slowest over all its processes", () => {
@@ -35,4 +35,17 @@ Deno.test("runTimed: a child that outlives its timeout is killed and answers 124
   assert.equal(r.code, 124);
   assert.match(r.stderr, /did not exit in 0\.3 s and was killed/);
   assert.ok(performance.now() - start < 30_000, "the child was not killed");
+});
+
+Deno.test("a probe process that never answers is killed at its timeout and the bench gets an error", async () => {
+  const start = performance.now();
+  const p = new ProbeProcess(
+    ["eval", "await new Promise((r) => setTimeout(r, 60_000))"],
+    Deno.cwd(),
+    {},
+    300,
+  );
+  await assert.rejects(p.next(), /no answer in 0\.3 s; the probe process was killed/);
+  await p.close();
+  assert.ok(performance.now() - start < 30_000, "the probe was not killed");
 });

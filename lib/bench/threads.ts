@@ -185,17 +185,22 @@ export function describeSpread(s: Spread): string {
     `${s.runs} runs in ${s.processes} processes)`;
 }
 
-/** A `serve`-mode probe process: ask it for one timed run, or end it. */
-class ProbeProcess {
+/**
+ * A long-lived probe process (the bench runs `lib/bench/threads.ts` in `serve` mode): ask it for one timed
+ * run, or end it. Exported for its test.
+ */
+export class ProbeProcess {
   readonly #child: Deno.ChildProcess;
   readonly #lines: ReadableStreamDefaultReader<string>;
   readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
   readonly #stderr: Promise<string>;
+  readonly #timeoutMs: number;
 
-  constructor(root: string, args: string[], env: Record<string, string>) {
+  /** Starts `deno <args>` in `cwd`; an answer not printed within `timeoutMs` kills it. */
+  constructor(args: string[], cwd: string, env: Record<string, string>, timeoutMs = CHILD_TIMEOUT_MS) {
     this.#child = new Deno.Command(Deno.execPath(), {
-      args: denoRunArgs(root, "lib/bench/threads.ts", args),
-      cwd: root,
+      args,
+      cwd,
       env: { VIT_QUIET: "1", ...env },
       stdin: "piped",
       stdout: "piped",
@@ -204,19 +209,20 @@ class ProbeProcess {
     this.#lines = lines(this.#child.stdout).getReader();
     this.#stdin = this.#child.stdin.getWriter();
     this.#stderr = new Response(this.#child.stderr).text();
+    this.#timeoutMs = timeoutMs;
   }
 
   /**
-   * The next JSON line the process prints (other output skipped); a process that prints none within
-   * {@linkcode CHILD_TIMEOUT_MS} is killed and this throws.
+   * The next JSON line the process prints (other output skipped); a process that prints none within its
+   * timeout is killed and this throws.
    */
   async next<T>(): Promise<T> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
         killChild(this.#child);
-        reject(new Error(`no answer in ${CHILD_TIMEOUT_MS / 1000} s; the probe process was killed`));
-      }, CHILD_TIMEOUT_MS);
+        reject(new Error(`no answer in ${this.#timeoutMs / 1000} s; the probe process was killed`));
+      }, this.#timeoutMs);
     });
     try {
       return await Promise.race([this.#nextLine<T>(), timeout]);
@@ -273,7 +279,13 @@ export async function compareSides(
     try {
       for (const [i, s] of sides.entries()) {
         side = s;
-        const p = new ProbeProcess(root, [kind, JSON.stringify(config), String(batch), "serve"], s.env);
+        const args = denoRunArgs(root, "lib/bench/threads.ts", [
+          kind,
+          JSON.stringify(config),
+          String(batch),
+          "serve",
+        ]);
+        const p = new ProbeProcess(args, root, s.env);
         procs.push(p);
         const info = await p.next<Omit<ProbeResult, "medianMs" | "runs">>();
         results[i] = { ...info, medianMs: NaN, runs: [] };
