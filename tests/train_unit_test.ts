@@ -25,6 +25,8 @@ import { learningRate } from "../lib/train/scheduler.ts";
 import { syntheticImageSet, syntheticPreprocessing } from "../lib/train/synthetic.ts";
 import { train } from "../lib/train/trainer.ts";
 import { createViT } from "../lib/vit/model.ts";
+import { resolveConfig } from "../lib/vit/config.ts";
+import { adaptForFineTuning, stateDepth } from "../lib/weights/adapt.ts";
 
 await initBackend("cpu");
 
@@ -626,4 +628,41 @@ Deno.test("trainLoop: each batch is prepared once, at most one ahead, and its ti
   const short = await run((call) => (call % 3) * 15, 4);
   await new Promise((r) => setTimeout(r, 50)); // a prefetch starts a macrotask later: let one show
   assert.deepEqual(short.calls, quick.calls.slice(0, 8));
+});
+
+Deno.test("a deeper model grown from a checkpoint: added blocks are identities, so the logits are unchanged", async () => {
+  const shallow = { img_size: 8, patch_size: 4, embed_dim: 16, depth: 1, num_heads: 2, num_classes: 4 };
+  const deep = { ...shallow, depth: 3 };
+  const state = initStateDict(shallow, 2), fresh = initStateDict(deep, 5);
+  // A trained head, so that the logits depend on every block.
+  const head = state.get("head.weight")!;
+  head.data.forEach((_, i) => head.data[i] = Math.sin(i));
+  const { state: grown, changes } = adaptForFineTuning(state, resolveConfig(deep), { fresh });
+  assert.deepEqual(changes.blocks_added, { from: 1, to: 3, init: "identity" });
+  assert.equal(grown.get("blocks.0.attn.qkv.weight"), state.get("blocks.0.attn.qkv.weight"));
+  assert.equal(grown.get("blocks.2.mlp.fc1.weight"), fresh.get("blocks.2.mlp.fc1.weight"));
+  for (const name of ["blocks.1.attn.proj.weight", "blocks.2.mlp.fc2.bias"]) {
+    assert.ok(grown.get(name)!.data.every((v) => v === 0), `${name} is zero`);
+    assert.ok(fresh.get(name)!.data.some((v) => v !== 0) || name.endsWith("bias"), "the fresh one was not");
+  }
+  assert.equal(stateDepth(state), 1, "the input is not modified");
+
+  const tensors = tf.memory().numTensors;
+  const x = Float32Array.from({ length: 2 * 3 * 8 * 8 }, (_, i) => Math.cos(i * 0.37));
+  const [a, b] = [await createViT(shallow, state), await createViT(deep, grown)];
+  const [la, lb] = [await a.logits(x, [2, 3, 8, 8]), await b.logits(x, [2, 3, 8, 8])];
+  a.dispose();
+  b.dispose();
+  assert.ok(la.some((v) => v !== 0));
+  assert.deepEqual(Array.from(lb), Array.from(la));
+  assert.equal(tf.memory().numTensors, tensors);
+
+  assert.throws(
+    () => adaptForFineTuning(grown, resolveConfig(shallow)),
+    /3 blocks, the model 1: blocks are never dropped/,
+  );
+  assert.throws(
+    () => adaptForFineTuning(state, resolveConfig(deep)),
+    /1 blocks, the model 3: no weights for the others/,
+  );
 });

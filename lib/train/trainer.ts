@@ -100,7 +100,7 @@ async function initialState(
     ...manifest.source,
     file: `${config.initial_checkpoint} (fine-tuned by deno task train)`,
   };
-  const adapted = adaptForFineTuning(state, vit);
+  const adapted = adaptForFineTuning(state, vit, { fresh });
   Object.assign(source, adapted.changes);
   if (adapted.changes.patch_embed_resampled) {
     const { from, to } = adapted.changes.patch_embed_resampled;
@@ -109,6 +109,10 @@ async function initialState(
   if (adapted.changes.pos_embed_resampled) log(`pos_embed resampled to a ${vit.grid}×${vit.grid} grid`);
   if (adapted.changes.head_reinitialized) {
     log(`classifier head re-initialised for ${vit.num_classes} classes`);
+  }
+  if (adapted.changes.blocks_added) {
+    const { from, to } = adapted.changes.blocks_added;
+    log(`blocks ${from}…${to - 1} added as identities (the network computes what the checkpoint did)`);
   }
   return { state: adapted.state, source };
 }

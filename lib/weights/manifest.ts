@@ -59,6 +59,8 @@ export interface SourceInfo {
   patch_embed_resampled?: { from: number; to: number };
   /** Set when pos_embed was resampled to another resolution. */
   pos_embed_resampled?: { from: number; to: number };
+  /** Set when blocks `from…to−1` were appended as identities to a shallower checkpoint. */
+  blocks_added?: { from: number; to: number; init: "identity" };
 }
 
 /** The whole `model.json`. */
