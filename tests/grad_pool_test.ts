@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend/backend.ts";
 import { Optimizer } from "../lib/train/optimizer.ts";
-import { type GradChunk, GradPool, trainWorkersWanted } from "../lib/vit/grad_pool.ts";
+import { type GradChunk, GradPool, trainWorkersWanted, workersThatFit } from "../lib/vit/grad_pool.ts";
 import { createViT, type DeviceGrads, type LossOptions, type ViTModel } from "../lib/vit/model.ts";
 import type { ViTConfig } from "../lib/vit/config.ts";
 import { formulaStateDict } from "../lib/weights/formula.ts";
@@ -113,6 +113,7 @@ async function compare(
     prepare(parallel);
     const a = await withWorkers("1", () => twoSteps(serial, options, soft));
     const b = await withWorkers("2", () => twoSteps(parallel, options, soft));
+    assert.deepEqual([serial.stepWorkers, parallel.stepWorkers], [1, 2], "the isolates the steps ran on");
     for (let s = 0; s < 2; s++) {
       assert.equal(b[s].loss, a[s].loss, `${what}, step ${s}: loss`);
       assertSameBits(a[s].grads, b[s].grads, `${what}, step ${s}`);
@@ -193,6 +194,18 @@ Deno.test("VIT_TRAIN_WORKERS: parsed, and the default pool only for steps worth 
   // A head-only step from cached features is tiny whatever the batch.
   assert.equal(GradPool.workersFor(config, 100_000, "", 3), 1);
   assert.ok(GradPool.workersFor(config, 100_000, "") >= Math.min(2, navigator.hardwareConcurrency));
+  // No more than fit in memory, unless set explicitly.
+  assert.equal(GradPool.workersFor(config, 100_000, "", undefined, 1), 1);
+  assert.equal(GradPool.workersFor(config, 12, "2", undefined, 1), 2);
+});
+
+Deno.test("workers that fit: half of the memory available, at least one", () => {
+  const gib = 2 ** 30;
+  assert.equal(workersThatFit(gib, 8 * gib), 4);
+  assert.equal(workersThatFit(gib, 3 * gib), 1);
+  assert.equal(workersThatFit(8 * gib, gib), 1, "one always runs (this isolate's step)");
+  // The tests run with -A: the machine's memory is read.
+  assert.ok(workersThatFit(2 ** 20) > 1 && Number.isFinite(workersThatFit(2 ** 20)));
 });
 
 Deno.test("a worker that had no chunk in a step still gets the weights that changed meanwhile", async () => {

@@ -30,8 +30,8 @@ export interface TrainerState {
   /** The options the run was started with (a resume must match them). */
   config: Record<string, unknown>;
   /**
-   * Data-parallel training workers wanted when the checkpoint was taken (`VIT_TRAIN_WORKERS`, else the
-   * cores): how a batch is cut into chunks, so the last bits of every gradient depend on it.
+   * Isolates the steps before the checkpoint ran on (`ViTModel.stepWorkers`: the data-parallel workers, or
+   * 1): how a batch is cut into chunks, so the last bits of every gradient depend on it.
    */
   trainWorkers?: number;
 }

@@ -19,7 +19,6 @@ import { adaptForFineTuning } from "../weights/adapt.ts";
 import { saveModel } from "../weights/shards.ts";
 import { loadLatestCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
 import { modelConfig, type TrainConfig, trainEmaDecay, trainRecipe } from "./config.ts";
-import { trainWorkersWanted } from "../vit/grad_pool.ts";
 import { ModelEma } from "./ema.ts";
 import { type EvalResult, evaluate } from "./evaluate.ts";
 import { setUpTraining } from "./freeze.ts";
@@ -153,14 +152,6 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
       ck.trainer.config = a;
     }
     trainer = ck.trainer;
-    const workers = trainWorkersWanted();
-    if (trainer.trainWorkers !== undefined && trainer.trainWorkers !== workers) {
-      bar.log(
-        `resume: ${trainer.trainWorkers} data-parallel workers before, ${workers} now: each batch is cut ` +
-          `differently, so the run is no longer bit-identical to an uninterrupted one ` +
-          `(VIT_TRAIN_WORKERS=${trainer.trainWorkers} keeps it so)`,
-      );
-    }
     state = ck.state;
     source = ck.manifest.source;
     bar.log(`resuming from ${ck.dir} (epoch ${trainer.epoch + 1}, update ${trainer.update})`);
@@ -231,7 +222,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
 
   const checkpoint = async () => {
     trainer.metricsLines = metrics.lines;
-    trainer.trainWorkers = trainWorkersWanted();
+    trainer.trainWorkers = model.stepWorkers;
     await saveCheckpoint(run, `step-${String(trainer.update).padStart(8, "0")}`, {
       vit,
       state: await model.stateDict(),
@@ -247,6 +238,16 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
   let lastEval: EvalResult | undefined;
   let updatesThisProcess = 0;
   const startedAt = performance.now();
+  // Known once a step has run: how many isolates it was cut for (the cores, or fewer where memory is short).
+  const recordedWorkers = ck?.trainer.trainWorkers;
+  const checkResumedWorkers = () => {
+    if (recordedWorkers === undefined || recordedWorkers === model.stepWorkers) return;
+    bar.log(
+      `resume: the steps before ran on ${recordedWorkers} data-parallel workers, now on ${model.stepWorkers}: ` +
+        `each batch is cut differently, so the run is no longer bit-identical to an uninterrupted one ` +
+        `(VIT_TRAIN_WORKERS=${recordedWorkers} keeps it so)`,
+    );
+  };
   const startElapsed = trainer.elapsed;
   let windowLoss = 0, windowUpdates = 0, windowStart = performance.now();
   let epochStart = performance.now(), epochStartUpdate = trainer.updateInEpoch;
@@ -271,7 +272,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
       position: trainer,
       onStep: async (s) => {
         ema?.update(model);
-        updatesThisProcess++;
+        if (updatesThisProcess++ === 0) checkResumedWorkers();
         const now = performance.now();
         trainer.elapsed = startElapsed + (now - startedAt) / 1000;
         windowLoss += s.loss;

@@ -132,6 +132,24 @@ export function trainWorkersWanted(value = Deno.env.get("VIT_TRAIN_WORKERS")): n
   return coresSetting("VIT_TRAIN_WORKERS", value, MAX_TRAIN_WORKERS);
 }
 
+/** Bytes of memory available now (`Deno.systemMemoryInfo`), or undefined without the permission to read it. */
+function availableMemoryBytes(): number | undefined {
+  if (Deno.permissions.querySync({ name: "sys", kind: "systemMemoryInfo" }).state !== "granted") {
+    return undefined;
+  }
+  return Deno.systemMemoryInfo().available;
+}
+
+/**
+ * How many workers of `perWorkerBytes` each fit in half of `available` bytes (default: the memory available
+ * now), at least 1; unbounded when the memory cannot be read. Half: the calling isolate, the data and
+ * everything else on the machine need the rest.
+ */
+export function workersThatFit(perWorkerBytes: number, available = availableMemoryBytes()): number {
+  if (available === undefined) return Infinity;
+  return Math.max(1, Math.floor(available / 2 / perWorkerBytes));
+}
+
 /**
  * Multiply-adds of one image's forward pass (the dense products and attention's two per-head products), or of
  * the part after a frozen prefix's `split` (blocks `split…`; past the blocks, the head only).
@@ -217,19 +235,21 @@ export class GradPool {
   /**
    * Workers for a step of `n` images of `config` (from a frozen prefix's outputs at `split` when given):
    * `VIT_TRAIN_WORKERS` when it is set (at most one per image);
-   * by default the cores, but 1 (none) when the step is too small for the messages to pay off, and no more
-   * than give {@linkcode MIN_IMAGES_PER_WORKER} images each.
+   * by default the cores, but 1 (none) when the step is too small for the messages to pay off, no more
+   * than give {@linkcode MIN_IMAGES_PER_WORKER} images each, and no more than `fit` (those that fit in
+   * memory: {@linkcode workersThatFit}).
    */
   static workersFor(
     config: ResolvedViTConfig,
     n: number,
     value = Deno.env.get("VIT_TRAIN_WORKERS"),
     split?: number,
+    fit = Infinity,
   ): number {
     const wanted = trainWorkersWanted(value);
     if (value !== undefined && value !== "") return Math.min(wanted, n);
     if (3 * forwardMacs(config, split) * n < MIN_STEP_MACS) return 1;
-    return Math.max(1, Math.min(wanted, Math.floor(n / MIN_IMAGES_PER_WORKER)));
+    return Math.max(1, Math.min(wanted, fit, Math.floor(n / MIN_IMAGES_PER_WORKER)));
   }
 
   /**

@@ -28,7 +28,13 @@ import {
 import { VisionTransformer } from "./vision_transformer.ts";
 import { openSession, type OrtSession } from "../onnx/ort.ts";
 import { type OnnxWeights, vitOnnxModel } from "./onnx_graph.ts";
-import { type DropPathDraws, type GradChunk, GradPool } from "./grad_pool.ts";
+import {
+  type DropPathDraws,
+  type GradChunk,
+  GradPool,
+  trainWorkersWanted,
+  workersThatFit,
+} from "./grad_pool.ts";
 
 export type { DropPathDraws, GradChunk } from "./grad_pool.ts";
 
@@ -185,6 +191,11 @@ export class ViTModel {
   readonly onnxWeights: OnnxWeights;
   /** Data-parallel training workers, started on the first step that uses them (see `#gradPool`). */
   #pool: GradPool | undefined;
+  /** Bytes of the weights. */
+  readonly #paramBytes: number;
+  /** Workers that fit in memory, taken once before the first pool starts (see `#gradPool`). */
+  #workersFit: number | undefined;
+  #stepWorkers = 1;
 
   /**
    * `state` undefined: an inference-only onnx model whose session `opener` opens (an engine cache entry);
@@ -203,6 +214,7 @@ export class ViTModel {
     if (state) checkStateDict(this.specs as ParamSpec[], state);
     this.maxChunk = chunkSize(config, backend.maxBindingBytes, options.maxChunk);
     const paramBytes = 4 * this.specs.reduce((sum, s) => sum + s.shape.reduce((a, b) => a * b, 1), 0);
+    this.#paramBytes = paramBytes;
     // Weights, gradients and one transient copy of the largest of them stay resident during backward.
     const free = backend.memoryBudgetBytes - 3 * paramBytes;
     this.trainChunk = Math.max(1, Math.min(this.maxChunk, Math.floor(free / trainBytesPerImage(config))));
@@ -506,15 +518,31 @@ export class ViTModel {
   }
 
   /**
+   * Isolates the last training step ran on: the data-parallel workers, or 1 (this one). A batch is cut into
+   * chunks by it, so the last bits of every gradient depend on it (a checkpoint records it).
+   */
+  get stepWorkers(): number {
+    return this.#stepWorkers;
+  }
+
+  /**
    * The data-parallel pool for a step of `n` images (from a frozen prefix's outputs at `split`), started on
    * first use: on tfjs-wasm, when
    * `GradPool.workersFor` gives more than one worker (`VIT_TRAIN_WORKERS`, default: the cores for steps big
-   * enough); else undefined (the step runs here).
+   * enough, as many as fit in memory); else undefined (the step runs here).
    */
   #gradPool(n: number, split?: number): GradPool | undefined {
+    this.#stepWorkers = 1;
     if (this.backend.name !== "wasm") return undefined;
-    const size = GradPool.workersFor(this.config, n, undefined, split);
+    // Each worker holds the weights (as this isolate: weights, gradients, a transient copy) and its chunk's
+    // activations. Taken once, before any worker exists: counted later, a running pool would count itself.
+    this.#workersFit ??= workersThatFit(
+      3 * this.#paramBytes +
+        Math.min(this.trainChunk, Math.ceil(n / trainWorkersWanted())) * trainBytesPerImage(this.config),
+    );
+    const size = GradPool.workersFor(this.config, n, undefined, split, this.#workersFit);
     if (size < 2) return undefined;
+    this.#stepWorkers = size;
     if (this.#pool?.size !== size) {
       this.#pool?.terminate();
       this.#pool = new GradPool(this.config, this.specs, this.#vars, size);
