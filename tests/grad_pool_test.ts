@@ -199,13 +199,36 @@ Deno.test("VIT_TRAIN_WORKERS: parsed, and the default pool only for steps worth 
   assert.equal(GradPool.workersFor(config, 12, "2", undefined, 1), 2);
 });
 
-Deno.test("workers that fit: half of the memory available, at least one", () => {
+Deno.test("workers that fit: half of the memory available, each worker's share growing as there are fewer", () => {
   const gib = 2 ** 30;
-  assert.equal(workersThatFit(gib, 8 * gib), 4);
-  assert.equal(workersThatFit(gib, 3 * gib), 1);
-  assert.equal(workersThatFit(8 * gib, gib), 1, "one always runs (this isolate's step)");
-  // The tests run with -A: the machine's memory is read.
-  assert.ok(workersThatFit(2 ** 20) > 1 && Number.isFinite(workersThatFit(2 ** 20)));
+  // A worker holds 1 GiB plus 1 GiB per 64 images of a 128-image batch.
+  const perWorker = (s: number) => gib + Math.ceil(128 / s) / 64 * gib;
+  assert.equal(workersThatFit(perWorker, 12 * gib), 4, "4 × 1.5 GiB fit in 6 GiB, 5 × 1.41 do not");
+  assert.equal(workersThatFit(perWorker, 4 * gib), 1, "2 × 2 GiB do not fit in 2 GiB: this isolate alone");
+  assert.equal(workersThatFit(perWorker, undefined), Infinity, "unknown memory: no bound");
+  assert.equal(workersThatFit(() => 1, 2 ** 40), 8, "never more than the pool's maximum");
+});
+
+Deno.test("the default pool is no larger than the memory given to the model allows", async () => {
+  await initBackend("wasm");
+  const cores = trainWorkersWanted(undefined);
+  // The smallest batch of this model that the default pool finds worth cutting (see workersFor's test).
+  const b = batch(300), n = 256;
+  const input = new Float32Array(n * 3 * MICRO.img_size ** 2).map((_, i) => b.input[i % b.input.length]);
+  const labels = Int32Array.from({ length: n }, (_, i) => b.labels[i % N]);
+  for (const [memoryBytes, want] of [[1, 1], [2 ** 40, Math.min(cores, n / 4)]]) {
+    const model = await createViT(MICRO, formulaStateDict(MICRO, 5), { memoryBytes });
+    try {
+      const step = await withWorkers(
+        "",
+        () => model.lossAndDeviceGrads(input, [n, 3, MICRO.img_size, MICRO.img_size], labels),
+      );
+      tf.dispose([...step.grads.values()]);
+      assert.equal(model.stepWorkers, want, `${memoryBytes} bytes`);
+    } finally {
+      model.dispose();
+    }
+  }
 });
 
 Deno.test("a worker that had no chunk in a step still gets the weights that changed meanwhile", async () => {

@@ -29,13 +29,13 @@ checkpoint_every: 4
 backend: wasm
 `;
 
-function trainCmd(configPath: string, output: string, extra: string[] = []): Deno.Command {
+function trainCmd(configPath: string, output: string, extra: string[] = [], workers = "2"): Deno.Command {
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", `${ROOT}scripts/train.ts`, "--config", configPath, "--output", output, ...extra],
     cwd: ROOT,
     // Two wasm threads and two data-parallel training workers (explicit here; the default on this 2-core
     // machine for steps big enough): resume stays bit-exact with them.
-    env: { VIT_QUIET: "1", VIT_WASM_THREADS: "2", VIT_TRAIN_WORKERS: "2" },
+    env: { VIT_QUIET: "1", VIT_WASM_THREADS: "2", VIT_TRAIN_WORKERS: workers },
     stdout: "null",
     stderr: "piped",
   });
@@ -78,11 +78,13 @@ async function killAndResume(config: string): Promise<void> {
     const at = JSON.parse(await Deno.readTextFile(latest)).checkpoint;
     const trainer = JSON.parse(await Deno.readTextFile(`${dir}/b/checkpoints/${at}/trainer.json`));
     assert.ok(trainer.update < 60, `killed at update ${trainer.update}, expected before the end (60)`);
+    assert.equal(trainer.trainWorkers, 2, "the checkpoint records the isolates its steps ran on");
 
     const resumed = await trainCmd(configPath, `${dir}/b`, ["--resume"]).output();
     const log = new TextDecoder().decode(resumed.stderr);
     assert.equal(resumed.code, 0, log);
     assert.match(log, /resuming from/);
+    assert.doesNotMatch(log, /no longer bit-identical/);
 
     assert.deepEqual(await finalShards(`${dir}/b`), await finalShards(`${dir}/a`));
     // The metrics of the resumed run describe one run: same number of eval lines as the straight one.
@@ -113,4 +115,23 @@ model_ema: true
 model_ema_decay: 0.99
 `,
   );
+});
+
+Deno.test("a resume whose steps run on another number of workers says it is no longer bit-exact", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vit-resume-" });
+  try {
+    const configPath = `${dir}/micro.yml`;
+    await Deno.writeTextFile(configPath, CONFIG);
+    const first = await trainCmd(configPath, `${dir}/a`, ["--max_updates", "4"]).output();
+    assert.equal(first.code, 0, new TextDecoder().decode(first.stderr));
+    const again = await trainCmd(configPath, `${dir}/a`, ["--resume", "--max_updates", "1"], "1").output();
+    const log = new TextDecoder().decode(again.stderr);
+    assert.equal(again.code, 0, log);
+    assert.match(
+      log,
+      /resume: the steps before ran on 2 data-parallel workers, now on 1: .*no longer bit-identical.*VIT_TRAIN_WORKERS=2/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
 });

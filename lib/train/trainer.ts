@@ -222,7 +222,8 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
 
   const checkpoint = async () => {
     trainer.metricsLines = metrics.lines;
-    trainer.trainWorkers = model.stepWorkers;
+    // Before this process's first step there is nothing new to record.
+    if (updatesThisProcess > 0) trainer.trainWorkers = model.stepWorkers;
     await saveCheckpoint(run, `step-${String(trainer.update).padStart(8, "0")}`, {
       vit,
       state: await model.stateDict(),

@@ -132,22 +132,39 @@ export function trainWorkersWanted(value = Deno.env.get("VIT_TRAIN_WORKERS")): n
   return coresSetting("VIT_TRAIN_WORKERS", value, MAX_TRAIN_WORKERS);
 }
 
-/** Bytes of memory available now (`Deno.systemMemoryInfo`), or undefined without the permission to read it. */
-function availableMemoryBytes(): number | undefined {
+/**
+ * Bytes of memory available now: the system's (`Deno.systemMemoryInfo`), or less where a cgroup (v2) limits
+ * this process (a container); undefined without the permission to read it.
+ */
+export function availableMemoryBytes(): number | undefined {
   if (Deno.permissions.querySync({ name: "sys", kind: "systemMemoryInfo" }).state !== "granted") {
     return undefined;
   }
-  return Deno.systemMemoryInfo().available;
+  let available = Deno.systemMemoryInfo().available;
+  try {
+    const max = Number(Deno.readTextFileSync("/sys/fs/cgroup/memory.max").trim());
+    const current = Number(Deno.readTextFileSync("/sys/fs/cgroup/memory.current").trim());
+    // "max" (no limit) reads as NaN and is skipped.
+    if (Number.isFinite(max) && Number.isFinite(current)) {
+      available = Math.min(available, Math.max(0, max - current));
+    }
+  } catch { /* no cgroup v2 files here, or no permission to read them */ }
+  return available;
 }
 
 /**
- * How many workers of `perWorkerBytes` each fit in half of `available` bytes (default: the memory available
- * now), at least 1; unbounded when the memory cannot be read. Half: the calling isolate, the data and
- * everything else on the machine need the rest.
+ * The most workers (at least 1, at most {@linkcode MAX_TRAIN_WORKERS}) whose memory, `perWorker(s)` bytes each
+ * in a pool of `s`, fits in half of `available` bytes; unbounded when the memory is unknown. Half: the calling
+ * isolate, the data and everything else on the machine need the rest.
  */
-export function workersThatFit(perWorkerBytes: number, available = availableMemoryBytes()): number {
+export function workersThatFit(
+  perWorker: (workers: number) => number,
+  available: number | undefined,
+): number {
   if (available === undefined) return Infinity;
-  return Math.max(1, Math.floor(available / 2 / perWorkerBytes));
+  let fit = 1;
+  for (let s = 2; s <= MAX_TRAIN_WORKERS; s++) if (s * perWorker(s) <= available / 2) fit = s;
+  return fit;
 }
 
 /**

@@ -29,10 +29,10 @@ import { VisionTransformer } from "./vision_transformer.ts";
 import { openSession, type OrtSession } from "../onnx/ort.ts";
 import { type OnnxWeights, vitOnnxModel } from "./onnx_graph.ts";
 import {
+  availableMemoryBytes,
   type DropPathDraws,
   type GradChunk,
   GradPool,
-  trainWorkersWanted,
   workersThatFit,
 } from "./grad_pool.ts";
 
@@ -79,6 +79,11 @@ export interface CreateOptions {
    * one that also saves the optimised model for later starts.
    */
   openOnnx?: (graph: () => Uint8Array) => Promise<OrtSession>;
+  /**
+   * Bytes of memory the data-parallel training workers may take half of (read when the first pool starts,
+   * once); by default what is available then (`availableMemoryBytes`).
+   */
+  memoryBytes?: number;
 }
 
 /** The onnx engine's weight storage: `VIT_ONNX_WEIGHTS` (float32 or int8), float32 when unset. */
@@ -195,6 +200,7 @@ export class ViTModel {
   readonly #paramBytes: number;
   /** Workers that fit in memory, taken once before the first pool starts (see `#gradPool`). */
   #workersFit: number | undefined;
+  readonly #memoryBytes: number | undefined;
   #stepWorkers = 1;
 
   /**
@@ -215,6 +221,7 @@ export class ViTModel {
     this.maxChunk = chunkSize(config, backend.maxBindingBytes, options.maxChunk);
     const paramBytes = 4 * this.specs.reduce((sum, s) => sum + s.shape.reduce((a, b) => a * b, 1), 0);
     this.#paramBytes = paramBytes;
+    this.#memoryBytes = options.memoryBytes;
     // Weights, gradients and one transient copy of the largest of them stay resident during backward.
     const free = backend.memoryBudgetBytes - 3 * paramBytes;
     this.trainChunk = Math.max(1, Math.min(this.maxChunk, Math.floor(free / trainBytesPerImage(config))));
@@ -534,11 +541,13 @@ export class ViTModel {
   #gradPool(n: number, split?: number): GradPool | undefined {
     this.#stepWorkers = 1;
     if (this.backend.name !== "wasm") return undefined;
-    // Each worker holds the weights (as this isolate: weights, gradients, a transient copy) and its chunk's
-    // activations. Taken once, before any worker exists: counted later, a running pool would count itself.
+    // Each worker holds the weights as this isolate does (weights, gradients, a transient copy), its share of
+    // the shared gradient buffer and its chunk's activations. Taken once, before any worker exists: counted
+    // later, a running pool would count itself.
     this.#workersFit ??= workersThatFit(
-      3 * this.#paramBytes +
-        Math.min(this.trainChunk, Math.ceil(n / trainWorkersWanted())) * trainBytesPerImage(this.config),
+      (s) =>
+        4 * this.#paramBytes + Math.min(this.trainChunk, Math.ceil(n / s)) * trainBytesPerImage(this.config),
+      this.#memoryBytes ?? availableMemoryBytes(),
     );
     const size = GradPool.workersFor(this.config, n, undefined, split, this.#workersFit);
     if (size < 2) return undefined;

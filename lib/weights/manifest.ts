@@ -53,6 +53,8 @@ export interface SourceInfo {
   format?: string;
   /** The timm architecture name, when known. */
   arch?: string;
+  // The adaptations below are the weights' lineage: a model fine-tuned from an adapted one keeps them, and a
+  // later adaptation of the same kind replaces the entry.
   /** Set when the classifier head was replaced (fresh init) for fine-tuning. */
   head_reinitialized?: { num_classes: number; init: "zeros" };
   /** Set when the patch embedding was resampled to another patch size (timm's `resample_patch_embed`). */
