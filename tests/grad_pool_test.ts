@@ -7,7 +7,13 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend/backend.ts";
 import { Optimizer } from "../lib/train/optimizer.ts";
-import { type GradChunk, GradPool, trainWorkersWanted, workersThatFit } from "../lib/vit/grad_pool.ts";
+import {
+  cgroupAvailableBytes,
+  type GradChunk,
+  GradPool,
+  trainWorkersWanted,
+  workersThatFit,
+} from "../lib/vit/grad_pool.ts";
 import { createViT, type DeviceGrads, type LossOptions, type ViTModel } from "../lib/vit/model.ts";
 import type { ViTConfig } from "../lib/vit/config.ts";
 import { formulaStateDict } from "../lib/weights/formula.ts";
@@ -209,10 +215,18 @@ Deno.test("workers that fit: half of the memory available, each worker's share g
   assert.equal(workersThatFit(() => 1, 2 ** 40), 8, "never more than the pool's maximum");
 });
 
+Deno.test("a cgroup v2 limit: the limit less the usage, inactive page cache not counted as used", () => {
+  const stat = "anon 300\nfile 500\ninactive_file 400\nactive_file 100\n";
+  assert.equal(cgroupAvailableBytes("1000\n", "900\n", stat), 500);
+  assert.equal(cgroupAvailableBytes("1000", "900"), 100, "without memory.stat: the usage as it reads");
+  assert.equal(cgroupAvailableBytes("1000", "1200"), 0);
+  assert.equal(cgroupAvailableBytes("max\n", "900\n", stat), undefined, "no limit");
+});
+
 Deno.test("the default pool is no larger than the memory given to the model allows", async () => {
   await initBackend("wasm");
-  const cores = trainWorkersWanted(undefined);
-  // The smallest batch of this model that the default pool finds worth cutting (see workersFor's test).
+  const cores = trainWorkersWanted("");
+  // A batch that the default pool finds worth cutting for this model (from 187 images on).
   const b = batch(300), n = 256;
   const input = new Float32Array(n * 3 * MICRO.img_size ** 2).map((_, i) => b.input[i % b.input.length]);
   const labels = Int32Array.from({ length: n }, (_, i) => b.labels[i % N]);

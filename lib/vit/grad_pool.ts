@@ -133,22 +133,34 @@ export function trainWorkersWanted(value = Deno.env.get("VIT_TRAIN_WORKERS")): n
 }
 
 /**
- * Bytes of memory available now: the system's (`Deno.systemMemoryInfo`), or less where a cgroup (v2) limits
- * this process (a container); undefined without the permission to read it.
+ * Bytes a cgroup v2 lets this process still take, from its `memory.max`, `memory.current` and `memory.stat`
+ * files' text: the limit less the usage, not counting inactive page cache (the kernel reclaims it before it
+ * refuses memory). Undefined when there is no limit (`max`) or the text is not understood.
+ */
+export function cgroupAvailableBytes(max: string, current: string, stat = ""): number | undefined {
+  const limit = Number(max.trim()), used = Number(current.trim());
+  if (!Number.isFinite(limit) || !Number.isFinite(used)) return undefined;
+  const inactive = Number(/^inactive_file (\d+)$/m.exec(stat)?.[1] ?? 0);
+  return Math.max(0, limit - Math.max(0, used - inactive));
+}
+
+/**
+ * Bytes of memory available now: the system's (`Deno.systemMemoryInfo`), or less where this process's cgroup
+ * (v2, read at `/sys/fs/cgroup`: a container's own; limits set on ancestors only are not seen) says so;
+ * undefined without the permission to read the system's. Never prompts.
  */
 export function availableMemoryBytes(): number | undefined {
-  if (Deno.permissions.querySync({ name: "sys", kind: "systemMemoryInfo" }).state !== "granted") {
-    return undefined;
-  }
+  const granted = (d: Deno.PermissionDescriptor) => Deno.permissions.querySync(d).state === "granted";
+  if (!granted({ name: "sys", kind: "systemMemoryInfo" })) return undefined;
   let available = Deno.systemMemoryInfo().available;
-  try {
-    const max = Number(Deno.readTextFileSync("/sys/fs/cgroup/memory.max").trim());
-    const current = Number(Deno.readTextFileSync("/sys/fs/cgroup/memory.current").trim());
-    // "max" (no limit) reads as NaN and is skipped.
-    if (Number.isFinite(max) && Number.isFinite(current)) {
-      available = Math.min(available, Math.max(0, max - current));
-    }
-  } catch { /* no cgroup v2 files here, or no permission to read them */ }
+  const dir = "/sys/fs/cgroup";
+  if (granted({ name: "read", path: dir })) {
+    try {
+      const read = (f: string) => Deno.readTextFileSync(`${dir}/${f}`);
+      const limited = cgroupAvailableBytes(read("memory.max"), read("memory.current"), read("memory.stat"));
+      if (limited !== undefined) available = Math.min(available, limited);
+    } catch { /* no cgroup v2 files here */ }
+  }
   return available;
 }
 

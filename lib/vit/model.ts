@@ -198,8 +198,8 @@ export class ViTModel {
   #pool: GradPool | undefined;
   /** Bytes of the weights. */
   readonly #paramBytes: number;
-  /** Workers that fit in memory, taken once before the first pool starts (see `#gradPool`). */
-  #workersFit: number | undefined;
+  /** The memory the pool may take half of, read once before the first pool starts (see `#gradPool`). */
+  #memoryAvailable: { bytes: number | undefined } | undefined;
   readonly #memoryBytes: number | undefined;
   #stepWorkers = 1;
 
@@ -533,6 +533,21 @@ export class ViTModel {
   }
 
   /**
+   * Bytes one of `s` workers holds for a step of `n` images: the weights as this isolate holds them (weights,
+   * gradients, a transient copy), a gradient slot per chunk it runs in the shared buffer, its images (or
+   * prefix outputs from `split`) and one chunk's activations.
+   */
+  #workerBytes(n: number, s: number, split?: number): number {
+    const chunk = Math.min(this.trainChunk, Math.ceil(n / s));
+    const chunksPerWorker = Math.ceil(Math.ceil(n / chunk) / s);
+    const perImage = split === undefined
+      ? this.config.in_chans * this.config.img_size ** 2
+      : this.prefixSize(split);
+    return (3 + chunksPerWorker) * this.#paramBytes + 4 * Math.ceil(n / s) * perImage +
+      chunk * trainBytesPerImage(this.config);
+  }
+
+  /**
    * The data-parallel pool for a step of `n` images (from a frozen prefix's outputs at `split`), started on
    * first use: on tfjs-wasm, when
    * `GradPool.workersFor` gives more than one worker (`VIT_TRAIN_WORKERS`, default: the cores for steps big
@@ -541,15 +556,12 @@ export class ViTModel {
   #gradPool(n: number, split?: number): GradPool | undefined {
     this.#stepWorkers = 1;
     if (this.backend.name !== "wasm") return undefined;
-    // Each worker holds the weights as this isolate does (weights, gradients, a transient copy), its share of
-    // the shared gradient buffer and its chunk's activations. Taken once, before any worker exists: counted
-    // later, a running pool would count itself.
-    this.#workersFit ??= workersThatFit(
-      (s) =>
-        4 * this.#paramBytes + Math.min(this.trainChunk, Math.ceil(n / s)) * trainBytesPerImage(this.config),
-      this.#memoryBytes ?? availableMemoryBytes(),
-    );
-    const size = GradPool.workersFor(this.config, n, undefined, split, this.#workersFit);
+    // Read once, before any worker exists: read later, a running pool would count itself.
+    if (this.#memoryAvailable === undefined) {
+      this.#memoryAvailable = { bytes: this.#memoryBytes ?? availableMemoryBytes() };
+    }
+    const fit = workersThatFit((s) => this.#workerBytes(n, s, split), this.#memoryAvailable.bytes);
+    const size = GradPool.workersFor(this.config, n, undefined, split, fit);
     if (size < 2) return undefined;
     this.#stepWorkers = size;
     if (this.#pool?.size !== size) {
