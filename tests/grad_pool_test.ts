@@ -9,6 +9,7 @@ import { initBackend } from "../lib/backend/backend.ts";
 import { Optimizer } from "../lib/train/optimizer.ts";
 import {
   cgroupAvailableBytes,
+  cgroupLimitBytes,
   type GradChunk,
   GradPool,
   trainWorkersWanted,
@@ -221,6 +222,34 @@ Deno.test("a cgroup v2 limit: the limit less the usage, inactive page cache not 
   assert.equal(cgroupAvailableBytes("1000", "900"), 100, "without memory.stat: the usage as it reads");
   assert.equal(cgroupAvailableBytes("1000", "1200"), 0);
   assert.equal(cgroupAvailableBytes("max\n", "900\n", stat), undefined, "no limit");
+});
+
+Deno.test("cgroup limits: the least over the process's cgroup and its ancestors, v2 and v1", () => {
+  const files = (entries: Record<string, string>) => (f: string) => entries[f];
+  const v2 = files({
+    "/sys/fs/cgroup/a/b/memory.max": "max\n",
+    "/sys/fs/cgroup/a/b/memory.current": "300\n",
+    "/sys/fs/cgroup/a/memory.max": "1000\n",
+    "/sys/fs/cgroup/a/memory.current": "700\n",
+    "/sys/fs/cgroup/a/memory.stat": "inactive_file 200\n",
+  });
+  assert.equal(cgroupLimitBytes("0::/a/b\n", v2), 500, "the parent's limit binds the child without one");
+  assert.equal(cgroupLimitBytes("0::/\n", v2), undefined, "the root sets no limit");
+  const v1 = files({
+    "/sys/fs/cgroup/memory/job/memory.limit_in_bytes": "9223372036854771712\n",
+    "/sys/fs/cgroup/memory/job/memory.usage_in_bytes": "100\n",
+    "/sys/fs/cgroup/memory/memory.limit_in_bytes": "2000\n",
+    "/sys/fs/cgroup/memory/memory.usage_in_bytes": "900\n",
+    "/sys/fs/cgroup/memory/memory.stat": "inactive_file 50\ntotal_inactive_file 400\n",
+  });
+  const self = "4:memory:/job\n3:cpu:/other\n0::/\n";
+  assert.equal(
+    cgroupLimitBytes(self, v1),
+    1500,
+    "v1: the hierarchy's inactive page cache, the tighter level",
+  );
+  assert.equal(cgroupLimitBytes("3:cpu:/job\n", v1), undefined, "no memory controller listed");
+  assert.equal(cgroupLimitBytes("", v1), undefined);
 });
 
 Deno.test("the default pool is no larger than the memory given to the model allows", async () => {

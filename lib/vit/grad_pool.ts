@@ -133,35 +133,82 @@ export function trainWorkersWanted(value = Deno.env.get("VIT_TRAIN_WORKERS")): n
 }
 
 /**
- * Bytes a cgroup v2 lets this process still take, from its `memory.max`, `memory.current` and `memory.stat`
- * files' text: the limit less the usage, not counting inactive page cache (the kernel reclaims it before it
- * refuses memory). Undefined when there is no limit (`max`) or the text is not understood.
+ * Bytes one cgroup level lets its processes still take, from its limit, usage and `memory.stat` files' text
+ * (v2: `memory.max`, `memory.current`; v1: `memory.limit_in_bytes`, `memory.usage_in_bytes`): the limit less
+ * the usage, not counting inactive page cache (the kernel reclaims it before it refuses memory). Undefined when
+ * there is no limit (`max`) or the text is not understood.
  */
 export function cgroupAvailableBytes(max: string, current: string, stat = ""): number | undefined {
   const limit = Number(max.trim()), used = Number(current.trim());
   if (!Number.isFinite(limit) || !Number.isFinite(used)) return undefined;
-  const inactive = Number(/^inactive_file (\d+)$/m.exec(stat)?.[1] ?? 0);
+  const field = (key: string) => new RegExp(`^${key} (\\d+)$`, "m").exec(stat)?.[1];
+  const inactive = Number(field("total_inactive_file") ?? field("inactive_file") ?? 0);
   return Math.max(0, limit - Math.max(0, used - inactive));
 }
 
 /**
- * Bytes of memory available now: the system's (`Deno.systemMemoryInfo`), or less where this process's cgroup
- * (v2, read at `/sys/fs/cgroup`: a container's own; limits set on ancestors only are not seen) says so;
- * undefined without the permission to read the system's. Never prompts.
+ * Bytes this process's memory cgroups let it still take: the least over its own cgroup and every ancestor
+ * visible under `root` (a limit set on a parent binds its children too), for the unified (v2) hierarchy and
+ * the v1 `memory` controller alike. `procSelfCgroup` is `/proc/self/cgroup`'s text; `read` returns a file's
+ * text, or undefined where it cannot. Undefined when no level sets a limit.
+ *
+ * @example
+ * ```ts
+ * const files: Record<string, string> = {
+ *   "/sys/fs/cgroup/app/memory.max": "max", "/sys/fs/cgroup/app/memory.current": "100",
+ *   "/sys/fs/cgroup/memory.max": "1000", "/sys/fs/cgroup/memory.current": "400",
+ * };
+ * cgroupLimitBytes("0::/app\n", (f) => files[f]); // 600: the parent's limit binds
+ * ```
+ */
+export function cgroupLimitBytes(
+  procSelfCgroup: string,
+  read: (file: string) => string | undefined,
+  root = "/sys/fs/cgroup",
+): number | undefined {
+  let least: number | undefined;
+  for (const line of procSelfCgroup.split("\n")) {
+    const [id, controllers, path] = line.split(":");
+    if (path === undefined) continue;
+    const v2 = id === "0" && controllers === "";
+    if (!v2 && !controllers.split(",").includes("memory")) continue;
+    const bases = v2 ? [root, `${root}/unified`] : [`${root}/memory`];
+    const [maxFile, usedFile] = v2
+      ? ["memory.max", "memory.current"]
+      : ["memory.limit_in_bytes", "memory.usage_in_bytes"];
+    const parts = path.split("/").filter(Boolean);
+    for (const base of bases) {
+      for (let depth = parts.length; depth >= 0; depth--) {
+        const dir = [base, ...parts.slice(0, depth)].join("/");
+        const max = read(`${dir}/${maxFile}`), used = read(`${dir}/${usedFile}`);
+        if (max === undefined || used === undefined) continue;
+        const level = cgroupAvailableBytes(max, used, read(`${dir}/memory.stat`) ?? "");
+        if (level !== undefined) least = Math.min(least ?? Infinity, level);
+      }
+    }
+  }
+  return least;
+}
+
+/**
+ * Bytes of memory available now: the system's (`Deno.systemMemoryInfo`), or less where this process's memory
+ * cgroups say so ({@linkcode cgroupLimitBytes}: its own and the ancestors visible to it, v2 or v1); undefined
+ * without the permission to read the system's. Never prompts: cgroup files it may not read are not counted.
  */
 export function availableMemoryBytes(): number | undefined {
   const granted = (d: Deno.PermissionDescriptor) => Deno.permissions.querySync(d).state === "granted";
   if (!granted({ name: "sys", kind: "systemMemoryInfo" })) return undefined;
-  let available = Deno.systemMemoryInfo().available;
-  const dir = "/sys/fs/cgroup";
-  if (granted({ name: "read", path: dir })) {
+  const available = Deno.systemMemoryInfo().available;
+  const read = (file: string) => {
+    if (!granted({ name: "read", path: file })) return undefined;
     try {
-      const read = (f: string) => Deno.readTextFileSync(`${dir}/${f}`);
-      const limited = cgroupAvailableBytes(read("memory.max"), read("memory.current"), read("memory.stat"));
-      if (limited !== undefined) available = Math.min(available, limited);
-    } catch { /* no cgroup v2 files here */ }
-  }
-  return available;
+      return Deno.readTextFileSync(file);
+    } catch {
+      return undefined;
+    }
+  };
+  const limited = cgroupLimitBytes(read("/proc/self/cgroup") ?? "", read);
+  return limited === undefined ? available : Math.min(available, limited);
 }
 
 /**
