@@ -259,15 +259,16 @@ Deno.test("the default pool is no larger than the memory given to the model allo
   const b = batch(300), n = 256;
   const input = new Float32Array(n * 3 * MICRO.img_size ** 2).map((_, i) => b.input[i % b.input.length]);
   const labels = Int32Array.from({ length: n }, (_, i) => b.labels[i % N]);
-  for (const [memoryBytes, want] of [[1, 1], [2 ** 40, Math.min(cores, n / 4)]]) {
-    const model = await createViT(MICRO, formulaStateDict(MICRO, 5), { memoryBytes });
+  const cases = [[1, 1, 1], [2 ** 40, 1, Math.min(cores, n / 4)], [2 ** 40, 1e-12, 1]];
+  for (const [memoryBytes, memoryShare, want] of cases) {
+    const model = await createViT(MICRO, formulaStateDict(MICRO, 5), { memoryBytes, memoryShare });
     try {
       const step = await withWorkers(
         "",
         () => model.lossAndDeviceGrads(input, [n, 3, MICRO.img_size, MICRO.img_size], labels),
       );
       tf.dispose([...step.grads.values()]);
-      assert.equal(model.stepWorkers, want, `${memoryBytes} bytes`);
+      assert.equal(model.stepWorkers, want, `${memoryBytes} bytes, share ${memoryShare}`);
     } finally {
       model.dispose();
     }

@@ -171,6 +171,38 @@ Deno.test("finetune worker: a crashing worker fails its session, names no server
   }
 });
 
+Deno.test("finetune worker: sessions that run at once each count on a part of the free memory", {
+  sanitizeOps: false,
+  sanitizeResources: false,
+}, async () => {
+  const tuner = workerFineTuner({ script: { path: testWorker, args: ["share"] } });
+  const spec = {
+    base: "unused",
+    data: { root: "unused", maxPixels: 1 },
+    out: { dir: "unused", file: "unused", extra: {} },
+    labels: ["a", "b"],
+    steps: 2,
+    lr: 0.01,
+    freeze: "none" as const,
+    batchSize: 1,
+    seed: 0,
+  };
+  const failure = (p: Promise<unknown>) => p.then(() => "succeeded", (e: Error) => e.message);
+  // The first session holds its first step until the second has started (and finished).
+  let release!: () => void;
+  const held = new Promise<void>((r) => release = r);
+  const first = failure(tuner(spec, () => held, new AbortController().signal));
+  const second = await failure(tuner(spec, () => Promise.resolve(), new AbortController().signal));
+  release();
+  assert.match(second, /memoryShare 0\.5$/, "two sessions running: half each");
+  assert.match(await first, /memoryShare 1$/, "alone when it started: all of it");
+  // Both ended: the next one is alone again.
+  assert.match(
+    await failure(tuner(spec, () => Promise.resolve(), new AbortController().signal)),
+    /memoryShare 1$/,
+  );
+});
+
 /** The pids of `pid`'s child processes (Linux). */
 function childPids(pid: number): number[] {
   const out: number[] = [];

@@ -50,6 +50,11 @@ export interface FineTuneJob {
    * cutmix, aa, reprob, drop_path, smoothing, hflip, crop_pad …), validated as a training YAML is.
    */
   recipe?: Record<string, unknown>;
+  /**
+   * The part of the available memory this session's training workers count on (`CreateOptions.memoryShare`;
+   * the worker host sets it for the sessions that run at once).
+   */
+  memoryShare?: number;
 }
 
 /** Progress after one optimizer step. */
@@ -76,8 +81,11 @@ export interface FineTuneResult {
  * A whole session's work, described by files and small values only: what is posted to the training worker
  * (no weights or images cross the thread boundary; the worker reads them itself).
  */
-export interface FineTuneSpec
-  extends Pick<FineTuneJob, "labels" | "steps" | "lr" | "freeze" | "batchSize" | "seed" | "recipe"> {
+export interface FineTuneSpec extends
+  Pick<
+    FineTuneJob,
+    "labels" | "steps" | "lr" | "freeze" | "batchSize" | "seed" | "recipe" | "memoryShare"
+  > {
   /** The base model: a model folder or an http(s) URL, as `loadWeights` reads it. */
   base: string;
   /** The training images: a folder of class folders, and the largest image (in pixels) to decode. */
@@ -124,7 +132,7 @@ export async function fineTune(
   const { state, changes } = adaptForFineTuning(job.state, config);
   checkImageShape(job.train.shape, config, "training images");
   if (signal.aborted) throw abortError();
-  const model = await createViT(config, state);
+  const model = await createViT(config, state, { memoryShare: job.memoryShare });
   let opt: Optimizer | undefined;
   try {
     const bs = Math.min(job.batchSize, job.train.size);
@@ -231,6 +239,7 @@ export async function runFineTuneSpec(
       batchSize: spec.batchSize,
       seed: spec.seed,
       ...(spec.recipe ? { recipe: spec.recipe } : {}),
+      ...(spec.memoryShare ? { memoryShare: spec.memoryShare } : {}),
     },
     onProgress,
     signal,

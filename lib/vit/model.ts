@@ -84,6 +84,12 @@ export interface CreateOptions {
    * once); by default what is available then (`availableMemoryBytes`).
    */
   memoryBytes?: number;
+  /**
+   * The part (0–1] of that memory this model counts as its own; 1 by default. A server that runs several
+   * fine-tuning sessions at once gives each a part, so that sessions starting together do not all count
+   * the same free memory.
+   */
+  memoryShare?: number;
 }
 
 /** The onnx engine's weight storage: `VIT_ONNX_WEIGHTS` (float32 or int8), float32 when unset. */
@@ -201,6 +207,7 @@ export class ViTModel {
   /** The memory the pool may take half of, read once before the first pool starts (see `#gradPool`). */
   #memoryAvailable: { bytes: number | undefined } | undefined;
   readonly #memoryBytes: number | undefined;
+  readonly #memoryShare: number;
   #stepWorkers = 1;
 
   /**
@@ -222,6 +229,10 @@ export class ViTModel {
     const paramBytes = 4 * this.specs.reduce((sum, s) => sum + s.shape.reduce((a, b) => a * b, 1), 0);
     this.#paramBytes = paramBytes;
     this.#memoryBytes = options.memoryBytes;
+    this.#memoryShare = options.memoryShare ?? 1;
+    if (!(this.#memoryShare > 0 && this.#memoryShare <= 1)) {
+      throw new RangeError(`memoryShare: ${options.memoryShare}, expected a number in (0, 1]`);
+    }
     // Weights, gradients and one transient copy of the largest of them stay resident during backward.
     const free = backend.memoryBudgetBytes - 3 * paramBytes;
     this.trainChunk = Math.max(1, Math.min(this.maxChunk, Math.floor(free / trainBytesPerImage(config))));
@@ -558,7 +569,8 @@ export class ViTModel {
     if (this.backend.name !== "wasm") return undefined;
     // Read once, before any worker exists: read later, a running pool would count itself.
     if (this.#memoryAvailable === undefined) {
-      this.#memoryAvailable = { bytes: this.#memoryBytes ?? availableMemoryBytes() };
+      const bytes = this.#memoryBytes ?? availableMemoryBytes();
+      this.#memoryAvailable = { bytes: bytes === undefined ? undefined : bytes * this.#memoryShare };
     }
     const fit = workersThatFit((s) => this.#workerBytes(n, s, split), this.#memoryAvailable.bytes);
     const size = GradPool.workersFor(this.config, n, undefined, split, fit);
