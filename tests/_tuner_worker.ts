@@ -2,8 +2,7 @@
  * A training worker process for tests (see lib/serve/finetune_host.ts) that reports step 1 and then, in
  * its second step, does what its argument says: `spin` writes its pid to the file given second and spins in
  * a synchronous loop as a stuck tfjs kernel would (only killing it ends it); `crash` dies with an uncaught
- * error naming a server path, as a crash inside a native or wasm kernel surfaces; `share` fails its session
- * with an error that states the memory share its spec carried.
+ * error naming a server path, as a crash inside a native or wasm kernel surfaces.
  */
 import {
   eachLine,
@@ -13,20 +12,15 @@ import {
 } from "../lib/serve/finetune_host.ts";
 
 const [mode, pidFile] = Deno.args;
-let share: number | undefined;
 const send = (m: WorkerMessage) => console.log(MESSAGE_PREFIX + JSON.stringify(m));
 eachLine(Deno.stdin.readable, (line) => {
   if (!line.trim()) return;
   const m = JSON.parse(line) as HostMessage;
   if (m.type === "start") {
-    share = m.spec.memoryShare;
     send({
       type: "progress",
       progress: { step: 1, steps: m.spec.steps, epoch: 0, loss: 1, lr: m.spec.lr, imgPerSec: 1 },
     });
-  } else if (mode === "share") {
-    send({ type: "error", name: "Error", message: `memoryShare ${share}` });
-    Deno.exit(1);
   } else if (mode === "spin") {
     Deno.writeTextFileSync(pidFile, String(Deno.pid));
     for (;;) { /* a step that never returns */ }

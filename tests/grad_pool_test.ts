@@ -227,6 +227,7 @@ Deno.test("a cgroup v2 limit: the limit less the usage, inactive page cache not 
 Deno.test("cgroup limits: the least over the process's cgroup and its ancestors, v2 and v1", () => {
   const files = (entries: Record<string, string>) => (f: string) => entries[f];
   const v2 = files({
+    "/sys/fs/cgroup/cgroup.controllers": "memory\n",
     "/sys/fs/cgroup/a/b/memory.max": "max\n",
     "/sys/fs/cgroup/a/b/memory.current": "300\n",
     "/sys/fs/cgroup/a/memory.max": "1000\n",
@@ -235,6 +236,16 @@ Deno.test("cgroup limits: the least over the process's cgroup and its ancestors,
   });
   assert.equal(cgroupLimitBytes("0::/a/b\n", v2), 500, "the parent's limit binds the child without one");
   assert.equal(cgroupLimitBytes("0::/\n", v2), undefined, "the root sets no limit");
+  const hybrid = files({
+    "/sys/fs/cgroup/unified/x:y/memory.max": "max\n",
+    "/sys/fs/cgroup/unified/x:y/memory.high": "800\n",
+    "/sys/fs/cgroup/unified/x:y/memory.current": "600\n",
+  });
+  assert.equal(
+    cgroupLimitBytes("1:memory:/\n0::/x:y\n", hybrid),
+    200,
+    "v2 under unified/, memory.high, a colon",
+  );
   const v1 = files({
     "/sys/fs/cgroup/memory/job/memory.limit_in_bytes": "9223372036854771712\n",
     "/sys/fs/cgroup/memory/job/memory.usage_in_bytes": "100\n",
@@ -272,6 +283,12 @@ Deno.test("the default pool is no larger than the memory given to the model allo
     } finally {
       model.dispose();
     }
+  }
+  for (const memoryShare of [0, 1.5, NaN]) {
+    await assert.rejects(
+      () => createViT(MICRO, formulaStateDict(MICRO, 5), { memoryShare }),
+      /memoryShare: .*, expected a number in \(0, 1\]/,
+    );
   }
 });
 

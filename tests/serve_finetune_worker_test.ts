@@ -5,6 +5,7 @@
  * gives its slot back.
  */
 import assert from "node:assert/strict";
+import type { FineTuner } from "../lib/serve/finetune.ts";
 import { workerFineTuner } from "../lib/serve/finetune_host.ts";
 import { processAlive } from "../lib/serve/state/liveness.ts";
 import { resolveConfig } from "../lib/vit/config.ts";
@@ -171,36 +172,34 @@ Deno.test("finetune worker: a crashing worker fails its session, names no server
   }
 });
 
-Deno.test("finetune worker: sessions that run at once each count on a part of the free memory", {
+Deno.test("sessions that run at once each count on a part of the free memory", {
   sanitizeOps: false,
   sanitizeResources: false,
 }, async () => {
-  const tuner = workerFineTuner({ script: { path: testWorker, args: ["share"] } });
-  const spec = {
-    base: "unused",
-    data: { root: "unused", maxPixels: 1 },
-    out: { dir: "unused", file: "unused", extra: {} },
-    labels: ["a", "b"],
-    steps: 2,
-    lr: 0.01,
-    freeze: "none" as const,
-    batchSize: 1,
-    seed: 0,
-  };
-  const failure = (p: Promise<unknown>) => p.then(() => "succeeded", (e: Error) => e.message);
-  // The first session holds its first step until the second has started (and finished).
+  // Records each session's memory share; the first session holds until the second has started.
+  const shares: Array<number | undefined> = [];
   let release!: () => void;
   const held = new Promise<void>((r) => release = r);
-  const first = failure(tuner(spec, () => held, new AbortController().signal));
-  const second = await failure(tuner(spec, () => Promise.resolve(), new AbortController().signal));
-  release();
-  assert.match(second, /memoryShare 0\.5$/, "two sessions running: half each");
-  assert.match(await first, /memoryShare 1$/, "alone when it started: all of it");
-  // Both ended: the next one is alone again.
-  assert.match(
-    await failure(tuner(spec, () => Promise.resolve(), new AbortController().signal)),
-    /memoryShare 1$/,
-  );
+  const tuner: FineTuner = async (spec) => {
+    shares.push(spec.memoryShare);
+    if (shares.length === 1) await held;
+    throw new Error("recorded");
+  };
+  const s = await startTestService({ tuner, limits: { maxSessions: 3 } as never });
+  try {
+    await writeImageFolder(`${s.dataRoot}/d`, ["a", "b"], 2);
+    const first = await startSession(s, { steps: 1 });
+    while (shares.length < 1) await new Promise((r) => setTimeout(r, 10));
+    const second = await startSession(s, { steps: 1 });
+    await waitState(s, second.id, ["failed"]);
+    release();
+    await waitState(s, first.id, ["failed"]);
+    const third = await startSession(s, { steps: 1 });
+    await waitState(s, third.id, ["failed"]);
+    assert.deepEqual(shares, [1, 0.5, 1], "alone, then one of two, then alone again");
+  } finally {
+    await s.close();
+  }
 });
 
 /** The pids of `pid`'s child processes (Linux). */

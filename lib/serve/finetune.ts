@@ -51,8 +51,9 @@ export interface FineTuneJob {
    */
   recipe?: Record<string, unknown>;
   /**
-   * The part of the available memory this session's training workers count on (`CreateOptions.memoryShare`;
-   * the worker host sets it for the sessions that run at once).
+   * The part of the available memory this session's model counts as its own, its training workers taking
+   * at most half of it (`CreateOptions.memoryShare`); the session manager sets it for the sessions that run
+   * at once.
    */
   memoryShare?: number;
 }
@@ -239,7 +240,7 @@ export async function runFineTuneSpec(
       batchSize: spec.batchSize,
       seed: spec.seed,
       ...(spec.recipe ? { recipe: spec.recipe } : {}),
-      ...(spec.memoryShare ? { memoryShare: spec.memoryShare } : {}),
+      ...(spec.memoryShare !== undefined ? { memoryShare: spec.memoryShare } : {}),
     },
     onProgress,
     signal,

@@ -62,7 +62,6 @@ export function workerFineTuner(options: WorkerTunerOptions = {}): FineTuner {
   // fileURLToPath, not `.pathname`: a checkout path with spaces or non-ASCII names stays a real path.
   const script = options.script ?? { path: fileURLToPath(new URL("./finetune_worker.ts", import.meta.url)) };
   const config = fileURLToPath(new URL("../../deno.json", import.meta.url));
-  let running = 0;
   return async (spec, onProgress, signal) => {
     if (signal.aborted) throw abortError();
     const child = new Deno.Command(Deno.execPath(), {
@@ -135,13 +134,8 @@ export function workerFineTuner(options: WorkerTunerOptions = {}): FineTuner {
       // Deno's report of an uncaught error starts with "error: "; keep the last one for the session.
       if (line.startsWith("error: ")) lastError = line.slice("error: ".length);
     });
-    // Each worker process reads the free memory for itself; one that starts while others run counts on
-    // a part of it (1/n with n sessions running); a pool takes half of its part, so two sessions that start
-    // together count on at most 3/4 of the same free memory, three on 11/12.
-    running++;
-    const share = 1 / running;
     try {
-      await post({ type: "start", spec: { ...spec, memoryShare: share } });
+      await post({ type: "start", spec });
       const status = await child.status;
       await Promise.all([stdout, stderr]);
       await handling;
@@ -153,7 +147,6 @@ export function workerFineTuner(options: WorkerTunerOptions = {}): FineTuner {
         `the training worker stopped unexpectedly (${how})${lastError ? `: ${lastError}` : ""}`,
       );
     } finally {
-      running--;
       signal.removeEventListener("abort", onAbort);
       await stdin.close().catch(() => {});
       kill();

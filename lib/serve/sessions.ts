@@ -469,6 +469,10 @@ export class SessionManager {
       // A cancel asked by another process sharing the state dir takes effect within a second, mid-step too.
       poll = setInterval(() => void this.#checkCancelMarker(rec.id).catch(() => {}), 1000);
       let stepStart = performance.now();
+      // Each training process reads the free memory for itself: a session counts on 1/n of it, n the
+      // sessions holding a slot now in every process sharing the state dir (this one included). A pool takes
+      // half of its part, so two sessions that start together count on at most 3/4 of the same memory.
+      const holders = await this.#leases.count();
       await this.tuner({
         base: base.location,
         data: { root: dataset.root, maxPixels: dataset.maxPixels },
@@ -479,6 +483,7 @@ export class SessionManager {
         batchSize: rec.request.batch_size,
         seed: rec.request.seed,
         ...(rec.request.recipe ? { recipe: rec.request.recipe } : {}),
+        memoryShare: 1 / Math.max(1, holders),
         out: {
           dir,
           file: `fine-tuned from model "${base.id}" by session ${rec.id}`,

@@ -148,8 +148,8 @@ export function cgroupAvailableBytes(max: string, current: string, stat = ""): n
 
 /**
  * Bytes this process's memory cgroups let it still take: the least over its own cgroup and every ancestor
- * visible under `root` (a limit set on a parent binds its children too), for the unified (v2) hierarchy and
- * the v1 `memory` controller alike. `procSelfCgroup` is `/proc/self/cgroup`'s text; `read` returns a file's
+ * visible under `root` (a limit set on a parent binds its children too), for the unified (v2) hierarchy (its
+ * `memory.high` where lower than `memory.max`) and the v1 `memory` controller alike. `procSelfCgroup` is `/proc/self/cgroup`'s text; `read` returns a file's
  * text, or undefined where it cannot. Undefined when no level sets a limit.
  *
  * @example
@@ -168,23 +168,28 @@ export function cgroupLimitBytes(
 ): number | undefined {
   let least: number | undefined;
   for (const line of procSelfCgroup.split("\n")) {
-    const [id, controllers, path] = line.split(":");
+    // hierarchy-id:controllers:path (the path may itself hold colons).
+    const [, id, controllers, path] = /^(\d+):([^:]*):(.*)$/.exec(line) ?? [];
     if (path === undefined) continue;
     const v2 = id === "0" && controllers === "";
     if (!v2 && !controllers.split(",").includes("memory")) continue;
-    const bases = v2 ? [root, `${root}/unified`] : [`${root}/memory`];
+    // v2 is mounted at root itself, or at root/unified beside v1's controllers (a hybrid setup).
+    const v2Base = read(`${root}/cgroup.controllers`) !== undefined ? root : `${root}/unified`;
+    const base = v2 ? v2Base : `${root}/memory`;
     const [maxFile, usedFile] = v2
       ? ["memory.max", "memory.current"]
       : ["memory.limit_in_bytes", "memory.usage_in_bytes"];
     const parts = path.split("/").filter(Boolean);
-    for (const base of bases) {
-      for (let depth = parts.length; depth >= 0; depth--) {
-        const dir = [base, ...parts.slice(0, depth)].join("/");
-        const max = read(`${dir}/${maxFile}`), used = read(`${dir}/${usedFile}`);
-        if (max === undefined || used === undefined) continue;
-        const level = cgroupAvailableBytes(max, used, read(`${dir}/memory.stat`) ?? "");
-        if (level !== undefined) least = Math.min(least ?? Infinity, level);
-      }
+    for (let depth = parts.length; depth >= 0; depth--) {
+      const dir = [base, ...parts.slice(0, depth)].join("/");
+      let max = read(`${dir}/${maxFile}`);
+      const used = read(`${dir}/${usedFile}`);
+      if (max === undefined || used === undefined) continue;
+      // v2's memory.high, where set below memory.max, is where the kernel starts throttling and reclaiming.
+      const high = v2 ? Number(read(`${dir}/memory.high`)) : NaN;
+      if (high < Number(max) || (high >= 0 && max.trim() === "max")) max = String(high);
+      const level = cgroupAvailableBytes(max, used, read(`${dir}/memory.stat`) ?? "");
+      if (level !== undefined) least = Math.min(least ?? Infinity, level);
     }
   }
   return least;
@@ -207,7 +212,8 @@ export function availableMemoryBytes(): number | undefined {
       return undefined;
     }
   };
-  const limited = cgroupLimitBytes(read("/proc/self/cgroup") ?? "", read);
+  // Without /proc/self/cgroup, the cgroups at the root of the mounts (a container's own).
+  const limited = cgroupLimitBytes(read("/proc/self/cgroup") ?? "0::/\n1:memory:/\n", read);
   return limited === undefined ? available : Math.min(available, limited);
 }
 
