@@ -211,9 +211,13 @@ Deno.test("serve: `deno serve --parallel` entry point (routes/main.ts)", async (
           method: "POST",
           headers: { "content-type": "image/png" },
           body: png,
-        }).then(json)),
+        }).then(async (res) => ({ status: res.status, body: await json(res) }))),
     );
-    for (const r of results) assert.equal(r.results[0].predictions.length, 5);
+    // Every worker listens only once its models are loaded: none answers `not_ready`.
+    for (const r of results) {
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.equal(r.body.results[0].predictions.length, 5);
+    }
   } finally {
     await server.kill("SIGTERM");
   }
