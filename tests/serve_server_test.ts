@@ -1,10 +1,10 @@
 /**
  * Tests against real servers on loopback (child processes): classification and a fine-tuning session over
- * HTTP, the `deno serve --parallel` entry point, and the crash test: a server killed during a session comes
+ * HTTP, the `deno serve --parallel` entry point (serving, and a signal while loading), and the crash test: a server killed during a session comes
  * back with its registered models intact and the interrupted session reported as failed.
  */
 import assert from "node:assert/strict";
-import { rootArgs, spawnServer, testImage, writeImageFolder, writeMicroModel } from "./_serve.ts";
+import { freePort, rootArgs, spawnServer, testImage, writeImageFolder, writeMicroModel } from "./_serve.ts";
 
 Deno.env.set("VIT_QUIET", "1");
 const TOKEN = "loopback-token";
@@ -220,6 +220,50 @@ Deno.test("serve: `deno serve --parallel` entry point (routes/main.ts)", async (
     }
   } finally {
     await server.kill("SIGTERM");
+  }
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("serve: a `deno serve` worker stopped while its models load exits 0", async () => {
+  const root = await Deno.makeTempDir({ prefix: "vit-serve-early-" });
+  await writeMicroModel(`${root}/micro`);
+  // The manifest is served, the shards never: every worker stays loading until the signal.
+  let shardRequests = 0;
+  const hang = Promise.withResolvers<void>();
+  const models = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    const name = new URL(req.url).pathname.split("/").pop()!;
+    if (name === "model.json") return new Response(await Deno.readFile(`${root}/micro/model.json`));
+    shardRequests++;
+    await hang.promise;
+    return new Response("gone", { status: 503 });
+  });
+  const port = freePort();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["serve", "--parallel", "-A", "--host", "127.0.0.1", "--port", String(port), "routes/main.ts"]
+      .concat(
+        ["--model", `micro=http://127.0.0.1:${models.addr.port}/micro/`, "--state-dir", `${root}/state`],
+      ),
+    cwd: new URL("..", import.meta.url).pathname,
+    env: { VIT_BACKEND: "wasm", DENO_JOBS: "2" },
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  try {
+    const deadline = Date.now() + 60_000;
+    while (shardRequests < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(shardRequests >= 2, "both workers should be loading the model");
+    // Not listening while loading: a client is refused rather than answered `not_ready`.
+    await assert.rejects(fetch(`http://127.0.0.1:${port}/healthz`));
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+    const status = await child.status;
+    clearTimeout(timer);
+    assert.equal(status.code, 0, await stderr);
+    assert.match(await stderr, /SIGTERM: shutting down/);
+  } finally {
+    hang.resolve();
+    await models.shutdown();
   }
   await Deno.remove(root, { recursive: true });
 });
