@@ -8,7 +8,15 @@ import * as tf from "@tensorflow/tfjs";
 import { paramSpecs } from "../lib/vit/params.ts";
 import { initBackend } from "../lib/backend/backend.ts";
 import { resolveConfig } from "../lib/vit/config.ts";
-import { MICRO, startTestService, tarArchive, testImage, writeImageFolder } from "./_serve.ts";
+import { runFineTuneSpec } from "../lib/serve/finetune.ts";
+import {
+  MICRO,
+  startTestService,
+  tarArchive,
+  testImage,
+  writeImageFolder,
+  writeMicroModel,
+} from "./_serve.ts";
 import type { Hono } from "hono";
 
 Deno.env.set("VIT_QUIET", "1");
@@ -250,4 +258,32 @@ Deno.test("serve: fine-tuning sessions", { sanitizeOps: false, sanitizeResources
     assert.equal(list.sessions.length, 5);
   });
   await s.close();
+});
+
+Deno.test("a session's memory share reaches its model (an invalid one is refused there)", async () => {
+  await initBackend("wasm");
+  const root = await Deno.makeTempDir({ prefix: "vit-ft-share-" });
+  try {
+    await writeMicroModel(`${root}/micro`);
+    await writeImageFolder(`${root}/data`, ["a", "b"], 2);
+    const spec = {
+      base: `${root}/micro`,
+      data: { root: `${root}/data`, maxPixels: 1 << 20 },
+      labels: ["a", "b"],
+      steps: 1,
+      lr: 0.01,
+      freeze: "head-only" as const,
+      batchSize: 2,
+      seed: 1,
+      memoryShare: 0,
+      out: { dir: `${root}/out`, file: "test", extra: {} },
+    };
+    await assert.rejects(
+      runFineTuneSpec(spec, () => Promise.resolve(), new AbortController().signal),
+      /memoryShare: 0, expected a number in \(0, 1\]/,
+    );
+    await assert.rejects(Deno.stat(`${root}/out`), Deno.errors.NotFound, "nothing written");
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
 });

@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import type { FineTuner } from "../lib/serve/finetune.ts";
+import { DEFAULT_LIMITS } from "../lib/serve/options.ts";
 import { workerFineTuner } from "../lib/serve/finetune_host.ts";
 import { processAlive } from "../lib/serve/state/liveness.ts";
 import { resolveConfig } from "../lib/vit/config.ts";
@@ -185,11 +186,14 @@ Deno.test("sessions that run at once each count on a part of the free memory", {
     if (shares.length === 1) await held;
     throw new Error("recorded");
   };
-  const s = await startTestService({ tuner, limits: { maxSessions: 3 } as never });
+  const s = await startTestService({ tuner, limits: { ...DEFAULT_LIMITS, maxSessions: 3 } });
   try {
     await writeImageFolder(`${s.dataRoot}/d`, ["a", "b"], 2);
     const first = await startSession(s, { steps: 1 });
-    while (shares.length < 1) await new Promise((r) => setTimeout(r, 10));
+    for (const deadline = Date.now() + 60_000; shares.length < 1;) {
+      assert.ok(Date.now() < deadline, "the first session never reached its tuner");
+      await new Promise((r) => setTimeout(r, 10));
+    }
     const second = await startSession(s, { steps: 1 });
     await waitState(s, second.id, ["failed"]);
     release();

@@ -51,9 +51,8 @@ export interface FineTuneJob {
    */
   recipe?: Record<string, unknown>;
   /**
-   * The part of the available memory this session's model counts as its own, its training workers taking
-   * at most half of it (`CreateOptions.memoryShare`); the session manager sets it for the sessions that run
-   * at once.
+   * The part of the available memory this session's model counts as its own (`CreateOptions.memoryShare`);
+   * the session manager sets it for the sessions that run at once.
    */
   memoryShare?: number;
 }

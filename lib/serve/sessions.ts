@@ -469,10 +469,13 @@ export class SessionManager {
       // A cancel asked by another process sharing the state dir takes effect within a second, mid-step too.
       poll = setInterval(() => void this.#checkCancelMarker(rec.id).catch(() => {}), 1000);
       let stepStart = performance.now();
-      // Each training process reads the free memory for itself: a session counts on 1/n of it, n the
-      // sessions holding a slot now in every process sharing the state dir (this one included). A pool takes
-      // half of its part, so two sessions that start together count on at most 3/4 of the same memory.
-      const holders = await this.#leases.count();
+      // Each training process reads the free memory for itself: a session counts on 1/n of it
+      // (`CreateOptions.memoryShare`), n the sessions holding a slot in every process sharing the state dir.
+      // The count is an estimate: where the state dir cannot be read, the most cautious share.
+      const holders = await this.#leases.count().catch((e) => {
+        console.error(`serve: counting the running sessions: ${(e as Error).message}`);
+        return this.options.maxActive;
+      });
       await this.tuner({
         base: base.location,
         data: { root: dataset.root, maxPixels: dataset.maxPixels },

@@ -139,7 +139,9 @@ export function trainWorkersWanted(value = Deno.env.get("VIT_TRAIN_WORKERS")): n
  * there is no limit (`max`) or the text is not understood.
  */
 export function cgroupAvailableBytes(max: string, current: string, stat = ""): number | undefined {
-  const limit = Number(max.trim()), used = Number(current.trim());
+  // Number("") is 0: an empty file would read as a zero limit.
+  if (!max.trim() || !current.trim()) return undefined;
+  const limit = Number(max), used = Number(current);
   if (!Number.isFinite(limit) || !Number.isFinite(used)) return undefined;
   const field = (key: string) => new RegExp(`^${key} (\\d+)$`, "m").exec(stat)?.[1];
   const inactive = Number(field("total_inactive_file") ?? field("inactive_file") ?? 0);
@@ -149,12 +151,14 @@ export function cgroupAvailableBytes(max: string, current: string, stat = ""): n
 /**
  * Bytes this process's memory cgroups let it still take: the least over its own cgroup and every ancestor
  * visible under `root` (a limit set on a parent binds its children too), for the unified (v2) hierarchy (its
- * `memory.high` where lower than `memory.max`) and the v1 `memory` controller alike. `procSelfCgroup` is `/proc/self/cgroup`'s text; `read` returns a file's
- * text, or undefined where it cannot. Undefined when no level sets a limit.
+ * `memory.high` where lower than `memory.max`) and the v1 `memory` controller alike. `procSelfCgroup` is
+ * `/proc/self/cgroup`'s text; `read` returns a file's text, or undefined where it cannot. Undefined when no
+ * level sets a limit.
  *
  * @example
  * ```ts
  * const files: Record<string, string> = {
+ *   "/sys/fs/cgroup/cgroup.controllers": "memory",
  *   "/sys/fs/cgroup/app/memory.max": "max", "/sys/fs/cgroup/app/memory.current": "100",
  *   "/sys/fs/cgroup/memory.max": "1000", "/sys/fs/cgroup/memory.current": "400",
  * };
@@ -167,14 +171,14 @@ export function cgroupLimitBytes(
   root = "/sys/fs/cgroup",
 ): number | undefined {
   let least: number | undefined;
+  // v2 is mounted at root itself, or at root/unified beside v1's controllers (a hybrid setup).
+  const v2Base = read(`${root}/cgroup.controllers`) !== undefined ? root : `${root}/unified`;
   for (const line of procSelfCgroup.split("\n")) {
     // hierarchy-id:controllers:path (the path may itself hold colons).
     const [, id, controllers, path] = /^(\d+):([^:]*):(.*)$/.exec(line) ?? [];
     if (path === undefined) continue;
     const v2 = id === "0" && controllers === "";
     if (!v2 && !controllers.split(",").includes("memory")) continue;
-    // v2 is mounted at root itself, or at root/unified beside v1's controllers (a hybrid setup).
-    const v2Base = read(`${root}/cgroup.controllers`) !== undefined ? root : `${root}/unified`;
     const base = v2 ? v2Base : `${root}/memory`;
     const [maxFile, usedFile] = v2
       ? ["memory.max", "memory.current"]
@@ -186,7 +190,7 @@ export function cgroupLimitBytes(
       const used = read(`${dir}/${usedFile}`);
       if (max === undefined || used === undefined) continue;
       // v2's memory.high, where set below memory.max, is where the kernel starts throttling and reclaiming.
-      const high = v2 ? Number(read(`${dir}/memory.high`)) : NaN;
+      const high = v2 ? Number(read(`${dir}/memory.high`)?.trim() || NaN) : NaN;
       if (high < Number(max) || (high >= 0 && max.trim() === "max")) max = String(high);
       const level = cgroupAvailableBytes(max, used, read(`${dir}/memory.stat`) ?? "");
       if (level !== undefined) least = Math.min(least ?? Infinity, level);
