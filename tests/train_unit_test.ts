@@ -333,6 +333,58 @@ Deno.test("a one-update run with RandomResizedCrop: RRC reaches the images, the 
   }
 });
 
+Deno.test("start_epoch: a fresh run picks up the schedule and the data order at that epoch", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vit-start-epoch-" });
+  try {
+    const base = {
+      model: { patch_size: 4, embed_dim: 16, depth: 1, num_heads: 2 },
+      img_size: 16,
+      num_classes: 4,
+      batch_size: 8,
+      opt: "adamw",
+      lr: 0.001,
+      sched: "cosine",
+      warmup_epochs: 1,
+      epochs: 3,
+      seed: 5,
+      hflip: 0,
+      backend: "cpu",
+    };
+    const data = syntheticImageSet(32, 24, 4, 5, syntheticPreprocessing(16));
+    const run = (extra: Record<string, unknown>) =>
+      train({
+        config: mergeConfig(DEFAULTS, { ...base, ...extra }, "test"),
+        train: data,
+        labels: ["a", "b", "c", "d"],
+        preprocessing: syntheticPreprocessing(16),
+        verbose: false,
+      });
+    const full = await run({ output: `${dir}/full` });
+    const late = await run({ output: `${dir}/late`, start_epoch: 2 });
+    assert.ok(full.finished && late.finished);
+    const trainLines = async (d: string) =>
+      (await readMetrics(`${d}/metrics.jsonl`)).filter((m) => m.type === "train");
+    const [fullLines, lateLines] = [await trainLines(`${dir}/full`), await trainLines(`${dir}/late`)];
+    // 32 images, batch 8: 4 updates an epoch; the late run makes only the last epoch's, at its learning rates.
+    assert.deepEqual(lateLines.map((m) => m.update), [9, 10, 11, 12]);
+    assert.deepEqual(lateLines.map((m) => m.lr), fullLines.slice(-4).map((m) => m.lr));
+    // The epoch (which seeds the data order and the augmentation) is the third.
+    assert.deepEqual(lateLines.map((m) => m.epoch), fullLines.slice(-4).map((m) => m.epoch));
+    assert.equal(lateLines[0].epoch, 2.25);
+    assert.ok((lateLines[0].lr as number) < 0.001, "past the warm-up, into the cosine");
+    const info = (await readMetrics(`${dir}/late/metrics.jsonl`)).find((m) => m.type === "info");
+    assert.equal((info?.config as Partial<TrainConfig>).start_epoch, 2, "the run records it");
+    const plain = (await readMetrics(`${dir}/full/metrics.jsonl`)).find((m) => m.type === "info");
+    assert.equal("start_epoch" in (plain?.config as object), false, "absent unless set");
+    assert.throws(
+      () => mergeConfig(DEFAULTS, { ...base, start_epoch: 3 }, "test"),
+      /"start_epoch" \(3\) must be below "epochs" \(3\)/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("subsets are class-balanced and deterministic", () => {
   const labels = Int32Array.from({ length: 1000 }, (_, i) => Math.floor(i / 100));
   const first = classBalancedSubset(labels, 100);

@@ -145,6 +145,11 @@ export interface TrainConfig {
   frozen_cache_mb: number;
   /** A folder for cache entries beyond memory, kept across runs; empty = none. */
   frozen_cache_dir: string;
+  /**
+   * The epoch a fresh run starts at (timm's `--start-epoch`): its schedule and data order begin there, the
+   * weights from `initial_checkpoint`. Absent = 0. A resume starts where its checkpoint is.
+   */
+  start_epoch?: number;
 }
 
 const positiveInt = [1, Infinity] as const, nonNegative = [0, Infinity] as const;
@@ -384,6 +389,13 @@ export const TRAIN_OPTIONS = {
     metavar: "dir",
     help: "also keep frozen-prefix entries there (2 GiB at most), across runs; empty = memory only",
   },
+  start_epoch: {
+    type: "integer",
+    range: nonNegative,
+    metavar: "n",
+    help: "a fresh run starts its schedule and data order at this epoch (continue a long run from an " +
+      "initial_checkpoint without its optimizer state) [0]",
+  },
 } satisfies Schema;
 
 /** timm's defaults of the regularisation keys; a key at its default is not recorded (see the module doc). */
@@ -544,11 +556,16 @@ export function mergeConfig(
   delete out.ratio;
   if (rrc) Object.assign(out, { train_crop_mode: "rrc", scale, ratio });
   for (const [k, d] of Object.entries(REGULARIZATION_DEFAULTS)) if (out[k] === d) delete out[k];
+  // Recorded only when set, so runs from before it existed record and resume as before.
+  if (out.start_epoch === 0) delete out.start_epoch;
   return validate(out as unknown as TrainConfig, source);
 }
 
 /** Checks across keys (each key's own range is checked by its schema entry). */
 function validate(c: TrainConfig, source: string): TrainConfig {
+  if ((c.start_epoch ?? 0) >= c.epochs) {
+    throw new Error(`${source}: "start_epoch" (${c.start_epoch}) must be below "epochs" (${c.epochs})`);
+  }
   if (!(c.smoothing >= 0 && c.smoothing < 1)) throw new Error(`${source}: "smoothing" must be in [0, 1)`);
   if (c.train_crop_mode === "rrc" && c.crop_pad > 0) {
     throw new Error(

@@ -204,6 +204,16 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
   const eff = config.batch_size * config.grad_accum_steps;
   const perEpoch = updatesPerEpoch(pool.length, config.batch_size, config.grad_accum_steps);
   const total = perEpoch * config.epochs;
+  if (!ck && config.start_epoch) {
+    // timm's --start-epoch: the schedule and the data order pick up at that epoch.
+    trainer.epoch = config.start_epoch;
+    trainer.update = config.start_epoch * perEpoch;
+    bar.log(
+      `starting at epoch ${
+        config.start_epoch + 1
+      } of ${config.epochs} (start_epoch), update ${trainer.update}`,
+    );
+  }
   const schedule = {
     sched: config.sched,
     lr: config.lr,
