@@ -2,7 +2,7 @@
  * `deno task train --config configs/x.yml [--key value ...]`: trains or fine-tunes a ViT as the config
  * says (timm `train.py` option names; command-line options override the file). `--resume` continues the
  * run in `--output` from its last checkpoint; `--export <dir>` also writes the final model there as
- * float16 shards (what `weights/` ships). `data_dir: synthetic:<n>` trains on generated images (tests).
+ * float16 shards (what `weights/` ships), or, when `max_updates` stopped the run, the weights reached. `data_dir: synthetic:<n>` trains on generated images (tests).
  *
  * @module
  */
@@ -21,7 +21,8 @@ import { helpText, OptionError } from "../lib/util/options.ts";
 import { syntheticImageSet, syntheticPreprocessing } from "../lib/train/synthetic.ts";
 import { train } from "../lib/train/trainer.ts";
 import { loadWeights, readManifest } from "../lib/weights/load.ts";
-import type { Preprocessing } from "../lib/weights/manifest.ts";
+import type { ModelManifest, Preprocessing } from "../lib/weights/manifest.ts";
+import { loadLatestCheckpoint } from "../lib/train/checkpoint.ts";
 import { saveModel } from "../lib/weights/shards.ts";
 import { datasetImageSet, type ImageSet, openSplit } from "../lib/data/image_set.ts";
 import { HOLDOUT_PATTERN, holdoutSplit } from "../lib/data/dataset.ts";
@@ -94,6 +95,17 @@ async function openData(
   };
 }
 
+/** What an export keeps of a manifest, its shards written as float16. */
+function manifestParts(m: ModelManifest) {
+  return {
+    config: m.vit,
+    preprocessing: m.preprocessing,
+    labels: m.labels,
+    source: m.source,
+    dtype: "float16" as const,
+  };
+}
+
 if (import.meta.main) {
   try {
     const { config: file, export: exportDir, help, options } = parseArgs(Deno.args);
@@ -120,20 +132,26 @@ if (import.meta.main) {
       labels: data.labels,
       preprocessing: pre,
     });
+    const at = result.state;
     if (!result.finished) {
-      console.error(`stopped after ${result.state.update} updates (max_updates); continue with --resume`);
-    } else if (exportDir) {
+      console.error(`stopped after ${at.update} updates (max_updates); continue with --resume`);
+    }
+    if (exportDir && result.finished) {
       const { manifest, state } = await loadWeights(result.finalDir!);
-      await saveModel(exportDir, {
-        config: manifest.vit,
-        state,
-        preprocessing: manifest.preprocessing,
-        labels: manifest.labels,
-        source: manifest.source,
-        dtype: "float16",
-        extra: manifest.extra,
-      });
+      await saveModel(exportDir, { ...manifestParts(manifest), state, extra: manifest.extra });
       console.error(`exported ${exportDir} (float16 shards)`);
+    } else if (exportDir) {
+      // The weights reached so far, so that the schedule can go on where this run folder is not kept.
+      const ck = (await loadLatestCheckpoint(config.output))!;
+      const extra = { training: { config: at.config, stopped_at: { epoch: at.epoch, update: at.update } } };
+      await saveModel(exportDir, { ...manifestParts(ck.manifest), state: ck.ema ?? ck.state, extra });
+      console.error(
+        `exported ${exportDir} (float16 shards of the weights at update ${at.update}, in epoch ${
+          at.epoch + 1
+        }); ` +
+          `elsewhere, go on with --initial_checkpoint ${exportDir} --start_epoch ${at.epoch}` +
+          (at.updateInEpoch ? ` (its ${at.updateInEpoch} updates in that epoch are done again)` : ""),
+      );
     }
   } catch (e) {
     console.error(`train: ${(e as Error).message}`);

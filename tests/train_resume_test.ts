@@ -135,3 +135,39 @@ Deno.test("a resume whose steps run on another number of workers says it is no l
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });
+
+Deno.test("a run stopped by max_updates exports the weights it reached; a fresh run goes on from them with start_epoch", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vit-export-stop-" });
+  try {
+    const configPath = `${dir}/micro.yml`;
+    await Deno.writeTextFile(configPath, CONFIG);
+    // 640 images, 16 × 2 a update: 20 updates an epoch; stop in the second epoch.
+    const stopped = await trainCmd(configPath, `${dir}/a`, ["--max_updates", "22", "--export", `${dir}/x`])
+      .output();
+    const log = new TextDecoder().decode(stopped.stderr);
+    assert.equal(stopped.code, 0, log);
+    assert.match(
+      log,
+      /--initial_checkpoint .*x --start_epoch 1 \(its 2 updates in that epoch are done again\)/,
+    );
+    const manifest = JSON.parse(await Deno.readTextFile(`${dir}/x/model.json`));
+    assert.deepEqual(manifest.extra.training.stopped_at, { epoch: 1, update: 22 });
+    const on = await trainCmd(configPath, `${dir}/b`, [
+      "--initial_checkpoint",
+      `${dir}/x`,
+      "--start_epoch",
+      "1",
+      "--max_updates",
+      "2",
+    ]).output();
+    assert.equal(on.code, 0, new TextDecoder().decode(on.stderr));
+    const lines = (await Deno.readTextFile(`${dir}/b/metrics.jsonl`)).trim().split("\n").map((l) =>
+      JSON.parse(l)
+    );
+    // Train lines every 2 updates here: the first is the second epoch's second update.
+    const first = lines.find((m) => m.type === "train");
+    assert.deepEqual([first.update, first.epoch], [22, 1.1], "the schedule goes on at the second epoch");
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});

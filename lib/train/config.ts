@@ -444,7 +444,9 @@ export const TRAIN_CLI: Schema = {
     type: "string",
     metavar: "dir",
     cliOnly: true,
-    help: "also write the final model there as float16 shards (what weights/ ships)",
+    help:
+      "also write the final model there as float16 shards (what weights/ ships); a run that max_updates " +
+      "stopped writes the weights it reached",
   },
 };
 
