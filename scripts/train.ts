@@ -20,10 +20,9 @@ import {
 import { helpText, OptionError } from "../lib/util/options.ts";
 import { syntheticImageSet, syntheticPreprocessing } from "../lib/train/synthetic.ts";
 import { train } from "../lib/train/trainer.ts";
-import { loadWeights, readManifest } from "../lib/weights/load.ts";
-import type { ModelManifest, Preprocessing } from "../lib/weights/manifest.ts";
-import { loadLatestCheckpoint } from "../lib/train/checkpoint.ts";
-import { saveModel } from "../lib/weights/shards.ts";
+import { readManifest } from "../lib/weights/load.ts";
+import type { Preprocessing } from "../lib/weights/manifest.ts";
+import { exportRun } from "../lib/train/export.ts";
 import { datasetImageSet, type ImageSet, openSplit } from "../lib/data/image_set.ts";
 import { HOLDOUT_PATTERN, holdoutSplit } from "../lib/data/dataset.ts";
 
@@ -95,17 +94,6 @@ async function openData(
   };
 }
 
-/** What an export keeps of a manifest, its shards written as float16. */
-function manifestParts(m: ModelManifest) {
-  return {
-    config: m.vit,
-    preprocessing: m.preprocessing,
-    labels: m.labels,
-    source: m.source,
-    dtype: "float16" as const,
-  };
-}
-
 if (import.meta.main) {
   try {
     const { config: file, export: exportDir, help, options } = parseArgs(Deno.args);
@@ -132,27 +120,12 @@ if (import.meta.main) {
       labels: data.labels,
       preprocessing: pre,
     });
-    const at = result.state;
     if (!result.finished) {
-      console.error(`stopped after ${at.update} updates (max_updates); continue with --resume`);
-    }
-    if (exportDir && result.finished) {
-      const { manifest, state } = await loadWeights(result.finalDir!);
-      await saveModel(exportDir, { ...manifestParts(manifest), state, extra: manifest.extra });
-      console.error(`exported ${exportDir} (float16 shards)`);
-    } else if (exportDir) {
-      // The weights reached so far, so that the schedule can go on where this run folder is not kept.
-      const ck = (await loadLatestCheckpoint(config.output))!;
-      const extra = { training: { config: at.config, stopped_at: { epoch: at.epoch, update: at.update } } };
-      await saveModel(exportDir, { ...manifestParts(ck.manifest), state: ck.ema ?? ck.state, extra });
       console.error(
-        `exported ${exportDir} (float16 shards of the weights at update ${at.update}, in epoch ${
-          at.epoch + 1
-        }); ` +
-          `elsewhere, go on with --initial_checkpoint ${exportDir} --start_epoch ${at.epoch}` +
-          (at.updateInEpoch ? ` (its ${at.updateInEpoch} updates in that epoch are done again)` : ""),
+        `stopped after ${result.state.update} updates (max_updates); continue with --resume and the same options`,
       );
     }
+    if (exportDir) console.error(await exportRun(result, config.output, exportDir));
   } catch (e) {
     console.error(`train: ${(e as Error).message}`);
     if (Deno.env.get("VIT_DEBUG")) console.error(e);

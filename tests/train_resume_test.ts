@@ -151,7 +151,22 @@ Deno.test("a run stopped by max_updates exports the weights it reached; a fresh 
       /--initial_checkpoint .*x --start_epoch 1 \(its 2 updates in that epoch are done again\)/,
     );
     const manifest = JSON.parse(await Deno.readTextFile(`${dir}/x/model.json`));
-    assert.deepEqual(manifest.extra.training.stopped_at, { epoch: 1, update: 22 });
+    assert.deepEqual(
+      [manifest.extra.training.stopped_at.epoch, manifest.extra.training.stopped_at.update],
+      [1, 22],
+    );
+    // A resume starts where its checkpoint is: start_epoch does not count among its options.
+    const resumed = await trainCmd(configPath, `${dir}/a`, [
+      "--resume",
+      "--start_epoch",
+      "2",
+      "--max_updates",
+      "1",
+    ])
+      .output();
+    const resumedLog = new TextDecoder().decode(resumed.stderr);
+    assert.equal(resumed.code, 0, resumedLog);
+    assert.match(resumedLog, /stopped after 23 updates/);
     const on = await trainCmd(configPath, `${dir}/b`, [
       "--initial_checkpoint",
       `${dir}/x`,

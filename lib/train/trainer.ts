@@ -135,9 +135,10 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
   let state: StateDict;
   let source: SourceInfo;
   if (ck) {
-    const want = JSON.stringify(comparable(config)), had = JSON.stringify(ck.trainer.config);
-    if (want !== had) {
-      const a = comparable(config), b = ck.trainer.config;
+    // start_epoch places a fresh run; a resume starts where its checkpoint is, whatever it says.
+    const placed = ({ start_epoch: _, ...rest }: Record<string, unknown>) => rest;
+    const a = placed(comparable(config)), b = placed(ck.trainer.config);
+    if (JSON.stringify(a) !== JSON.stringify(b)) {
       const diff = Object.keys({ ...a, ...b }).filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
       const fixed = diff.filter((k) => !RESCHEDULABLE.has(k));
       if (fixed.length) {
@@ -149,7 +150,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
         `resume: ${diff.map((k) => `${k} ${JSON.stringify(b[k])} → ${JSON.stringify(a[k])}`).join(", ")}; ` +
           `the schedule is re-planned from here (not bit-identical to an uninterrupted run)`,
       );
-      ck.trainer.config = a;
+      ck.trainer.config = comparable(config);
     }
     trainer = ck.trainer;
     state = ck.state;
