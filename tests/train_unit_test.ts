@@ -272,22 +272,27 @@ Deno.test("config: RandomResizedCrop keys (timm's train_crop_mode, scale, ratio)
   }
 });
 
+/** A one-block model on 16 px images, for runs of a few updates on the cpu backend. */
+const TINY_RUN = {
+  model: { patch_size: 4, embed_dim: 16, depth: 1, num_heads: 2 },
+  img_size: 16,
+  num_classes: 4,
+  batch_size: 8,
+  opt: "adamw",
+  lr: 0.001,
+  seed: 5,
+  hflip: 0,
+  backend: "cpu",
+};
+
 Deno.test("a one-update run with RandomResizedCrop: RRC reaches the images, the run records it", async () => {
   const dir = await Deno.makeTempDir({ prefix: "vit-rrc-" });
   try {
     const config = mergeConfig(DEFAULTS, {
-      model: { patch_size: 4, embed_dim: 16, depth: 1, num_heads: 2 },
-      img_size: 16,
-      num_classes: 4,
-      batch_size: 8,
-      opt: "adamw",
-      lr: 0.001,
+      ...TINY_RUN,
       epochs: 1,
-      seed: 5,
-      hflip: 0,
       scale: [0.2, 0.6],
       output: `${dir}/run`,
-      backend: "cpu",
       max_updates: 1,
     }, "test");
     const data = syntheticImageSet(32, 24, 4, 5, syntheticPreprocessing(16));
@@ -337,18 +342,10 @@ Deno.test("start_epoch: a fresh run picks up the schedule and the data order at 
   const dir = await Deno.makeTempDir({ prefix: "vit-start-epoch-" });
   try {
     const base = {
-      model: { patch_size: 4, embed_dim: 16, depth: 1, num_heads: 2 },
-      img_size: 16,
-      num_classes: 4,
-      batch_size: 8,
-      opt: "adamw",
-      lr: 0.001,
+      ...TINY_RUN,
       sched: "cosine",
       warmup_epochs: 1,
       epochs: 3,
-      seed: 5,
-      hflip: 0,
-      backend: "cpu",
     };
     const data = syntheticImageSet(32, 24, 4, 5, syntheticPreprocessing(16));
     const run = (extra: Record<string, unknown>) =>
