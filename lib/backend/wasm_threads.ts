@@ -181,19 +181,20 @@ async function setBackendThreaded(file: string, threads: number, timeoutMs: numb
   class PthreadWorker extends NodeWorker {
     constructor(_blobUrl: string) {
       super(file);
+      // Listening from the start: a worker that fails while loading can do so before Emscripten listens.
+      super.on("error", (e: unknown) => {
+        fail(new Error(`a pthread worker failed: ${e instanceof Error ? e.message : String(e)}`));
+      });
       // Idle or busy, pthreads must never hold the process open; Emscripten refs them when they run.
       this.unref();
       started.add(this);
     }
     override ref(): void {}
     // Emscripten rethrows a worker's error on the main thread, which would end the process: a failed
-    // worker fails the start instead.
+    // worker fails the start instead (the listener above), so Emscripten's own is not added.
     // deno-lint-ignore no-explicit-any
     override on(event: string | symbol, listener: (...args: any[]) => void): this {
-      if (event !== "error") return super.on(event, listener);
-      return super.on("error", (e: unknown) => {
-        fail(new Error(`a pthread worker failed: ${e instanceof Error ? e.message : String(e)}`));
-      });
+      return event === "error" ? this : super.on(event, listener);
     }
   }
   // Emscripten creates EMSCRIPTEN_POOL workers up front and takes them from the end of its pool; XNNPACK's
