@@ -3,8 +3,8 @@
  * `deno serve --parallel -A --port 8000 routes/main.ts -- --model weights`: each worker builds its own
  * service from the same flags (or `VIT_*` environment variables), listens once its models are loaded, and
  * shares the state dir, so fine-tuned models, model registrations, session records and the session limit
- * are shared by every worker. On
- * SIGTERM/SIGINT each worker records its running sessions as interrupted, so the process exits.
+ * are shared by every worker. On SIGTERM/SIGINT each worker records its running sessions as interrupted, so
+ * the process exits.
  *
  * @module
  */

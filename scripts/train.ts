@@ -2,7 +2,8 @@
  * `deno task train --config configs/x.yml [--key value ...]`: trains or fine-tunes a ViT as the config
  * says (timm `train.py` option names; command-line options override the file). `--resume` continues the
  * run in `--output` from its last checkpoint; `--export <dir>` also writes the final model there as
- * float16 shards (what `weights/` ships), or, when `max_updates` stopped the run, the weights reached. `data_dir: synthetic:<n>` trains on generated images (tests).
+ * float16 shards (what `weights/` ships), or, when `max_updates` stopped the run, the weights reached.
+ * `data_dir: synthetic:<n>` trains on generated images (tests).
  *
  * @module
  */
@@ -125,7 +126,7 @@ if (import.meta.main) {
         `stopped after ${result.state.update} updates (max_updates); continue with --resume and the same options`,
       );
     }
-    if (exportDir) console.error(await exportRun(result, config.output, exportDir));
+    if (exportDir) console.error(await exportRun(result, exportDir));
   } catch (e) {
     console.error(`train: ${(e as Error).message}`);
     if (Deno.env.get("VIT_DEBUG")) console.error(e);

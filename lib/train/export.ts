@@ -6,7 +6,7 @@
  * @example
  * ```ts
  * const result = await train(inputs);
- * console.error(await exportRun(result, inputs.config.output, "runs/x_weights"));
+ * console.error(await exportRun(result, "runs/x_weights"));
  * ```
  *
  * @module
@@ -14,35 +14,29 @@
 import type { ModelManifest } from "../weights/manifest.ts";
 import { loadWeights } from "../weights/load.ts";
 import { saveModel } from "../weights/shards.ts";
-import { loadLatestCheckpoint } from "./checkpoint.ts";
 import type { TrainResult } from "./trainer.ts";
 
 /** Writes `result`'s weights into `dir` (atomically) and returns a line saying what was written. */
-export async function exportRun(result: TrainResult, runDir: string, dir: string): Promise<string> {
+export async function exportRun(result: TrainResult, dir: string): Promise<string> {
+  const { manifest, state } = await loadWeights((result.finalDir ?? result.checkpointDir)!);
   if (result.finished) {
-    const { manifest, state } = await loadWeights(result.finalDir!);
     await saveModel(dir, { ...float16Of(manifest), state, extra: manifest.extra });
     return `exported ${dir} (float16 shards)`;
   }
   const at = result.state;
-  const ck = await loadLatestCheckpoint(runDir);
-  if (ck?.trainer.update !== at.update) {
-    throw new Error(`export: ${runDir}/checkpoints has no checkpoint at update ${at.update}`);
-  }
-  // The raw weights, also with model_ema: an EMA this early still leans on the starting weights.
+  // The checkpoint's raw weights, also with model_ema: an EMA this early still leans on the starting weights.
   const extra = {
     training: {
       config: at.config,
       stopped_at: { epoch: at.epoch, update: at.update, seconds: at.elapsed },
-      ...(ck.ema ? { weights: "the raw weights (the EMA stays in the run's checkpoints)" } : {}),
+      ...(at.config.model_ema ? { weights: "the raw weights (the EMA stays in the run's checkpoints)" } : {}),
     },
   };
-  await saveModel(dir, { ...float16Of(ck.manifest), state: ck.state, extra });
-  return `exported ${dir} (float16 shards of the weights at update ${at.update}, in epoch ${
-    at.epoch + 1
-  }); ` +
+  await saveModel(dir, { ...float16Of(manifest), state, extra });
+  const epoch = at.epoch + 1, redone = at.updateInEpoch;
+  return `exported ${dir} (float16 shards of the weights at update ${at.update}, in epoch ${epoch}); ` +
     `elsewhere, go on with --initial_checkpoint ${dir} --start_epoch ${at.epoch}` +
-    (at.updateInEpoch ? ` (its ${at.updateInEpoch} updates in that epoch are done again)` : "");
+    (redone ? ` (its ${redone} updates in that epoch are done again)` : "");
 }
 
 function float16Of(m: ModelManifest) {

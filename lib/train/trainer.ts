@@ -53,6 +53,8 @@ export interface TrainResult {
   lastEval?: EvalResult;
   /** The final model folder (float32 weights; the EMA's with `model_ema`), when finished. */
   finalDir?: string;
+  /** The checkpoint taken where the run stopped (its model folder holds the raw weights), when not finished. */
+  checkpointDir?: string;
 }
 
 /** Options that may differ between a run and its resumption. */
@@ -209,11 +211,8 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
     // timm's --start-epoch: the schedule and the data order pick up at that epoch.
     trainer.epoch = config.start_epoch;
     trainer.update = config.start_epoch * perEpoch;
-    bar.log(
-      `starting at epoch ${
-        config.start_epoch + 1
-      } of ${config.epochs} (start_epoch), update ${trainer.update}`,
-    );
+    const from = config.start_epoch + 1;
+    bar.log(`starting at epoch ${from} of ${config.epochs} (start_epoch), update ${trainer.update}`);
   }
   const schedule = {
     sched: config.sched,
@@ -235,7 +234,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
     trainer.metricsLines = metrics.lines;
     // Before this process's first step there is nothing new to record.
     if (updatesThisProcess > 0) trainer.trainWorkers = model.stepWorkers;
-    await saveCheckpoint(run, `step-${String(trainer.update).padStart(8, "0")}`, {
+    return await saveCheckpoint(run, `step-${String(trainer.update).padStart(8, "0")}`, {
       vit,
       state: await model.stateDict(),
       optimizer: await opt.state(),
@@ -360,8 +359,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
       },
     });
     if (stopped && trainer.epoch < config.epochs) {
-      await checkpoint();
-      return { finished: false, state: trainer, lastEval };
+      return { finished: false, state: trainer, lastEval, checkpointDir: await checkpoint() };
     }
     const finalDir = `${run}/final`;
     await saveModel(finalDir, {
