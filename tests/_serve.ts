@@ -248,6 +248,21 @@ export function rootArgs(root: string): string[] {
   return ["--model", `base=${root}/micro`, "--state-dir", `${root}/state`, "--data-root", `${root}/data`];
 }
 
+/** The arguments of `deno serve --parallel routes/main.ts <args>` on loopback `port`: the multi-worker entry. */
+export function parallelServeArgs(port: number, args: string[]): string[] {
+  return [
+    "serve",
+    "--parallel",
+    "-A",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "routes/main.ts",
+    ...args,
+  ];
+}
+
 /** A server running in a child process. */
 export interface ChildServer {
   url: string;

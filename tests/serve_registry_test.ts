@@ -10,6 +10,7 @@ import { initBackend } from "../lib/backend/backend.ts";
 import type { FineTuner } from "../lib/serve/finetune.ts";
 import { SessionLeases } from "../lib/serve/state/session_leases.ts";
 import {
+  parallelServeArgs,
   serveFolders,
   spawnServer,
   startTestService,
@@ -499,24 +500,17 @@ Deno.test("serve: `deno serve --parallel` workers share registrations and the se
   await writeImageFolder(`${root}/data/d`, ["x", "y"], 2);
   const files = serveFolders({ micro: `${root}/micro` });
   const server = await spawnServer([], { VIT_API_TOKEN: "tok", DENO_JOBS: "2" }, {
-    command: (port) => [
-      "serve",
-      "--parallel",
-      "-A",
-      "--host",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "routes/main.ts",
-      "--model",
-      `${root}/micro`,
-      "--state-dir",
-      `${root}/state`,
-      "--data-root",
-      `${root}/data`,
-      "--max-sessions",
-      "1",
-    ],
+    command: (port) =>
+      parallelServeArgs(port, [
+        "--model",
+        `${root}/micro`,
+        "--state-dir",
+        `${root}/state`,
+        "--data-root",
+        `${root}/data`,
+        "--max-sessions",
+        "1",
+      ]),
   });
   // A new connection per request, so that requests reach different workers.
   const client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });

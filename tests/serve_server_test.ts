@@ -4,7 +4,15 @@
  * back with its registered models intact and the interrupted session reported as failed.
  */
 import assert from "node:assert/strict";
-import { freePort, rootArgs, spawnServer, testImage, writeImageFolder, writeMicroModel } from "./_serve.ts";
+import {
+  freePort,
+  parallelServeArgs,
+  rootArgs,
+  spawnServer,
+  testImage,
+  writeImageFolder,
+  writeMicroModel,
+} from "./_serve.ts";
 
 Deno.env.set("VIT_QUIET", "1");
 const TOKEN = "loopback-token";
@@ -188,20 +196,7 @@ Deno.test("serve: `deno serve --parallel` entry point (routes/main.ts)", async (
   const root = await Deno.makeTempDir({ prefix: "vit-serve-par-" });
   await writeMicroModel(`${root}/micro`);
   const server = await spawnServer([], {}, {
-    command: (port) => [
-      "serve",
-      "--parallel",
-      "-A",
-      "--host",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "routes/main.ts",
-      "--model",
-      `${root}/micro`,
-      "--state-dir",
-      `${root}/state`,
-    ],
+    command: (port) => parallelServeArgs(port, ["--model", `${root}/micro`, "--state-dir", `${root}/state`]),
   });
   try {
     const png = await testImage("png");
@@ -239,10 +234,12 @@ Deno.test("serve: a `deno serve` worker stopped while its models load exits 0", 
   });
   const port = freePort();
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["serve", "--parallel", "-A", "--host", "127.0.0.1", "--port", String(port), "routes/main.ts"]
-      .concat(
-        ["--model", `micro=http://127.0.0.1:${models.addr.port}/micro/`, "--state-dir", `${root}/state`],
-      ),
+    args: parallelServeArgs(port, [
+      "--model",
+      `micro=http://127.0.0.1:${models.addr.port}/micro/`,
+      "--state-dir",
+      `${root}/state`,
+    ]),
     cwd: new URL("..", import.meta.url).pathname,
     env: { VIT_BACKEND: "wasm", DENO_JOBS: "2" },
     stdout: "null",
