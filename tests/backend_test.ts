@@ -6,12 +6,12 @@
 import assert from "node:assert/strict";
 import { describeBackend, initBackend } from "../lib/backend/backend.ts";
 import { uninstallProjectKernels } from "../lib/backend/kernels.ts";
-import { wasmBatchMatMulInstalled } from "../lib/backend/wasm_batch_matmul.ts";
-import { wasmSliceInstalled } from "../lib/backend/wasm_slice.ts";
+import { wasmBatchMatMulKernels } from "../lib/backend/wasm_batch_matmul.ts";
+import { wasmSliceKernels } from "../lib/backend/wasm_slice.ts";
 import { wasmThreadsWanted } from "../lib/backend/wasm_threads.ts";
-import { webgpuGeluInstalled } from "../lib/backend/webgpu_gelu.ts";
-import { webgpuLayerNormInstalled } from "../lib/backend/webgpu_layer_norm.ts";
-import { webgpuMatMulInstalled } from "../lib/backend/webgpu_matmul.ts";
+import { webgpuGeluKernels } from "../lib/backend/webgpu_gelu.ts";
+import { webgpuLayerNormKernels } from "../lib/backend/webgpu_layer_norm.ts";
+import { webgpuMatMulKernels } from "../lib/backend/webgpu_matmul.ts";
 
 async function withKernelsEnv<T>(value: string | undefined, fn: () => Promise<T>): Promise<T> {
   const before = Deno.env.get("VIT_KERNELS");
@@ -38,7 +38,7 @@ Deno.test("initBackend: wasm gets the per-item BatchMatMul and the training-step
     "wasm Identity/Cast",
   ];
   assert.deepEqual(info.kernels, kernels);
-  assert.ok(wasmBatchMatMulInstalled());
+  assert.ok(wasmBatchMatMulKernels.installed);
   const threads = wasmThreadsWanted();
   assert.equal(info.threads, threads);
   assert.equal(
@@ -52,7 +52,7 @@ Deno.test("initBackend: webgpu on a software adapter gets the WGSL matmul, softm
   assert.equal(info.name, "webgpu");
   if (info.adapter?.isFallbackAdapter) {
     assert.deepEqual(info.kernels, ["WGSL matmul", "WGSL softmax", "WGSL LayerNorm", "WGSL GELU"]);
-    assert.ok(webgpuMatMulInstalled() && webgpuLayerNormInstalled() && webgpuGeluInstalled());
+    assert.ok(webgpuMatMulKernels.installed && webgpuLayerNormKernels.active() && webgpuGeluKernels.active());
     assert.match(
       describeBackend(info),
       /fallback adapter; kernels: WGSL matmul, WGSL softmax, WGSL LayerNorm, WGSL GELU; requested\)$/,
@@ -75,9 +75,9 @@ Deno.test("initBackend: VIT_KERNELS=stock registers nothing; a bad value names t
 
 Deno.test("uninstallProjectKernels puts tfjs's kernels back and restores exactly the project's", async () => {
   await withKernelsEnv(undefined, () => initBackend("wasm"));
-  assert.ok(wasmBatchMatMulInstalled() && wasmSliceInstalled());
+  assert.ok(wasmBatchMatMulKernels.installed && wasmSliceKernels.installed);
   const restore = uninstallProjectKernels("wasm");
-  assert.ok(!wasmBatchMatMulInstalled() && !wasmSliceInstalled());
+  assert.ok(!wasmBatchMatMulKernels.installed && !wasmSliceKernels.installed);
   restore();
-  assert.ok(wasmBatchMatMulInstalled() && wasmSliceInstalled());
+  assert.ok(wasmBatchMatMulKernels.installed && wasmSliceKernels.installed);
 });

@@ -8,11 +8,11 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend/backend.ts";
 import { installProjectKernels, uninstallProjectKernels } from "../lib/backend/kernels.ts";
-import { geluTables, installWasmGelu, tableAt, uninstallWasmGelu } from "../lib/backend/wasm_gelu.ts";
-import { installWasmHeads, uninstallWasmHeads, wasmSplitHeads } from "../lib/backend/wasm_heads.ts";
-import { installWasmIdentity, uninstallWasmIdentity } from "../lib/backend/wasm_identity.ts";
-import { installWasmLayerNorm, uninstallWasmLayerNorm } from "../lib/backend/wasm_layer_norm.ts";
-import { installWasmSum, uninstallWasmSum } from "../lib/backend/wasm_sum.ts";
+import { geluTables, tableAt, wasmGeluKernels } from "../lib/backend/wasm_gelu.ts";
+import { wasmHeadsKernels, wasmSplitHeads } from "../lib/backend/wasm_heads.ts";
+import { wasmIdentityKernels } from "../lib/backend/wasm_identity.ts";
+import { wasmLayerNormKernels } from "../lib/backend/wasm_layer_norm.ts";
+import { wasmSumKernels } from "../lib/backend/wasm_sum.ts";
 import { gelu } from "../lib/vit/gelu.ts";
 import { LayerNorm } from "../lib/vit/layer_norm.ts";
 import { weightGrad } from "../lib/vit/matmul.ts";
@@ -47,9 +47,9 @@ Deno.test("wasm LayerNorm: value and gradients match tfjs's composite", async ()
   const f = (xi: tf.Tensor, wi: tf.Tensor, bi: tf.Tensor) =>
     new LayerNorm(wi as tf.Variable, bi as tf.Variable).apply(xi);
   try {
-    uninstallWasmLayerNorm();
+    wasmLayerNormKernels.uninstall();
     const ref = await valueAndGrads(f, [x, w, b], dy);
-    installWasmLayerNorm();
+    wasmLayerNormKernels.install();
     const got = await valueAndGrads(f, [x, w, b], dy);
     // Sums in float64 instead of tfjs's float32: an ulp or so of the values, a few of the 300-row sums.
     const tol = [1e-6, 1e-6, 2e-6, 1e-6];
@@ -60,7 +60,7 @@ Deno.test("wasm LayerNorm: value and gradients match tfjs's composite", async ()
     tf.dispose(ln.apply(x));
     assert.equal(tf.engine().backend.numDataIds(), before, "no device data left behind");
   } finally {
-    uninstallWasmLayerNorm();
+    wasmLayerNormKernels.uninstall();
     tf.dispose([x, w, b, dy, wv, bv]);
   }
 });
@@ -89,9 +89,9 @@ Deno.test("wasm GELU: value and gradient match tfjs's composite (exact erf); the
   const x = tf.randomNormal([257, 96], 0, 2.5, "float32", 5);
   const dy = tf.randomNormal([257, 96], 0, 1, "float32", 6);
   try {
-    uninstallWasmGelu();
+    wasmGeluKernels.uninstall();
     const ref = await valueAndGrads((a) => gelu(a), [x], dy);
-    installWasmGelu();
+    wasmGeluKernels.install();
     const got = await valueAndGrads((a) => gelu(a), [x], dy);
     // tfjs rounds each of its ops to float32; the kernel rounds once: within an ulp or two of the values.
     assertClose(got[0], ref[0], 1e-6, "GELU value");
@@ -103,7 +103,7 @@ Deno.test("wasm GELU: value and gradient match tfjs's composite (exact erf); the
     assert.equal(tf.engine().backend.numDataIds(), before, "no device data left behind");
     inference.dispose();
   } finally {
-    uninstallWasmGelu();
+    wasmGeluKernels.uninstall();
     tf.dispose([x, dy]);
   }
 });
@@ -129,9 +129,9 @@ Deno.test("wasm head split: q·scale, k, v and the qkv gradient bit-identical to
     return out;
   };
   try {
-    uninstallWasmHeads();
+    wasmHeadsKernels.uninstall();
     const ref = await run(composite);
-    installWasmHeads();
+    wasmHeadsKernels.install();
     const got = await run((x) => wasmSplitHeads(x as tf.Tensor2D, b, T, H, scale)!);
     for (const [i, what] of ["q·scale", "k", "v", "dqkv"].entries()) {
       assert.deepEqual(got[i], ref[i], `${what} bit-identical`);
@@ -140,7 +140,7 @@ Deno.test("wasm head split: q·scale, k, v and the qkv gradient bit-identical to
     tf.dispose(wasmSplitHeads(qkv as tf.Tensor2D, b, T, H, scale)!);
     assert.equal(tf.engine().backend.numDataIds(), before, "no device data left behind");
   } finally {
-    uninstallWasmHeads();
+    wasmHeadsKernels.uninstall();
     tf.dispose([qkv, ...dys]);
   }
 });
@@ -158,9 +158,9 @@ Deno.test("wasm Sum over rows: bit-identical to tfjs's kernel; other reductions 
   try {
     for (const [shape, axis, keep] of cases) {
       const x = tf.randomNormal(shape, 0, 1, "float32", 11);
-      uninstallWasmSum();
+      wasmSumKernels.uninstall();
       const ref = tf.sum(x, axis, keep);
-      installWasmSum();
+      wasmSumKernels.install();
       const before = tf.engine().backend.numDataIds();
       const got = tf.sum(x, axis, keep);
       assert.equal(tf.engine().backend.numDataIds(), before + 1, "leaves only its output");
@@ -169,13 +169,13 @@ Deno.test("wasm Sum over rows: bit-identical to tfjs's kernel; other reductions 
       tf.dispose([x, ref, got]);
     }
   } finally {
-    uninstallWasmSum();
+    wasmSumKernels.uninstall();
   }
 });
 
 Deno.test("wasm Identity/Cast: share the input's data, no copy, no leak", async () => {
   await initBackend("wasm");
-  installWasmIdentity();
+  wasmIdentityKernels.install();
   try {
     const x = tf.tensor([1.5, -2, 3], [3]);
     const before = tf.engine().backend.numDataIds();
@@ -190,7 +190,7 @@ Deno.test("wasm Identity/Cast: share the input's data, no copy, no leak", async 
     i.dispose();
     assert.equal(tf.engine().backend.numDataIds(), before - 1, "every reference released");
   } finally {
-    uninstallWasmIdentity();
+    wasmIdentityKernels.uninstall();
   }
 });
 

@@ -6,8 +6,8 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend/backend.ts";
-import { installWasmSlice, uninstallWasmSlice, wasmSliceInstalled } from "../lib/backend/wasm_slice.ts";
-import { installWasmBatchMatMul, uninstallWasmBatchMatMul } from "../lib/backend/wasm_batch_matmul.ts";
+import { wasmSliceKernels } from "../lib/backend/wasm_slice.ts";
+import { wasmBatchMatMulKernels } from "../lib/backend/wasm_batch_matmul.ts";
 
 function ramp(shape: number[], dtype: "float32" | "int32" = "float32"): tf.Tensor {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -15,11 +15,11 @@ function ramp(shape: number[], dtype: "float32" | "int32" = "float32"): tf.Tenso
 }
 
 async function both<T>(f: () => T, read: (r: T) => Promise<unknown>): Promise<[unknown, unknown]> {
-  uninstallWasmSlice();
+  wasmSliceKernels.uninstall();
   const r0 = f();
   const ref = await read(r0);
-  installWasmSlice();
-  assert.ok(wasmSliceInstalled());
+  wasmSliceKernels.install();
+  assert.ok(wasmSliceKernels.installed);
   const before = tf.engine().backend.numDataIds();
   const r1 = f();
   const got = await read(r1);
@@ -50,7 +50,7 @@ Deno.test("wasm Slice override: same values and shapes as tfjs's kernel", async 
       x.dispose();
     }
   } finally {
-    installWasmSlice();
+    wasmSliceKernels.install();
   }
 });
 
@@ -72,7 +72,7 @@ Deno.test("wasm SplitV override: same parts as tfjs's kernel (attention's qkv sp
       x.dispose();
     }
   } finally {
-    installWasmSlice();
+    wasmSliceKernels.install();
   }
 });
 
@@ -82,11 +82,11 @@ Deno.test("wasm Slice override: the per-item BatchMatMul equals one stock produc
     b = tf.randomNormal([6, 70, 64], 0, 1, "float32", 4);
   try {
     // Reference: tfjs's own kernel, one plain 2-D product per item (its XNNPACK path, as the per-item kernel).
-    uninstallWasmBatchMatMul();
+    wasmBatchMatMulKernels.uninstall();
     const ref = tf.tidy(() =>
       tf.stack(tf.unstack(a).map((ai, i) => tf.matMul(ai, tf.transpose(tf.unstack(b)[i]))))
     );
-    installWasmBatchMatMul();
+    wasmBatchMatMulKernels.install();
     const before = tf.engine().backend.numDataIds();
     const got = tf.matMul(a, b, false, true);
     assert.equal(tf.engine().backend.numDataIds(), before + 1, "leaves only its output");
@@ -95,6 +95,6 @@ Deno.test("wasm Slice override: the per-item BatchMatMul equals one stock produc
     tf.dispose([ref, got]);
   } finally {
     tf.dispose([a, b]);
-    installWasmBatchMatMul();
+    wasmBatchMatMulKernels.install();
   }
 });

@@ -6,11 +6,7 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend/backend.ts";
-import {
-  installWasmBatchMatMul,
-  uninstallWasmBatchMatMul,
-  wasmBatchMatMulInstalled,
-} from "../lib/backend/wasm_batch_matmul.ts";
+import { wasmBatchMatMulKernels } from "../lib/backend/wasm_batch_matmul.ts";
 import { assertClose, haveFixtures } from "./_fixtures.ts";
 import { checkMicro, checkTiny } from "./_timm_oracle.ts";
 
@@ -35,10 +31,10 @@ Deno.test("wasm BatchMatMul override: equals tfjs's kernel on batched, broadcast
   try {
     for (const [sa, sb, ta, tb] of cases) {
       const a = tf.randomNormal(sa, 0, 1, "float32", 1), b = tf.randomNormal(sb, 0, 1, "float32", 2);
-      uninstallWasmBatchMatMul();
+      wasmBatchMatMulKernels.uninstall();
       const ref = tf.matMul(a, b, ta, tb);
-      installWasmBatchMatMul();
-      assert.ok(wasmBatchMatMulInstalled());
+      wasmBatchMatMulKernels.install();
+      assert.ok(wasmBatchMatMulKernels.installed);
       const before = tf.engine().backend.numDataIds();
       const out = tf.matMul(a, b, ta, tb);
       assert.equal(tf.engine().backend.numDataIds(), before + 1, `[${sa}]·[${sb}] leaves only its output`);
@@ -47,7 +43,7 @@ Deno.test("wasm BatchMatMul override: equals tfjs's kernel on batched, broadcast
       tf.dispose([a, b, ref, out]);
     }
   } finally {
-    uninstallWasmBatchMatMul();
+    wasmBatchMatMulKernels.uninstall();
   }
 });
 
@@ -72,9 +68,9 @@ Deno.test("wasm BatchMatMul override: a many-item batch matches tfjs's kernel wi
   const p = tf.randomNormal([4, 6, 70, 70], 0, 1, "float32", 5);
   try {
     for (const [x, y, tb] of [[a, b, true], [p, b, false]] as const) {
-      uninstallWasmBatchMatMul();
+      wasmBatchMatMulKernels.uninstall();
       const ref = tf.matMul(x, y, false, tb);
-      installWasmBatchMatMul();
+      wasmBatchMatMulKernels.install();
       calls.clear();
       const before = tf.engine().backend.numDataIds();
       const out = tf.matMul(x, y, false, tb);
@@ -94,7 +90,7 @@ Deno.test("wasm BatchMatMul override: a many-item batch matches tfjs's kernel wi
       tf.unregisterKernel(k.kernelName, "wasm");
       tf.registerKernel(k);
     }
-    uninstallWasmBatchMatMul();
+    wasmBatchMatMulKernels.uninstall();
   }
 });
 
@@ -104,7 +100,7 @@ Deno.test("wasm BatchMatMul override: each item is bit for bit tfjs's single XNN
   // be exactly the product of that head alone, whatever the thread count (XNNPACK splits rows, not sums).
   const q = tf.randomNormal([1, 12, 197, 64], 0, 1, "float32", 7);
   const k = tf.randomNormal([1, 12, 197, 64], 0, 1, "float32", 8);
-  installWasmBatchMatMul();
+  wasmBatchMatMulKernels.install();
   try {
     const before = tf.engine().backend.numDataIds();
     const scores = tf.matMul(q, k, false, true);
@@ -121,7 +117,7 @@ Deno.test("wasm BatchMatMul override: each item is bit for bit tfjs's single XNN
     }
     tf.dispose([q, k, scores]);
   } finally {
-    uninstallWasmBatchMatMul();
+    wasmBatchMatMulKernels.uninstall();
   }
 });
 
@@ -130,12 +126,12 @@ Deno.test({
   ignore: !haveFixtures,
   async fn() {
     await initBackend("wasm");
-    installWasmBatchMatMul();
+    wasmBatchMatMulKernels.install();
     try {
       await checkMicro({ logits: false, grads: true });
       await checkTiny({ loss: false });
     } finally {
-      uninstallWasmBatchMatMul();
+      wasmBatchMatMulKernels.uninstall();
     }
   },
 });

@@ -8,26 +8,15 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend/backend.ts";
+import { installProjectKernels, uninstallProjectKernels } from "../lib/backend/kernels.ts";
+import { webgpuMatMulKernels } from "../lib/backend/webgpu_matmul.ts";
+import { webgpuSoftmaxKernels } from "../lib/backend/webgpu_softmax.ts";
 import {
-  installWebGPUMatMul,
-  uninstallWebGPUMatMul,
-  webgpuMatMulInstalled,
-} from "../lib/backend/webgpu_matmul.ts";
-import { installWebGPUSoftmax, uninstallWebGPUSoftmax } from "../lib/backend/webgpu_softmax.ts";
-import {
-  installWebGPULayerNorm,
   LAYER_NORM_KERNEL,
-  uninstallWebGPULayerNorm,
   webgpuLayerNorm,
-  webgpuLayerNormInstalled,
+  webgpuLayerNormKernels,
 } from "../lib/backend/webgpu_layer_norm.ts";
-import {
-  GELU_KERNEL,
-  installWebGPUGelu,
-  uninstallWebGPUGelu,
-  webgpuGelu,
-  webgpuGeluInstalled,
-} from "../lib/backend/webgpu_gelu.ts";
+import { GELU_KERNEL, webgpuGelu, webgpuGeluKernels } from "../lib/backend/webgpu_gelu.ts";
 import { LayerNorm } from "../lib/vit/layer_norm.ts";
 import { gelu } from "../lib/vit/gelu.ts";
 import { assertClose, haveFixtures } from "./_fixtures.ts";
@@ -104,20 +93,20 @@ Deno.test({
           tb,
           withBias ? await bias.data() as Float32Array : undefined,
         );
-        assert.ok(installWebGPUMatMul(true, true) && webgpuMatMulInstalled());
+        assert.ok(webgpuMatMulKernels.install() && webgpuMatMulKernels.installed);
         const before = tf.memory().numTensors;
         const out = run();
         assert.equal(tf.memory().numTensors, before + 1);
         assertClose(await out.data(), host, 1e-5, `${what} vs host`);
-        uninstallWebGPUMatMul();
+        webgpuMatMulKernels.uninstall();
         const ref = run();
         assert.deepEqual(out.shape, ref.shape, `${what} shape`);
         assertClose(await out.data(), await ref.data(), 1e-5, `${what} vs tfjs`);
         tf.dispose([a, b, bias, ref, out]);
       }
     } finally {
-      uninstallWebGPUMatMul();
-      uninstallWebGPUSoftmax();
+      webgpuMatMulKernels.uninstall();
+      webgpuSoftmaxKernels.uninstall();
     }
   },
 });
@@ -136,7 +125,7 @@ Deno.test({
       const sum = row.reduce((s, v) => s + Math.exp(v - m), 0);
       row.forEach((v, i) => host[r * 9 + i] = Math.exp(v - m) / sum);
     }
-    assert.ok(installWebGPUSoftmax(true, true));
+    assert.ok(webgpuSoftmaxKernels.install());
     try {
       const before = tf.memory().numTensors;
       const y = tf.softmax(x);
@@ -145,12 +134,12 @@ Deno.test({
       assertClose(await y.data(), host, 1e-6, "softmax vs host");
       // Its gradient is tfjs's own, from the output: check it against the stock kernel's.
       const g = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.softmax(t), tf.range(0, 9))))(x);
-      uninstallWebGPUSoftmax();
+      webgpuSoftmaxKernels.uninstall();
       const gRef = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.softmax(t), tf.range(0, 9))))(x);
       assertClose(await g.data(), await gRef.data(), 1e-5, "softmax gradient");
       tf.dispose([y, g, gRef]);
     } finally {
-      uninstallWebGPUSoftmax();
+      webgpuSoftmaxKernels.uninstall();
       x.dispose();
     }
   },
@@ -219,7 +208,7 @@ Deno.test({
               tf.sum(tf.mul(new LayerNorm(w as tf.Variable, b as tf.Variable).apply(t), dy));
             return [ln.apply(x), ...tf.grads(f)([x, ln.weight, ln.bias])];
           });
-        assert.ok(installWebGPULayerNorm(true, true) && webgpuLayerNormInstalled());
+        assert.ok(webgpuLayerNormKernels.install() && webgpuLayerNormKernels.active());
         const before = tf.memory().numTensors;
         const direct = webgpuLayerNorm(x, ln.weight, ln.bias, 1e-6)!;
         assert.equal(tf.memory().numTensors, before + 1, `${what}: one tensor out`);
@@ -233,7 +222,7 @@ Deno.test({
         for (let i = 0; i < 4; i++) {
           assertClose(await fused[i].data(), refs[i], 1e-5, `${what} ${names[i]} vs host`);
         }
-        uninstallWebGPULayerNorm();
+        webgpuLayerNormKernels.uninstall();
         assert.equal(webgpuLayerNorm(x, ln.weight, ln.bias, 1e-6), undefined, "undefined when not installed");
         const composite = run();
         for (let i = 0; i < 4; i++) {
@@ -246,10 +235,10 @@ Deno.test({
           );
         }
         // The model's tfjs-op gradient, for a kernel forward whose gradient kernels went away meanwhile.
-        installWebGPULayerNorm(true, true);
+        webgpuLayerNormKernels.install();
         const opsGrads = tf.grads((t: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => {
           const y = new LayerNorm(w as tf.Variable, b as tf.Variable).apply(t);
-          uninstallWebGPULayerNorm();
+          webgpuLayerNormKernels.uninstall();
           return tf.sum(tf.mul(y, dy));
         })([x, ln.weight, ln.bias]);
         for (let i = 0; i < 3; i++) {
@@ -262,12 +251,12 @@ Deno.test({
         }
         tf.dispose([x, dy, ln.weight, ln.bias, direct, ...fused, ...composite, ...opsGrads]);
       }
-      installWebGPULayerNorm(true, true);
+      webgpuLayerNormKernels.install();
       const x = tf.zeros([2, 8]), bad = tf.zeros([6]);
       assert.throws(() => webgpuLayerNorm(x, bad, bad, 1e-6), /VitLayerNorm: gamma must be float32 \[8\]/);
       tf.dispose([x, bad]);
     } finally {
-      uninstallWebGPULayerNorm();
+      webgpuLayerNormKernels.uninstall();
     }
   },
 });
@@ -304,7 +293,7 @@ Deno.test({
             (0.5 * (1 + hostErf(v * Math.SQRT1_2)) + v * Math.exp(-0.5 * v * v) / Math.sqrt(2 * Math.PI)),
         );
         const run = () => tf.tidy(() => [gelu(x), tf.grad((t: tf.Tensor) => tf.sum(tf.mul(gelu(t), dy)))(x)]);
-        assert.ok(installWebGPUGelu(true, true) && webgpuGeluInstalled());
+        assert.ok(webgpuGeluKernels.install() && webgpuGeluKernels.active());
         const before = tf.memory().numTensors;
         const direct = webgpuGelu(x)!;
         assert.equal(tf.memory().numTensors, before + 1, `${what}: one tensor out`);
@@ -316,7 +305,7 @@ Deno.test({
         assert.equal(tf.memory().numTensors, before + 1 + 2, `${what}: nothing leaked`);
         assertClose(await fused[0].data(), hostY, 1e-6, `${what} y vs host`);
         assertClose(await fused[1].data(), hostDx, 1e-6, `${what} dx vs host`);
-        uninstallWebGPUGelu();
+        webgpuGeluKernels.uninstall();
         assert.equal(webgpuGelu(x), undefined, "undefined when not installed");
         const composite = run();
         for (let i = 0; i < 2; i++) {
@@ -331,28 +320,31 @@ Deno.test({
         tf.dispose([x, dy, direct, ...fused, ...composite]);
       }
     } finally {
-      uninstallWebGPUGelu();
+      webgpuGeluKernels.uninstall();
     }
   },
 });
 
 Deno.test({
-  name: "WGSL matmul, softmax, LayerNorm and GELU: micro gradients and tiny logits still match timm",
+  name:
+    "WGSL kernels: installed on a hardware adapter only when forced; micro gradients and tiny logits match timm",
   ignore: !haveWebGPU || !haveFixtures,
   async fn() {
     await initBackend("webgpu");
-    installWebGPUMatMul(true, true);
-    installWebGPUSoftmax(true, true);
-    installWebGPULayerNorm(true, true);
-    installWebGPUGelu(true, true);
+    uninstallProjectKernels("webgpu");
+    assert.deepEqual(installProjectKernels("webgpu", false), [], "not on a hardware adapter");
+    assert.deepEqual(installProjectKernels("webgpu", false, true), [
+      "WGSL matmul",
+      "WGSL softmax",
+      "WGSL LayerNorm",
+      "WGSL GELU",
+    ]);
     try {
       await checkMicro({ logits: false, grads: true });
       await checkTiny({ loss: false });
     } finally {
-      uninstallWebGPUMatMul();
-      uninstallWebGPUSoftmax();
-      uninstallWebGPULayerNorm();
-      uninstallWebGPUGelu();
+      uninstallProjectKernels("webgpu");
     }
+    assert.ok(!webgpuMatMulKernels.installed && !webgpuGeluKernels.active());
   },
 });

@@ -8,113 +8,38 @@
  *
  * @module
  */
-import {
-  installWasmBatchMatMul,
-  uninstallWasmBatchMatMul,
-  wasmBatchMatMulInstalled,
-} from "./wasm_batch_matmul.ts";
-import { installWasmSlice, uninstallWasmSlice, wasmSliceInstalled } from "./wasm_slice.ts";
-import { installWasmSum, uninstallWasmSum, wasmSumInstalled } from "./wasm_sum.ts";
-import { installWasmGelu, uninstallWasmGelu, wasmGeluInstalled } from "./wasm_gelu.ts";
-import { installWasmHeads, uninstallWasmHeads, wasmHeadsInstalled } from "./wasm_heads.ts";
-import { installWasmIdentity, uninstallWasmIdentity, wasmIdentityInstalled } from "./wasm_identity.ts";
-import { installWasmLayerNorm, uninstallWasmLayerNorm, wasmLayerNormInstalled } from "./wasm_layer_norm.ts";
-import { installWebGPUGelu, uninstallWebGPUGelu, webgpuGeluInstalled } from "./webgpu_gelu.ts";
-import {
-  installWebGPULayerNorm,
-  uninstallWebGPULayerNorm,
-  webgpuLayerNormInstalled,
-} from "./webgpu_layer_norm.ts";
-import { installWebGPUMatMul, uninstallWebGPUMatMul, webgpuMatMulInstalled } from "./webgpu_matmul.ts";
-import { installWebGPUSoftmax, uninstallWebGPUSoftmax, webgpuSoftmaxInstalled } from "./webgpu_softmax.ts";
+import { wasmBatchMatMulKernels } from "./wasm_batch_matmul.ts";
+import { wasmSliceKernels } from "./wasm_slice.ts";
+import { wasmSumKernels } from "./wasm_sum.ts";
+import { wasmGeluKernels } from "./wasm_gelu.ts";
+import { wasmHeadsKernels } from "./wasm_heads.ts";
+import { wasmIdentityKernels } from "./wasm_identity.ts";
+import { wasmLayerNormKernels } from "./wasm_layer_norm.ts";
+import { webgpuGeluKernels } from "./webgpu_gelu.ts";
+import { webgpuLayerNormKernels } from "./webgpu_layer_norm.ts";
+import { webgpuMatMulKernels } from "./webgpu_matmul.ts";
+import { webgpuSoftmaxKernels } from "./webgpu_softmax.ts";
 
-interface ProjectKernel {
-  backend: "wasm" | "webgpu";
-  label: string;
-  /** Registers it (idempotent); false when it does not apply here. */
-  install(softwareAdapter: boolean, force: boolean): boolean;
+/** What the table needs of a kernel set: a `ReplacedKernels` or a `NamedKernels`. */
+interface KernelSet {
+  readonly installed: boolean;
+  /** Registers the set (idempotent); false when the backend lacks a kernel it replaces. */
+  install(): boolean;
   uninstall(): void;
-  installed(): boolean;
 }
 
-const KERNELS: readonly ProjectKernel[] = [
-  {
-    backend: "wasm",
-    label: "wasm BatchMatMul",
-    install: installWasmBatchMatMul,
-    uninstall: uninstallWasmBatchMatMul,
-    installed: wasmBatchMatMulInstalled,
-  },
-  {
-    backend: "wasm",
-    label: "wasm Slice/SplitV",
-    install: installWasmSlice,
-    uninstall: uninstallWasmSlice,
-    installed: wasmSliceInstalled,
-  },
-  {
-    backend: "wasm",
-    label: "wasm LayerNorm",
-    install: installWasmLayerNorm,
-    uninstall: uninstallWasmLayerNorm,
-    installed: wasmLayerNormInstalled,
-  },
-  {
-    backend: "wasm",
-    label: "wasm GELU",
-    install: installWasmGelu,
-    uninstall: uninstallWasmGelu,
-    installed: wasmGeluInstalled,
-  },
-  {
-    backend: "wasm",
-    label: "wasm attention head split",
-    install: installWasmHeads,
-    uninstall: uninstallWasmHeads,
-    installed: wasmHeadsInstalled,
-  },
-  {
-    backend: "wasm",
-    label: "wasm Sum over rows",
-    install: installWasmSum,
-    uninstall: uninstallWasmSum,
-    installed: wasmSumInstalled,
-  },
-  {
-    backend: "wasm",
-    label: "wasm Identity/Cast",
-    install: installWasmIdentity,
-    uninstall: uninstallWasmIdentity,
-    installed: wasmIdentityInstalled,
-  },
-  {
-    backend: "webgpu",
-    label: "WGSL matmul",
-    install: installWebGPUMatMul,
-    uninstall: uninstallWebGPUMatMul,
-    installed: webgpuMatMulInstalled,
-  },
-  {
-    backend: "webgpu",
-    label: "WGSL softmax",
-    install: installWebGPUSoftmax,
-    uninstall: uninstallWebGPUSoftmax,
-    installed: webgpuSoftmaxInstalled,
-  },
-  {
-    backend: "webgpu",
-    label: "WGSL LayerNorm",
-    install: installWebGPULayerNorm,
-    uninstall: uninstallWebGPULayerNorm,
-    installed: webgpuLayerNormInstalled,
-  },
-  {
-    backend: "webgpu",
-    label: "WGSL GELU",
-    install: installWebGPUGelu,
-    uninstall: uninstallWebGPUGelu,
-    installed: webgpuGeluInstalled,
-  },
+const KERNELS: readonly { backend: "wasm" | "webgpu"; label: string; set: KernelSet }[] = [
+  { backend: "wasm", label: "wasm BatchMatMul", set: wasmBatchMatMulKernels },
+  { backend: "wasm", label: "wasm Slice/SplitV", set: wasmSliceKernels },
+  { backend: "wasm", label: "wasm LayerNorm", set: wasmLayerNormKernels },
+  { backend: "wasm", label: "wasm GELU", set: wasmGeluKernels },
+  { backend: "wasm", label: "wasm attention head split", set: wasmHeadsKernels },
+  { backend: "wasm", label: "wasm Sum over rows", set: wasmSumKernels },
+  { backend: "wasm", label: "wasm Identity/Cast", set: wasmIdentityKernels },
+  { backend: "webgpu", label: "WGSL matmul", set: webgpuMatMulKernels },
+  { backend: "webgpu", label: "WGSL softmax", set: webgpuSoftmaxKernels },
+  { backend: "webgpu", label: "WGSL LayerNorm", set: webgpuLayerNormKernels },
+  { backend: "webgpu", label: "WGSL GELU", set: webgpuGeluKernels },
 ];
 
 /**
@@ -122,9 +47,9 @@ const KERNELS: readonly ProjectKernel[] = [
  * `softwareAdapter` (the adapter's `isFallbackAdapter`) or `force`.
  */
 export function installProjectKernels(backend: string, softwareAdapter = false, force = false): string[] {
-  return KERNELS.filter((k) => k.backend === backend && k.install(softwareAdapter, force)).map((k) =>
-    k.label
-  );
+  const applies = (k: typeof KERNELS[number]) =>
+    k.backend === "wasm" || softwareAdapter || force || k.set.installed;
+  return KERNELS.filter((k) => k.backend === backend && applies(k) && k.set.install()).map((k) => k.label);
 }
 
 /**
@@ -132,9 +57,9 @@ export function installProjectKernels(backend: string, softwareAdapter = false, 
  * kernels that were installed (for before/after measurements).
  */
 export function uninstallProjectKernels(backend: string): () => void {
-  const removed = KERNELS.filter((k) => k.backend === backend && k.installed());
-  for (const k of removed) k.uninstall();
+  const removed = KERNELS.filter((k) => k.backend === backend && k.set.installed);
+  for (const k of removed) k.set.uninstall();
   return () => {
-    for (const k of removed) k.install(true, true);
+    for (const k of removed) k.set.install();
   };
 }

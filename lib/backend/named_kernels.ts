@@ -11,21 +11,30 @@ import * as tf from "@tensorflow/tfjs";
 export class NamedKernels {
   #installed = false;
 
-  /** `kernels`: [name, kernel function] pairs, registered for `backendName`. */
-  constructor(readonly backendName: string, readonly kernels: ReadonlyArray<readonly [string, unknown]>) {}
+  /**
+   * `kernels`: [name, kernel function] pairs, registered for `backendName`; `gradients`: those of the kernels
+   * that have one (tfjs keys a gradient by kernel name alone, for every backend, so it stays registered).
+   */
+  constructor(
+    readonly backendName: string,
+    readonly kernels: ReadonlyArray<readonly [string, unknown]>,
+    readonly gradients: readonly tf.GradConfig[] = [],
+  ) {}
 
   /** Whether the kernels are registered (on any current backend). */
   get installed(): boolean {
     return this.#installed;
   }
 
-  /** Registers the kernels (idempotent). */
-  install(): void {
-    if (this.#installed) return;
+  /** Registers the kernels (idempotent); always true (the kernels are the project's, nothing is replaced). */
+  install(): boolean {
+    if (this.#installed) return true;
+    for (const g of this.gradients) if (!tf.getGradient(g.kernelName)) tf.registerGradient(g);
     for (const [kernelName, fn] of this.kernels) {
       tf.registerKernel({ kernelName, backendName: this.backendName, kernelFunc: fn as tf.KernelFunc });
     }
     this.#installed = true;
+    return true;
   }
 
   /** Removes the kernels: their callers compose the ops from tfjs's again. */

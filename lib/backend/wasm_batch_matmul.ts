@@ -70,7 +70,7 @@ function item(backend: Backend, x3: Info, i: number): Info {
 function perItemBatchMatMul(
   args: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap },
 ): Info {
-  const original = kernels.stock(tf.BatchMatMul) as unknown as (a: typeof args) => Info;
+  const original = wasmBatchMatMulKernels.stock(tf.BatchMatMul) as unknown as (a: typeof args) => Info;
   const { a, b } = args.inputs as { a: Info; b: Info };
   const { transposeA, transposeB } = (args.attrs ?? {}) as { transposeA?: boolean; transposeB?: boolean };
   const backend = args.backend as Backend;
@@ -133,22 +133,5 @@ function perItemBatchMatMul(
   return out;
 }
 
-const kernels = new ReplacedKernels(BACKEND, [[tf.BatchMatMul, perItemBatchMatMul]]);
-
-/**
- * Registers the per-item `BatchMatMul` for tfjs-wasm in place of tfjs's (idempotent). Returns false when
- * tfjs-wasm has no BatchMatMul kernel to replace.
- */
-export function installWasmBatchMatMul(): boolean {
-  return kernels.install();
-}
-
-/** Puts tfjs's own `BatchMatMul` back (for before/after measurements and tests). */
-export function uninstallWasmBatchMatMul(): void {
-  kernels.uninstall();
-}
-
-/** Whether the per-item kernel is the one registered now. */
-export function wasmBatchMatMulInstalled(): boolean {
-  return kernels.installed;
-}
+/** The per-item `BatchMatMul` for tfjs-wasm, in place of tfjs's (`install` is false when tfjs-wasm has none to replace). */
+export const wasmBatchMatMulKernels = new ReplacedKernels(BACKEND, [[tf.BatchMatMul, perItemBatchMatMul]]);

@@ -143,26 +143,14 @@ function geluWithSlope(args: { inputs: tf.NamedTensorInfoMap; backend: tf.Kernel
  * by itself: wrap it in a `tf.customGrad`.
  */
 export function wasmGelu(x: tf.Tensor, slope: boolean): { value: tf.Tensor; slope?: tf.Tensor } | undefined {
-  if (!wasmGeluInstalled() || x.dtype !== "float32") return undefined;
+  if (!wasmGeluKernels.active() || x.dtype !== "float32") return undefined;
   if (!slope) return { value: tf.engine().runKernel(GELU_KERNEL, { x }) as tf.Tensor };
   const [value, s] = tf.engine().runKernel(GELU_WITH_SLOPE_KERNEL, { x }) as unknown as tf.Tensor[];
   return { value, slope: s };
 }
 
-const kernels = new NamedKernels(BACKEND, [[GELU_KERNEL, gelu], [GELU_WITH_SLOPE_KERNEL, geluWithSlope]]);
-
-/** Registers the GELU kernels on wasm (idempotent). */
-export function installWasmGelu(): boolean {
-  kernels.install();
-  return true;
-}
-
-/** Removes the kernels: the model composes GELU and its gradient from tfjs ops again. */
-export function uninstallWasmGelu(): void {
-  kernels.uninstall();
-}
-
-/** Whether the kernels are registered and wasm is the current backend. */
-export function wasmGeluInstalled(): boolean {
-  return kernels.active();
-}
+/** The GELU kernels on wasm; `active()` while they run (uninstalled, the model composes GELU from tfjs ops). */
+export const wasmGeluKernels = new NamedKernels(BACKEND, [[GELU_KERNEL, gelu], [
+  GELU_WITH_SLOPE_KERNEL,
+  geluWithSlope,
+]]);

@@ -103,7 +103,7 @@ export function wasmSplitHeads(
   heads: number,
   scale: number,
 ): [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D] | undefined {
-  if (!wasmHeadsInstalled() || qkv.dtype !== "float32") return undefined;
+  if (!wasmHeadsKernels.active() || qkv.dtype !== "float32") return undefined;
   const D = qkv.shape[1] / 3;
   if (qkv.shape[0] !== batch * tokens || !Number.isInteger(D) || D % heads !== 0) {
     throw new Error(
@@ -131,25 +131,9 @@ const splitHeadsGrad: tf.GradConfig = {
   },
 };
 
-const kernels = new NamedKernels(BACKEND, [[SPLIT_HEADS_KERNEL, splitHeads], [
-  MERGE_HEADS_KERNEL,
-  mergeHeadsGrad,
-]]);
-
-/** Registers the head-split kernels on wasm (idempotent). */
-export function installWasmHeads(): boolean {
-  // Gradients are registered per kernel name, for every backend: this one only ever runs on wasm.
-  if (!tf.getGradient(SPLIT_HEADS_KERNEL)) tf.registerGradient(splitHeadsGrad);
-  kernels.install();
-  return true;
-}
-
-/** Removes the kernels: the model splits heads with tfjs ops again. */
-export function uninstallWasmHeads(): void {
-  kernels.uninstall();
-}
-
-/** Whether the kernels are registered and wasm is the current backend. */
-export function wasmHeadsInstalled(): boolean {
-  return kernels.active();
-}
+/** The attention head-split kernels on wasm, with their gradient; `active()` while they run. */
+export const wasmHeadsKernels = new NamedKernels(
+  BACKEND,
+  [[SPLIT_HEADS_KERNEL, splitHeads], [MERGE_HEADS_KERNEL, mergeHeadsGrad]],
+  [splitHeadsGrad],
+);

@@ -29,33 +29,16 @@ function share(x: Info, backend: tf.KernelBackend): Info {
 
 function identity(args: Args): Info {
   const x = args.inputs.x as Info;
-  if (x.dtype === "string") return kernels.stock(tf.Identity)(args) as Info;
+  if (x.dtype === "string") return wasmIdentityKernels.stock(tf.Identity)(args) as Info;
   return share(x, args.backend);
 }
 
 function cast(args: Args): Info {
   const x = args.inputs.x as Info;
   const { dtype } = args.attrs as unknown as { dtype: tf.DataType };
-  if (x.dtype === "string" || dtype !== x.dtype) return kernels.stock(tf.Cast)(args) as Info;
+  if (x.dtype === "string" || dtype !== x.dtype) return wasmIdentityKernels.stock(tf.Cast)(args) as Info;
   return share(x, args.backend);
 }
 
-const kernels = new ReplacedKernels(BACKEND, [[tf.Identity, identity], [tf.Cast, cast]]);
-
-/**
- * Registers the sharing `Identity` and `Cast` for tfjs-wasm in place of tfjs's (idempotent). Returns false
- * when tfjs-wasm has no such kernels to replace.
- */
-export function installWasmIdentity(): boolean {
-  return kernels.install();
-}
-
-/** Puts tfjs's own `Identity` and `Cast` back (for before/after measurements and tests). */
-export function uninstallWasmIdentity(): void {
-  kernels.uninstall();
-}
-
-/** Whether the sharing kernels are the ones registered now. */
-export function wasmIdentityInstalled(): boolean {
-  return kernels.installed;
-}
+/** The sharing `Identity` and `Cast` for tfjs-wasm, in place of tfjs's. */
+export const wasmIdentityKernels = new ReplacedKernels(BACKEND, [[tf.Identity, identity], [tf.Cast, cast]]);

@@ -117,7 +117,9 @@ export function wasmLayerNorm(
   bias: tf.Tensor,
   eps: number,
 ): tf.Tensor | undefined {
-  if (!wasmLayerNormInstalled() || [x, weight, bias].some((t) => t.dtype !== "float32")) return undefined;
+  if (!wasmLayerNormKernels.active() || [x, weight, bias].some((t) => t.dtype !== "float32")) {
+    return undefined;
+  }
   checkParam(x, weight, "gamma");
   checkParam(x, bias, "beta");
   return tf.engine().runKernel(LAYER_NORM_KERNEL, { x, gamma: weight, beta: bias }, { eps }) as tf.Tensor;
@@ -133,7 +135,7 @@ export function wasmLayerNormGrad(
   dy: tf.Tensor,
   eps: number,
 ): tf.Tensor[] | undefined {
-  if (!wasmLayerNormInstalled() || [x, weight, dy].some((t) => t.dtype !== "float32")) return undefined;
+  if (!wasmLayerNormKernels.active() || [x, weight, dy].some((t) => t.dtype !== "float32")) return undefined;
   checkParam(x, weight, "gamma");
   if (!tf.util.arraysEqual(x.shape, dy.shape)) {
     throw new Error(`${LAYER_NORM_GRAD_KERNEL}: dy [${dy.shape}] must have x's shape [${x.shape}]`);
@@ -141,23 +143,8 @@ export function wasmLayerNormGrad(
   return tf.engine().runKernel(LAYER_NORM_GRAD_KERNEL, { x, gamma: weight, dy }, { eps }) as tf.Tensor[];
 }
 
-const kernels = new NamedKernels(BACKEND, [[LAYER_NORM_KERNEL, layerNorm], [
+/** The LayerNorm kernels on wasm; `active()` while they run (uninstalled, the model composes LayerNorm from tfjs ops). */
+export const wasmLayerNormKernels = new NamedKernels(BACKEND, [[LAYER_NORM_KERNEL, layerNorm], [
   LAYER_NORM_GRAD_KERNEL,
   layerNormGrad,
 ]]);
-
-/** Registers the LayerNorm kernels on wasm (idempotent). */
-export function installWasmLayerNorm(): boolean {
-  kernels.install();
-  return true;
-}
-
-/** Removes the kernels: the model composes LayerNorm and its gradient from tfjs ops again. */
-export function uninstallWasmLayerNorm(): void {
-  kernels.uninstall();
-}
-
-/** Whether the kernels are registered and wasm is the current backend. */
-export function wasmLayerNormInstalled(): boolean {
-  return kernels.active();
-}

@@ -84,7 +84,7 @@ function slice(
   args: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap },
 ): Info {
   const { x } = args.inputs as { x: Info };
-  if (x.dtype === "string") return kernels.stock(tf.Slice)(args) as Info;
+  if (x.dtype === "string") return wasmSliceKernels.stock(tf.Slice)(args) as Info;
   const { begin, size } = args.attrs as unknown as { begin: number | number[]; size?: number | number[] };
   const [b, s] = resolve(x, begin, size);
   for (let i = 0; i < b.length; i++) {
@@ -99,7 +99,7 @@ function splitV(
   args: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBackend; attrs?: tf.NamedAttrMap },
 ): Info[] {
   const { x } = args.inputs as { x: Info };
-  if (x.dtype === "string") return kernels.stock(tf.SplitV)(args) as Info[];
+  if (x.dtype === "string") return wasmSliceKernels.stock(tf.SplitV)(args) as Info[];
   const { numOrSizeSplits, axis } = args.attrs as unknown as {
     numOrSizeSplits: number | number[];
     axis: number;
@@ -131,22 +131,5 @@ function splitV(
   });
 }
 
-const kernels = new ReplacedKernels(BACKEND, [[tf.Slice, slice], [tf.SplitV, splitV]]);
-
-/**
- * Registers the heap-view `Slice` and `SplitV` for tfjs-wasm in place of tfjs's (idempotent). Returns false
- * when tfjs-wasm has no such kernels to replace.
- */
-export function installWasmSlice(): boolean {
-  return kernels.install();
-}
-
-/** Puts tfjs's own `Slice` and `SplitV` back (for before/after measurements and tests). */
-export function uninstallWasmSlice(): void {
-  kernels.uninstall();
-}
-
-/** Whether the heap-view kernels are the ones registered now. */
-export function wasmSliceInstalled(): boolean {
-  return kernels.installed;
-}
+/** The heap-view `Slice` and `SplitV` for tfjs-wasm, in place of tfjs's. */
+export const wasmSliceKernels = new ReplacedKernels(BACKEND, [[tf.Slice, slice], [tf.SplitV, splitV]]);

@@ -26,7 +26,7 @@ function sum(
   // Axes as given: tfjs's transpose keeps their order, which sets the order of the additions.
   const axes = (Array.isArray(axis) ? axis : [axis]).map((a) => (a < 0 ? a + rank : a));
   const leading = axes.length > 0 && axes.length < rank && axes.every((a, i) => a === i);
-  if (x.dtype !== "float32" || !leading) return kernels.stock(tf.Sum)(args) as Info;
+  if (x.dtype !== "float32" || !leading) return wasmSumKernels.stock(tf.Sum)(args) as Info;
   const kept = x.shape.slice(axes.length);
   const n = kept.reduce((a, b) => a * b, 1);
   const backend = args.backend as unknown as WasmHeapBackend;
@@ -42,19 +42,5 @@ function sum(
   return out;
 }
 
-const kernels = new ReplacedKernels(BACKEND, [[tf.Sum, sum]]);
-
-/** Registers the leading-axes `Sum` for tfjs-wasm in place of tfjs's (idempotent). */
-export function installWasmSum(): boolean {
-  return kernels.install();
-}
-
-/** Puts tfjs's own `Sum` back (for before/after measurements and tests). */
-export function uninstallWasmSum(): void {
-  kernels.uninstall();
-}
-
-/** Whether the leading-axes kernel is the one registered now. */
-export function wasmSumInstalled(): boolean {
-  return kernels.installed;
-}
+/** The leading-axes `Sum` for tfjs-wasm, in place of tfjs's. */
+export const wasmSumKernels = new ReplacedKernels(BACKEND, [[tf.Sum, sum]]);

@@ -89,7 +89,7 @@ function geluGrad(args: { inputs: tf.NamedTensorInfoMap; backend: tf.KernelBacke
  * wrap it in a `tf.customGrad`.
  */
 export function webgpuGelu(x: tf.Tensor): tf.Tensor | undefined {
-  if (!webgpuGeluInstalled() || x.dtype !== "float32" || x.size === 0) return undefined;
+  if (!webgpuGeluKernels.active() || x.dtype !== "float32" || x.size === 0) return undefined;
   return tf.engine().runKernel(GELU_KERNEL, { x }) as tf.Tensor;
 }
 
@@ -98,7 +98,7 @@ export function webgpuGelu(x: tf.Tensor): tf.Tensor | undefined {
  * {@linkcode webgpuGelu} would be.
  */
 export function webgpuGeluGrad(x: tf.Tensor, dy: tf.Tensor): tf.Tensor | undefined {
-  if (!webgpuGeluInstalled() || x.dtype !== "float32" || dy.dtype !== "float32" || x.size === 0) {
+  if (!webgpuGeluKernels.active() || x.dtype !== "float32" || dy.dtype !== "float32" || x.size === 0) {
     return undefined;
   }
   if (!tf.util.arraysEqual(x.shape, dy.shape)) {
@@ -107,25 +107,8 @@ export function webgpuGeluGrad(x: tf.Tensor, dy: tf.Tensor): tf.Tensor | undefin
   return tf.engine().runKernel(GELU_GRAD_KERNEL, { x, dy }) as tf.Tensor;
 }
 
-const kernels = new NamedKernels(BACKEND, [[GELU_KERNEL, gelu], [GELU_GRAD_KERNEL, geluGrad]]);
-
-/**
- * Registers the GELU kernels on webgpu (idempotent) when the adapter is a software one (`fallbackAdapter`) or
- * `force`. Returns whether it is installed.
- */
-export function installWebGPUGelu(fallbackAdapter: boolean, force = false): boolean {
-  if (kernels.installed) return true;
-  if (!force && !fallbackAdapter) return false;
-  kernels.install();
-  return true;
-}
-
-/** Removes the kernels: the model composes GELU and its gradient from tfjs ops again. */
-export function uninstallWebGPUGelu(): void {
-  kernels.uninstall();
-}
-
-/** Whether the kernels are registered and webgpu is the current backend (so {@linkcode webgpuGelu} runs it). */
-export function webgpuGeluInstalled(): boolean {
-  return kernels.active();
-}
+/** The GELU kernels on webgpu; `active()` while they run (so {@linkcode webgpuGelu} uses them). */
+export const webgpuGeluKernels = new NamedKernels(BACKEND, [[GELU_KERNEL, gelu], [
+  GELU_GRAD_KERNEL,
+  geluGrad,
+]]);

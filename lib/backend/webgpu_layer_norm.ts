@@ -226,7 +226,9 @@ export function webgpuLayerNorm(
   beta: tf.Tensor,
   eps: number,
 ): tf.Tensor | undefined {
-  if (!webgpuLayerNormInstalled() || x.dtype !== "float32" || x.size === 0 || x.rank < 1) return undefined;
+  if (!webgpuLayerNormKernels.active() || x.dtype !== "float32" || x.size === 0 || x.rank < 1) {
+    return undefined;
+  }
   const d = x.shape[x.rank - 1];
   for (const [name, t] of [["gamma", gamma], ["beta", beta]] as const) {
     if (t.rank !== 1 || t.shape[0] !== d || t.dtype !== "float32") {
@@ -249,7 +251,9 @@ export function webgpuLayerNormGrad(
   dy: tf.Tensor,
   eps: number,
 ): [tf.Tensor, tf.Tensor, tf.Tensor] | undefined {
-  if (!webgpuLayerNormInstalled() || x.dtype !== "float32" || x.size === 0 || x.rank < 1) return undefined;
+  if (!webgpuLayerNormKernels.active() || x.dtype !== "float32" || x.size === 0 || x.rank < 1) {
+    return undefined;
+  }
   const d = x.shape[x.rank - 1];
   if (gamma.rank !== 1 || gamma.shape[0] !== d || gamma.dtype !== "float32") {
     throw new Error(
@@ -268,28 +272,8 @@ export function webgpuLayerNormGrad(
   ];
 }
 
-const kernels = new NamedKernels(BACKEND, [[LAYER_NORM_KERNEL, layerNorm], [
+/** The LayerNorm kernels on webgpu; `active()` while they run (so {@linkcode webgpuLayerNorm} uses them). */
+export const webgpuLayerNormKernels = new NamedKernels(BACKEND, [[LAYER_NORM_KERNEL, layerNorm], [
   LAYER_NORM_GRAD_KERNEL,
   layerNormGrad,
 ]]);
-
-/**
- * Registers the LayerNorm kernels on webgpu (idempotent) when the adapter is a software one
- * (`fallbackAdapter`) or `force`. Returns whether it is installed.
- */
-export function installWebGPULayerNorm(fallbackAdapter: boolean, force = false): boolean {
-  if (kernels.installed) return true;
-  if (!force && !fallbackAdapter) return false;
-  kernels.install();
-  return true;
-}
-
-/** Removes the kernels: the model composes LayerNorm and its gradient from tfjs ops again. */
-export function uninstallWebGPULayerNorm(): void {
-  kernels.uninstall();
-}
-
-/** Whether the kernels are registered and webgpu is the current backend (so {@linkcode webgpuLayerNorm} runs it). */
-export function webgpuLayerNormInstalled(): boolean {
-  return kernels.active();
-}

@@ -11,7 +11,7 @@
  * software adapters of the CPU machines (llvmpipe / lavapipe, where a workgroup is a loop over SIMD lanes and
  * every barrier splits it) it beat tfjs's tiled `MatMulPackedProgram`, e.g. 197×768·768×3072 with bias:
  * ~410 → ~210 ms of CPU (lavapipe, 2 contended cores). Whether to keep it on a real GPU is for the bench there
- * to say: {@linkcode installWebGPUMatMul} only installs it on a fallback (software) adapter unless forced.
+ * to say: `installProjectKernels` only installs it on a fallback (software) adapter unless forced.
  *
  * Results are checked against tfjs's kernel in tests/kernels_webgpu_test.ts and, installed, by the timm parity
  * tests.
@@ -170,7 +170,7 @@ function fusedMatMul(args: KernelArgs): Info {
     !mkn || !plainBias || preluActivationWeights !== undefined ||
     (attrs.activation !== undefined && attrs.activation !== null && attrs.activation !== "linear")
   ) {
-    return kernels.stock(tf._FusedMatMul)(args) as Info;
+    return webgpuMatMulKernels.stock(tf._FusedMatMul)(args) as Info;
   }
   const out = runProduct(args.backend, a!, b!, bias, mkn);
   out.shape = [...a!.shape.slice(0, -2), mkn[0], mkn[2]];
@@ -207,33 +207,17 @@ function batchMatMul(args: KernelArgs): Info {
   const { a, b } = args.inputs as Record<string, Info>;
   const attrs = (args.attrs ?? {}) as Record<string, unknown>;
   const mkn = handled(a, b, attrs);
-  if (!mkn) return batched(args.backend, a, b, attrs) ?? kernels.stock(tf.BatchMatMul)(args) as Info;
+  if (!mkn) {
+    return batched(args.backend, a, b, attrs) ?? webgpuMatMulKernels.stock(tf.BatchMatMul)(args) as Info;
+  }
   const out = runProduct(args.backend, a, b, undefined, mkn);
   const outer = a.shape.length >= b.shape.length ? a.shape.slice(0, -2) : b.shape.slice(0, -2);
   out.shape = [...outer, mkn[0], mkn[2]];
   return out;
 }
 
-const kernels = new ReplacedKernels(BACKEND, [[tf._FusedMatMul, fusedMatMul], [tf.BatchMatMul, batchMatMul]]);
-
-/**
- * Registers the WGSL product for `_FusedMatMul` and `BatchMatMul` on webgpu (idempotent). It is installed only
- * when `fallbackAdapter` (the adapter is a software one, where it was measured faster: see
- * `BackendInfo.adapter.isFallbackAdapter`) or `force` (for measuring it on a GPU). Returns whether it is
- * installed.
- */
-export function installWebGPUMatMul(fallbackAdapter: boolean, force = false): boolean {
-  if (kernels.installed) return true;
-  if (!force && !fallbackAdapter) return false;
-  return kernels.install();
-}
-
-/** Puts tfjs's own kernels back. */
-export function uninstallWebGPUMatMul(): void {
-  kernels.uninstall();
-}
-
-/** Whether the WGSL product is the one registered now. */
-export function webgpuMatMulInstalled(): boolean {
-  return kernels.installed;
-}
+/** The WGSL product for `_FusedMatMul` and `BatchMatMul` on webgpu, in place of tfjs's. */
+export const webgpuMatMulKernels = new ReplacedKernels(BACKEND, [[tf._FusedMatMul, fusedMatMul], [
+  tf.BatchMatMul,
+  batchMatMul,
+]]);

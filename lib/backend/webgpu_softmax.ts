@@ -51,7 +51,7 @@ function softmax(
   const n = logits.shape[rank - 1];
   const size = logits.shape.reduce((a, b) => a * b, 1);
   if (logits.dtype !== "float32" || rank < 1 || (dim !== -1 && dim !== rank - 1) || size === 0) {
-    return kernels.stock(tf.Softmax)(args) as Info;
+    return webgpuSoftmaxKernels.stock(tf.Softmax)(args) as Info;
   }
   const rows = size / n;
   const out = (args.backend as WebGPUBackendLike).runWebGPUProgram(program(rows, n), [logits], "float32", [
@@ -62,24 +62,5 @@ function softmax(
   return out;
 }
 
-const kernels = new ReplacedKernels(BACKEND, [[tf.Softmax, softmax]]);
-
-/**
- * Registers the row softmax on webgpu (idempotent) when the adapter is a software one (`fallbackAdapter`) or
- * `force`. Returns whether it is installed.
- */
-export function installWebGPUSoftmax(fallbackAdapter: boolean, force = false): boolean {
-  if (kernels.installed) return true;
-  if (!force && !fallbackAdapter) return false;
-  return kernels.install();
-}
-
-/** Puts tfjs's own softmax back. */
-export function uninstallWebGPUSoftmax(): void {
-  kernels.uninstall();
-}
-
-/** Whether the WGSL softmax is the one registered now. */
-export function webgpuSoftmaxInstalled(): boolean {
-  return kernels.installed;
-}
+/** The WGSL row softmax on webgpu, in place of tfjs's. */
+export const webgpuSoftmaxKernels = new ReplacedKernels(BACKEND, [[tf.Softmax, softmax]]);

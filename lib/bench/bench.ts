@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import * as tf from "@tensorflow/tfjs";
 import { type BackendInfo, type BackendName, type EngineName, initBackend } from "../backend/backend.ts";
 import { installProjectKernels, uninstallProjectKernels } from "../backend/kernels.ts";
-import { webgpuMatMulInstalled } from "../backend/webgpu_matmul.ts";
+import { webgpuMatMulKernels } from "../backend/webgpu_matmul.ts";
 import { loadAverage, machineInfo, peakRssBytes, resetPeakRss } from "./machine.ts";
 import { onnxSessionNote } from "./onnx_engine.ts";
 import type { BenchReport, Figure } from "./report.ts";
@@ -212,7 +212,8 @@ export class Bench {
     const tensorsBefore = tf.memory().numTensors;
     try {
       await this.forwardFigures(vit, base, key);
-      const overridden = backendName === "wasm" || (backendName === "webgpu" && webgpuMatMulInstalled());
+      const overridden = backendName === "wasm" ||
+        (backendName === "webgpu" && webgpuMatMulKernels.installed);
       if (overridden && this.o.fastKernels && this.latency.has(key)) {
         await this.stockKernelFigure(vit, base, key, backendName as BackendName);
       }

@@ -1,9 +1,9 @@
 import * as tf from "@tensorflow/tfjs";
-import { wasmLayerNorm, wasmLayerNormGrad, wasmLayerNormInstalled } from "../backend/wasm_layer_norm.ts";
+import { wasmLayerNorm, wasmLayerNormGrad, wasmLayerNormKernels } from "../backend/wasm_layer_norm.ts";
 import {
   webgpuLayerNorm,
   webgpuLayerNormGrad,
-  webgpuLayerNormInstalled,
+  webgpuLayerNormKernels,
 } from "../backend/webgpu_layer_norm.ts";
 
 /** LayerNorm over the last axis from tfjs ops (autograd differentiates it). */
@@ -62,7 +62,7 @@ export class LayerNorm {
   }
 
   apply<T extends tf.Tensor>(x: T): T {
-    if ((webgpuLayerNormInstalled() || wasmLayerNormInstalled()) && x.dtype === "float32") {
+    if ((webgpuLayerNormKernels.active() || wasmLayerNormKernels.active()) && x.dtype === "float32") {
       return this.fused(x, this.weight, this.bias) as T;
     }
     return tf.tidy(() => composite(x, this.weight, this.bias, this.eps)) as T;
