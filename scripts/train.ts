@@ -123,7 +123,7 @@ if (import.meta.main) {
     });
     if (!result.finished) {
       console.error(
-        `stopped after ${result.state.update} updates (max_updates); continue with --resume and the same options`,
+        `stopped at update ${result.state.update} (max_updates); continue with --resume and the same options`,
       );
     }
     if (exportDir) console.error(await exportRun(result, exportDir));

@@ -65,20 +65,27 @@ Deno.test("report: results beside the paper's 98.13% and the re-run's 96.9%, dat
     weightsManifest: [{ paths: [], weights: [{ name: "w", shape: [10, 10], dtype: "float32" }] }],
     extra: { training: { epochs: 3, updates: 1170, seconds: 3600, config: { lr: 0.001 } } },
   } as unknown as ModelManifest;
-  const md = evalReport(
-    { n: 100, top1: 0.8, top5: 1, loss: 0.7, confusion, perClass: Array(10).fill(0.8), imgPerSec: 100 },
-    {
-      model: "weights",
-      manifest,
-      dataName: "CIFAR-10 (JPEG copy)",
-      split: "test",
-      backend: "wasm",
-      command: "deno task eval --model weights --data data",
-      confusionSvg: "x_confusion.svg",
-      seconds: 12,
-      date: "2026-01-01 00:00 UTC",
-    },
-  );
+  const result = {
+    n: 100,
+    top1: 0.8,
+    top5: 1,
+    loss: 0.7,
+    confusion,
+    perClass: Array(10).fill(0.8),
+    imgPerSec: 100,
+  };
+  const context = {
+    model: "weights",
+    manifest,
+    dataName: "CIFAR-10 (JPEG copy)",
+    split: "test",
+    backend: "wasm",
+    command: "deno task eval --model weights --data data",
+    confusionSvg: "x_confusion.svg",
+    seconds: 12,
+    date: "2026-01-01 00:00 UTC",
+  };
+  const md = evalReport(result, context);
   assert.match(md, /\*\*80\.00%\*\*/);
   assert.match(md, /98\.13%/);
   assert.match(md, /96\.90%/);
@@ -86,6 +93,20 @@ Deno.test("report: results beside the paper's 98.13% and the re-run's 96.9%, dat
   assert.match(md, /\| backend \| wasm \|/);
   assert.match(md, /lossy/);
   assert.match(md, /3 epochs, 1170 optimizer updates, 60\.0 min/);
+  // The export of a run that max_updates stopped, and a finished run placed by start_epoch.
+  const trainedAs = (training: unknown) =>
+    evalReport(result, { ...context, manifest: { ...manifest, extra: { training } } as ModelManifest });
+  assert.match(
+    trainedAs({
+      stopped_at: { epoch: 6, update: 2106, seconds: 7200 },
+      config: { epochs: 20, start_epoch: 3 },
+    }),
+    /stopped by `max_updates` at optimizer update 2106, 6 of 20 epochs done \(this run from epoch 4, start_epoch\): 120\.0 min/,
+  );
+  assert.match(
+    trainedAs({ epochs: 20, updates: 7020, seconds: 60, config: { epochs: 20, start_epoch: 6 } }),
+    /20 epochs, 7020 optimizer updates \(this run from epoch 7, start_epoch\), 1\.0 min/,
+  );
   assert.match(md, /\| airplane \| \*\*8\*\* \| 2 \| 0 /);
   assert.match(md, /!\[confusion matrix\]\(x_confusion\.svg\)/);
   const svg = confusionSvg(confusion, labels);

@@ -148,7 +148,7 @@ Deno.test("a run stopped by max_updates exports the weights it reached; a fresh 
     assert.equal(stopped.code, 0, log);
     assert.match(
       log,
-      /--initial_checkpoint .*x --start_epoch 1 \(its 2 updates in that epoch are done again\)/,
+      /update 22, in epoch 2\).*--initial_checkpoint .*x --start_epoch 1 --output <a new folder> \(its 2 updates in epoch 2 are done again\)/,
     );
     const manifest = JSON.parse(await Deno.readTextFile(`${dir}/x/model.json`));
     assert.deepEqual(
@@ -166,7 +166,25 @@ Deno.test("a run stopped by max_updates exports the weights it reached; a fresh 
       .output();
     const resumedLog = new TextDecoder().decode(resumed.stderr);
     assert.equal(resumed.code, 0, resumedLog);
-    assert.match(resumedLog, /stopped after 23 updates/);
+    assert.match(
+      resumedLog,
+      /resume: start_epoch 2 ignored; the run goes on from its checkpoint \(epoch 2, update 22\)/,
+    );
+    assert.match(resumedLog, /stopped at update 23/);
+    const resumedAt = JSON.parse(await Deno.readTextFile(`${dir}/a/checkpoints/step-00000023/trainer.json`));
+    assert.equal("start_epoch" in resumedAt.config, false, "the ignored start_epoch is not recorded");
+    // A stop on an epoch's last update: its checkpoint, complete, is where the next slice starts.
+    const boundary = await trainCmd(configPath, `${dir}/c`, ["--max_updates", "20", "--export", `${dir}/y`])
+      .output();
+    const boundaryLog = new TextDecoder().decode(boundary.stderr);
+    assert.equal(boundary.code, 0, boundaryLog);
+    assert.match(boundaryLog, /update 20, after epoch 1\).*--start_epoch 1 --output <a new folder>$/m);
+    const names = [];
+    for await (const e of Deno.readDir(`${dir}/c/checkpoints/step-00000020`)) names.push(e.name);
+    assert.deepEqual(
+      names.filter((n) => !n.endsWith(".bin")).sort(),
+      ["model.json", "optimizer.safetensors", "trainer.json"],
+    );
     const on = await trainCmd(configPath, `${dir}/b`, [
       "--initial_checkpoint",
       `${dir}/x`,

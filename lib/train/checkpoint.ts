@@ -2,8 +2,8 @@
  * Training checkpoints: `checkpoints/<name>/` holds the weights in the sharded format (float32, so a resume
  * is exact), `optimizer.safetensors` (the optimizer's slots) and `trainer.json` (where in the schedule and
  * data order the run stands), and with `model_ema` `ema.safetensors` (the weight average, float32).
- * `checkpoints/latest.json` names the newest complete checkpoint and is written
- * last, atomically: a run killed at any moment resumes from a checkpoint that was fully written.
+ * A checkpoint's folder is written whole, in one atomic replacement; `checkpoints/latest.json` names the
+ * newest and is written after it, atomically: a run killed at any moment resumes from a complete checkpoint.
  *
  * @module
  */
@@ -78,14 +78,14 @@ export async function saveCheckpoint(
     source: ck.source,
     dtype: "float32",
     extra: { checkpoint: { epoch: ck.trainer.epoch, update: ck.trainer.update } },
+    files: {
+      "optimizer.safetensors": encodeSafetensors(ck.optimizer.slots, "F32"),
+      ...(ck.ema ? { "ema.safetensors": encodeSafetensors(ck.ema, "F32") } : {}),
+      "trainer.json": new TextEncoder().encode(
+        JSON.stringify({ ...ck.trainer, optimizerStep: ck.optimizer.step }, null, 1) + "\n",
+      ),
+    },
   });
-  const opt = encodeSafetensors(ck.optimizer.slots, "F32");
-  await writeFileAtomic(`${dir}/optimizer.safetensors`, opt);
-  if (ck.ema) await writeFileAtomic(`${dir}/ema.safetensors`, encodeSafetensors(ck.ema, "F32"));
-  await writeFileAtomic(
-    `${dir}/trainer.json`,
-    JSON.stringify({ ...ck.trainer, optimizerStep: ck.optimizer.step }, null, 1) + "\n",
-  );
   await writeFileAtomic(`${root}/latest.json`, JSON.stringify({ checkpoint: name }) + "\n");
   // Prune older checkpoints (names sort by update count), never the one just written.
   const names: string[] = [];

@@ -33,10 +33,11 @@ export async function exportRun(result: TrainResult, dir: string): Promise<strin
     },
   };
   await saveModel(dir, { ...float16Of(manifest), state, extra });
-  const epoch = at.epoch + 1, redone = at.updateInEpoch;
-  return `exported ${dir} (float16 shards of the weights at update ${at.update}, in epoch ${epoch}); ` +
-    `elsewhere, go on with --initial_checkpoint ${dir} --start_epoch ${at.epoch}` +
-    (redone ? ` (its ${redone} updates in that epoch are done again)` : "");
+  const redone = at.updateInEpoch;
+  const where = redone ? `in epoch ${at.epoch + 1}` : `after epoch ${at.epoch}`;
+  return `exported ${dir} (float16 shards of the weights at update ${at.update}, ${where}); ` +
+    `elsewhere, go on with --initial_checkpoint ${dir} --start_epoch ${at.epoch} --output <a new folder>` +
+    (redone ? ` (its ${redone} updates in epoch ${at.epoch + 1} are done again)` : "");
 }
 
 function float16Of(m: ModelManifest) {

@@ -83,17 +83,11 @@ export function evalReport(r: EvalResult, ctx: ReportContext): string {
     );
   }
   if (training) {
-    const t = training as {
-      epochs?: number;
-      updates?: number;
-      seconds?: number;
-      config?: Record<string, unknown>;
-    };
+    const t = training as TrainingRecord;
     lines.push(
       "## Training",
       "",
-      `Trained by \`deno task train\`: ${t.epochs} epochs, ${t.updates} optimizer updates, ` +
-        `${((t.seconds ?? 0) / 60).toFixed(1)} min of training.`,
+      trainingSummary(t),
       "",
       "```json",
       JSON.stringify(t.config),
@@ -134,4 +128,31 @@ export function confusionText(confusion: ArrayLike<number>, labels: readonly str
     l.padEnd(name) + Array.from({ length: k }, (_, p) => String(confusion[t * k + p]).padStart(w)).join("")
   );
   return [head, ...rows].join("\n");
+}
+
+/** What `deno task train` records in an exported manifest's `extra.training`. */
+interface TrainingRecord {
+  epochs?: number;
+  updates?: number;
+  seconds?: number;
+  /** Set instead of `epochs`/`updates` when `max_updates` stopped the run (0-based epoch). */
+  stopped_at?: { epoch: number; update: number; seconds: number };
+  config?: Record<string, unknown>;
+}
+
+/** One sentence on how the weights were trained: a finished run, one placed by `start_epoch`, or a stopped one. */
+function trainingSummary(t: TrainingRecord): string {
+  const minutes = (s = 0) => `${(s / 60).toFixed(1)} min`;
+  const epochs = t.epochs ?? t.config?.epochs;
+  const start = t.config?.start_epoch;
+  const from = typeof start === "number" && start > 0
+    ? ` (this run from epoch ${start + 1}, start_epoch)`
+    : "";
+  if (t.stopped_at) {
+    const at = t.stopped_at;
+    return `Trained by \`deno task train\`, stopped by \`max_updates\` at optimizer update ${at.update}, ` +
+      `${at.epoch} of ${epochs} epochs done${from}: ${minutes(at.seconds)} of training in its run folder.`;
+  }
+  return `Trained by \`deno task train\`: ${epochs} epochs, ${t.updates} optimizer updates${from}, ` +
+    `${minutes(t.seconds)} of training in its run folder.`;
 }

@@ -137,9 +137,17 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
   let state: StateDict;
   let source: SourceInfo;
   if (ck) {
-    // start_epoch places a fresh run; a resume starts where its checkpoint is, whatever it says.
+    // start_epoch places a fresh run; a resume starts where its checkpoint is, whatever it says, and keeps
+    // the start_epoch its run was placed with.
     const placed = ({ start_epoch: _, ...rest }: Record<string, unknown>) => rest;
     const a = placed(comparable(config)), b = placed(ck.trainer.config);
+    const startEpoch = ck.trainer.config.start_epoch;
+    if (config.start_epoch !== undefined && config.start_epoch !== startEpoch) {
+      bar.log(
+        `resume: start_epoch ${config.start_epoch} ignored; the run goes on from its checkpoint ` +
+          `(epoch ${ck.trainer.epoch + 1}, update ${ck.trainer.update})`,
+      );
+    }
     if (JSON.stringify(a) !== JSON.stringify(b)) {
       const diff = Object.keys({ ...a, ...b }).filter((k) => JSON.stringify(a[k]) !== JSON.stringify(b[k]));
       const fixed = diff.filter((k) => !RESCHEDULABLE.has(k));
@@ -152,7 +160,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
         `resume: ${diff.map((k) => `${k} ${JSON.stringify(b[k])} → ${JSON.stringify(a[k])}`).join(", ")}; ` +
           `the schedule is re-planned from here (not bit-identical to an uninterrupted run)`,
       );
-      ck.trainer.config = comparable(config);
+      ck.trainer.config = { ...a, ...(startEpoch !== undefined ? { start_epoch: startEpoch } : {}) };
     }
     trainer = ck.trainer;
     state = ck.state;
@@ -230,11 +238,14 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
       `on ${pool.length} images, ${describeBackend(backend)}, ${opt.names.length} trainable tensors`,
   );
 
+  // A stop at an epoch's end (or at a checkpoint_every update) finds its checkpoint already written.
+  let lastCheckpoint: { update: number; dir: string } | undefined;
   const checkpoint = async () => {
+    if (lastCheckpoint?.update === trainer.update) return lastCheckpoint.dir;
     trainer.metricsLines = metrics.lines;
     // Before this process's first step there is nothing new to record.
     if (updatesThisProcess > 0) trainer.trainWorkers = model.stepWorkers;
-    return await saveCheckpoint(run, `step-${String(trainer.update).padStart(8, "0")}`, {
+    const dir = await saveCheckpoint(run, `step-${String(trainer.update).padStart(8, "0")}`, {
       vit,
       state: await model.stateDict(),
       optimizer: await opt.state(),
@@ -244,6 +255,8 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
       source,
       ...(ema ? { ema: await ema.stateDict() } : {}),
     }, config.checkpoint_keep);
+    lastCheckpoint = { update: trainer.update, dir };
+    return dir;
   };
 
   let lastEval: EvalResult | undefined;
@@ -371,7 +384,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
       dtype: "float32",
       extra: {
         training: {
-          config: comparable(config),
+          config: trainer.config,
           epochs: config.epochs,
           updates: trainer.update,
           seconds: trainer.elapsed,

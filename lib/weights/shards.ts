@@ -33,6 +33,11 @@ export interface SaveModelOptions {
   /** Shard size in MiB; 4 by default. */
   shardMB?: number;
   extra?: Record<string, unknown>;
+  /**
+   * Further files, by name, written into the folder in the same atomic replacement (a training checkpoint's
+   * optimizer state), so the folder appears whole or not at all.
+   */
+  files?: Record<string, Uint8Array>;
 }
 
 /** Writes `outDir` (replacing it atomically) and returns the manifest written. */
@@ -109,6 +114,9 @@ export async function saveModel(outDir: string, options: SaveModelOptions): Prom
       ...(options.extra ? { extra: options.extra } : {}),
     };
     await Deno.writeTextFile(`${tmp}/model.json`, JSON.stringify(manifest, null, 1) + "\n");
+    for (const [name, bytes] of Object.entries(options.files ?? {})) {
+      await Deno.writeFile(`${tmp}/${name}`, bytes);
+    }
   });
   return JSON.parse(await Deno.readTextFile(`${outDir}/model.json`));
 }
