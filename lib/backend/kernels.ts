@@ -28,7 +28,14 @@ interface KernelSet {
   uninstall(): void;
 }
 
-const KERNELS: readonly { backend: "wasm" | "webgpu"; label: string; set: KernelSet }[] = [
+interface ProjectKernel {
+  backend: "wasm" | "webgpu";
+  /** Its name in `BackendInfo.kernels`. */
+  label: string;
+  set: KernelSet;
+}
+
+const KERNELS: readonly ProjectKernel[] = [
   { backend: "wasm", label: "wasm BatchMatMul", set: wasmBatchMatMulKernels },
   { backend: "wasm", label: "wasm Slice/SplitV", set: wasmSliceKernels },
   { backend: "wasm", label: "wasm LayerNorm", set: wasmLayerNormKernels },
@@ -44,11 +51,10 @@ const KERNELS: readonly { backend: "wasm" | "webgpu"; label: string; set: Kernel
 
 /**
  * Registers the project's kernels for `backend`; returns the labels of those installed. On webgpu they need
- * `softwareAdapter` (the adapter's `isFallbackAdapter`) or `force`.
+ * `softwareAdapter` (the adapter's `isFallbackAdapter`) or `force`, or to be installed already.
  */
 export function installProjectKernels(backend: string, softwareAdapter = false, force = false): string[] {
-  const applies = (k: typeof KERNELS[number]) =>
-    k.backend === "wasm" || softwareAdapter || force || k.set.installed;
+  const applies = (k: ProjectKernel) => k.backend === "wasm" || softwareAdapter || force || k.set.installed;
   return KERNELS.filter((k) => k.backend === backend && applies(k) && k.set.install()).map((k) => k.label);
 }
 

@@ -21,7 +21,7 @@ export class NamedKernels {
     readonly gradients: readonly tf.GradConfig[] = [],
   ) {}
 
-  /** Whether the kernels are registered (on any current backend). */
+  /** Whether the kernels are registered (whatever the current backend). */
   get installed(): boolean {
     return this.#installed;
   }

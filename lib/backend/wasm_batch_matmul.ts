@@ -133,5 +133,8 @@ function perItemBatchMatMul(
   return out;
 }
 
-/** The per-item `BatchMatMul` for tfjs-wasm, in place of tfjs's (`install` is false when tfjs-wasm has none to replace). */
+/**
+ * The per-item `BatchMatMul` for tfjs-wasm, in place of tfjs's (`install` is false when tfjs-wasm has none to
+ * replace).
+ */
 export const wasmBatchMatMulKernels = new ReplacedKernels(BACKEND, [[tf.BatchMatMul, perItemBatchMatMul]]);

@@ -150,7 +150,7 @@ export function wasmGelu(x: tf.Tensor, slope: boolean): { value: tf.Tensor; slop
 }
 
 /** The GELU kernels on wasm; `active()` while they run (uninstalled, the model composes GELU from tfjs ops). */
-export const wasmGeluKernels = new NamedKernels(BACKEND, [[GELU_KERNEL, gelu], [
-  GELU_WITH_SLOPE_KERNEL,
-  geluWithSlope,
-]]);
+export const wasmGeluKernels = new NamedKernels(BACKEND, [
+  [GELU_KERNEL, gelu],
+  [GELU_WITH_SLOPE_KERNEL, geluWithSlope],
+]);

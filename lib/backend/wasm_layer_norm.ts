@@ -143,8 +143,11 @@ export function wasmLayerNormGrad(
   return tf.engine().runKernel(LAYER_NORM_GRAD_KERNEL, { x, gamma: weight, dy }, { eps }) as tf.Tensor[];
 }
 
-/** The LayerNorm kernels on wasm; `active()` while they run (uninstalled, the model composes LayerNorm from tfjs ops). */
-export const wasmLayerNormKernels = new NamedKernels(BACKEND, [[LAYER_NORM_KERNEL, layerNorm], [
-  LAYER_NORM_GRAD_KERNEL,
-  layerNormGrad,
-]]);
+/**
+ * The LayerNorm kernels on wasm; `active()` while they run (uninstalled, the model composes LayerNorm
+ * from tfjs ops).
+ */
+export const wasmLayerNormKernels = new NamedKernels(BACKEND, [
+  [LAYER_NORM_KERNEL, layerNorm],
+  [LAYER_NORM_GRAD_KERNEL, layerNormGrad],
+]);

@@ -108,7 +108,7 @@ export function webgpuGeluGrad(x: tf.Tensor, dy: tf.Tensor): tf.Tensor | undefin
 }
 
 /** The GELU kernels on webgpu; `active()` while they run (so {@linkcode webgpuGelu} uses them). */
-export const webgpuGeluKernels = new NamedKernels(BACKEND, [[GELU_KERNEL, gelu], [
-  GELU_GRAD_KERNEL,
-  geluGrad,
-]]);
+export const webgpuGeluKernels = new NamedKernels(BACKEND, [
+  [GELU_KERNEL, gelu],
+  [GELU_GRAD_KERNEL, geluGrad],
+]);

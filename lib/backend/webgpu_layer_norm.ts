@@ -273,7 +273,7 @@ export function webgpuLayerNormGrad(
 }
 
 /** The LayerNorm kernels on webgpu; `active()` while they run (so {@linkcode webgpuLayerNorm} uses them). */
-export const webgpuLayerNormKernels = new NamedKernels(BACKEND, [[LAYER_NORM_KERNEL, layerNorm], [
-  LAYER_NORM_GRAD_KERNEL,
-  layerNormGrad,
-]]);
+export const webgpuLayerNormKernels = new NamedKernels(BACKEND, [
+  [LAYER_NORM_KERNEL, layerNorm],
+  [LAYER_NORM_GRAD_KERNEL, layerNormGrad],
+]);

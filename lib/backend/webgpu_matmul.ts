@@ -217,7 +217,7 @@ function batchMatMul(args: KernelArgs): Info {
 }
 
 /** The WGSL product for `_FusedMatMul` and `BatchMatMul` on webgpu, in place of tfjs's. */
-export const webgpuMatMulKernels = new ReplacedKernels(BACKEND, [[tf._FusedMatMul, fusedMatMul], [
-  tf.BatchMatMul,
-  batchMatMul,
-]]);
+export const webgpuMatMulKernels = new ReplacedKernels(BACKEND, [
+  [tf._FusedMatMul, fusedMatMul],
+  [tf.BatchMatMul, batchMatMul],
+]);
