@@ -36,6 +36,23 @@ export interface TrainerState {
   trainWorkers?: number;
 }
 
+/**
+ * What `deno task train` records in an exported model's `extra.training`: a finished run's length, or where
+ * `max_updates` stopped it (`stopped_at`, 0-based epoch); `deno task eval`'s report reads it back.
+ */
+export interface TrainingRecord {
+  /** The options the run was started with. */
+  config: Record<string, unknown>;
+  epochs?: number;
+  updates?: number;
+  /** Seconds of training in the run folder (all its processes). */
+  seconds?: number;
+  stopped_at?: { epoch: number; update: number; seconds: number };
+  eval?: { top1: number; top5: number; n: number };
+  /** Which weights were exported, where not the raw ones or where that needs saying (`model_ema`). */
+  weights?: string;
+}
+
 /** What {@linkcode saveCheckpoint} writes. */
 export interface TrainCheckpoint {
   vit: ViTConfig;

@@ -14,6 +14,7 @@
 import type { ModelManifest } from "../weights/manifest.ts";
 import { loadWeights } from "../weights/load.ts";
 import { saveModel } from "../weights/shards.ts";
+import type { TrainingRecord } from "./checkpoint.ts";
 import type { TrainResult } from "./trainer.ts";
 
 /** Writes `result`'s weights into `dir` (atomically) and returns a line saying what was written. */
@@ -25,14 +26,12 @@ export async function exportRun(result: TrainResult, dir: string): Promise<strin
   }
   const at = result.state;
   // The checkpoint's raw weights, also with model_ema: an EMA this early still leans on the starting weights.
-  const extra = {
-    training: {
-      config: at.config,
-      stopped_at: { epoch: at.epoch, update: at.update, seconds: at.elapsed },
-      ...(at.config.model_ema ? { weights: "the raw weights (the EMA stays in the run's checkpoints)" } : {}),
-    },
+  const training: TrainingRecord = {
+    config: at.config,
+    stopped_at: { epoch: at.epoch, update: at.update, seconds: at.elapsed },
+    ...(at.config.model_ema ? { weights: "the raw weights (the EMA stays in the run's checkpoints)" } : {}),
   };
-  await saveModel(dir, { ...float16Of(manifest), state, extra });
+  await saveModel(dir, { ...float16Of(manifest), state, extra: { training } });
   const redone = at.updateInEpoch;
   const where = redone ? `in epoch ${at.epoch + 1}` : `after epoch ${at.epoch}`;
   return `exported ${dir} (float16 shards of the weights at update ${at.update}, ${where}); ` +

@@ -6,6 +6,7 @@
  * @module
  */
 import type { ModelManifest } from "../weights/manifest.ts";
+import type { TrainingRecord } from "./checkpoint.ts";
 import type { EvalResult } from "./evaluate.ts";
 
 /** Published CIFAR-10 top-1 figures the report compares against. */
@@ -50,7 +51,8 @@ export function evalReport(r: EvalResult, ctx: ReportContext): string {
   const m = ctx.manifest, v = m.vit;
   const labels = m.labels;
   const k = labels.length;
-  const training = (m.extra?.training ?? undefined) as Record<string, unknown> | undefined;
+  // Read from disk, so any field may be missing (models trained before a field existed).
+  const training = m.extra?.training as Partial<TrainingRecord> | undefined;
   const lines: string[] = [
     `# ${ctx.dataName}: evaluation of \`${ctx.model}\``,
     "",
@@ -83,14 +85,13 @@ export function evalReport(r: EvalResult, ctx: ReportContext): string {
     );
   }
   if (training) {
-    const t = training as TrainingRecord;
     lines.push(
       "## Training",
       "",
-      trainingSummary(t),
+      trainingSummary(training),
       "",
       "```json",
-      JSON.stringify(t.config),
+      JSON.stringify(training.config),
       "```",
       "",
     );
@@ -130,18 +131,8 @@ export function confusionText(confusion: ArrayLike<number>, labels: readonly str
   return [head, ...rows].join("\n");
 }
 
-/** What `deno task train` records in an exported manifest's `extra.training`. */
-interface TrainingRecord {
-  epochs?: number;
-  updates?: number;
-  seconds?: number;
-  /** Set instead of `epochs`/`updates` when `max_updates` stopped the run (0-based epoch). */
-  stopped_at?: { epoch: number; update: number; seconds: number };
-  config?: Record<string, unknown>;
-}
-
 /** One sentence on how the weights were trained: a finished run, one placed by `start_epoch`, or a stopped one. */
-function trainingSummary(t: TrainingRecord): string {
+function trainingSummary(t: Partial<TrainingRecord>): string {
   const minutes = (s = 0) => `${(s / 60).toFixed(1)} min`;
   const epochs = t.epochs ?? t.config?.epochs;
   const start = t.config?.start_epoch;

@@ -17,7 +17,12 @@ import { loadWeights } from "../weights/load.ts";
 import type { Preprocessing, SourceInfo } from "../weights/manifest.ts";
 import { adaptForFineTuning } from "../weights/adapt.ts";
 import { saveModel } from "../weights/shards.ts";
-import { loadLatestCheckpoint, saveCheckpoint, type TrainerState } from "./checkpoint.ts";
+import {
+  loadLatestCheckpoint,
+  saveCheckpoint,
+  type TrainerState,
+  type TrainingRecord,
+} from "./checkpoint.ts";
 import { modelConfig, type TrainConfig, trainEmaDecay, trainRecipe } from "./config.ts";
 import { ModelEma } from "./ema.ts";
 import { type EvalResult, evaluate } from "./evaluate.ts";
@@ -390,7 +395,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
           seconds: trainer.elapsed,
           eval: lastEval ? { top1: lastEval.top1, top5: lastEval.top5, n: lastEval.n } : undefined,
           ...(ema ? { weights: `EMA of the weights (decay ${ema.decay})` } : {}),
-        },
+        } satisfies TrainingRecord,
       },
     });
     await writeFileAtomic(`${run}/curves.svg`, curvesSvg(await readMetrics(metrics.path)));
