@@ -39,7 +39,10 @@ export {
   loadModel,
   type LoadOptions,
   loadWeights,
+  type ModelFiles,
   readManifest,
+  readModelFiles,
+  writeModelFiles,
 } from "./lib/weights/load.ts";
 export {
   defaultPreprocessing,

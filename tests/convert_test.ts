@@ -7,7 +7,7 @@ import { initBackend } from "../lib/backend/backend.ts";
 import { archConfig } from "../lib/vit/archs.ts";
 import { convertCheckpoint } from "../lib/weights/convert.ts";
 import { formulaStateDict } from "../lib/weights/formula.ts";
-import { loadModel, loadWeights } from "../lib/weights/load.ts";
+import { loadModel, loadWeights, readModelFiles, writeModelFiles } from "../lib/weights/load.ts";
 import { encodeSafetensors } from "../lib/weights/safetensors.ts";
 import { adaptForFineTuning } from "../lib/weights/adapt.ts";
 import { resamplePatchEmbed, resamplePosEmbed, resizeMatrix } from "../lib/weights/resample.ts";
@@ -123,7 +123,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "loading over HTTP verifies shards: a corrupt or missing shard fails naming it",
+  name:
+    "loading over HTTP verifies shards (a corrupt or missing one fails naming it); fetched files are kept",
   ignore: !haveFixtures,
   async fn() {
     await initBackend("wasm");
@@ -156,14 +157,30 @@ Deno.test({
       } finally {
         model.dispose();
       }
+      // The files as fetched: kept in a folder, or loaded from memory without fetching again.
+      const { files } = await readModelFiles(url);
+      assert.deepEqual([...files.keys()].sort(), ["model.json", ...shards].sort());
+      await writeModelFiles(`${tmp}/copy`, files);
+      for (const name of ["model.json", ...shards]) {
+        assert.deepEqual(
+          await Deno.readFile(`${tmp}/copy/${name}`),
+          await Deno.readFile(`${dir}/${name}`),
+          name,
+        );
+      }
+      const offline: typeof fetch = () => Promise.reject(new Error("no network"));
+      const fromMemory = (await loadWeights(url, { files, fetch: offline })).state;
+      assert.deepEqual(fromMemory, (await loadWeights(dir)).state);
       const victim = shards[2];
       const bytes = await Deno.readFile(`${dir}/${victim}`);
       bytes[100] ^= 0xff;
       await Deno.writeFile(`${dir}/${victim}`, bytes);
-      await assert.rejects(
-        () => loadWeights(url),
-        new RegExp(`shard ${victim}: sha256 .* corrupt or truncated`),
-      );
+      for (const read of [loadWeights, readModelFiles]) {
+        await assert.rejects(
+          () => read(url),
+          new RegExp(`shard ${victim}: sha256 .* corrupt or truncated`),
+        );
+      }
       await Deno.writeFile(`${dir}/${victim}`, bytes.subarray(0, 1000));
       await assert.rejects(() => loadWeights(dir), new RegExp(`shard ${victim}: sha256`));
       await Deno.remove(`${dir}/${victim}`);

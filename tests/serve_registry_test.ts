@@ -96,8 +96,8 @@ Deno.test(
           assert.equal(res.body.kind, "registered");
           assert.ok(Date.parse(res.body.registered_at) > 0);
         }
-        // One file per model, no temporary file left behind.
-        assert.deepEqual(listDir(registered), ["flaky.json", "remote.json"]);
+        // One record and one copy of its files per model, no temporary file left behind.
+        assert.deepEqual(listDir(registered), ["flaky", "flaky.json", "remote", "remote.json"]);
         const record = JSON.parse(await Deno.readTextFile(`${registered}/remote.json`));
         assert.deepEqual(Object.keys(record).sort(), ["id", "location", "registered_at"]);
         assert.equal(record.id, "remote");
@@ -112,8 +112,10 @@ Deno.test(
         async () => {
           await s!.close();
           s = undefined;
-          // The flaky model's host loses it while the server is down.
+          // The flaky model's host loses it while the server is down, and so does the state dir its copy
+          // (see the next test for what a copy does).
           await Deno.remove(`${root}/flaky`, { recursive: true });
+          await Deno.remove(`${registered}/flaky`, { recursive: true });
           const log = await captureErrors(async () => {
             s = await startTestService({ root });
           });
@@ -222,6 +224,7 @@ Deno.test(
         }
         // An unavailable registration can be removed too.
         await Deno.remove(`${root}/flaky`, { recursive: true });
+        await Deno.remove(`${registered}/flaky`, { recursive: true });
         await s!.close();
         await captureErrors(async () => {
           s = await startTestService({ root });
@@ -240,6 +243,114 @@ Deno.test(
       });
     } finally {
       await other?.close();
+      await s?.close();
+      await files.shutdown();
+      await Deno.remove(root, { recursive: true });
+    }
+  },
+);
+
+Deno.test(
+  "serve: a registered model's files are kept in the state dir: a restart serves it without its URL",
+  opts,
+  async (t) => {
+    const root = await Deno.makeTempDir({ prefix: "vit-serve-copy-" });
+    await writeMicroModel(`${root}/kept`, "kept");
+    const files = serveFolders({ kept: `${root}/kept` });
+    const png = await testImage("png");
+    const registered = `${root}/state/registered`, copy = `${registered}/kept`;
+    const sameFiles = async (dir: string) => {
+      for (const name of listDir(`${root}/kept`)) {
+        assert.deepEqual(
+          await Deno.readFile(`${dir}/${name}`),
+          await Deno.readFile(`${root}/kept/${name}`),
+          name,
+        );
+      }
+      assert.deepEqual(listDir(dir), listDir(`${root}/kept`));
+    };
+    let s: TestServer | undefined;
+    try {
+      s = await startTestService({ root });
+      let reference: unknown;
+
+      await t.step(
+        "registering keeps the files as fetched, with the registration they belong to",
+        async () => {
+          const res = await post(s!, "/v1/models", { id: "kept", location: files.url("kept") });
+          assert.equal(res.status, 201, JSON.stringify(res.body));
+          assert.deepEqual(listDir(copy), ["model", "registration.json"]);
+          await sameFiles(`${copy}/model`);
+          assert.deepEqual(
+            JSON.parse(await Deno.readTextFile(`${copy}/registration.json`)),
+            JSON.parse(await Deno.readTextFile(`${registered}/kept.json`)),
+          );
+          const out = await classify(s!, "kept", png);
+          assert.equal(out.status, 200);
+          reference = out.body.results[0].predictions;
+        },
+      );
+
+      await t.step("restarted with the URL gone: served from the copy, listed with its URL", async () => {
+        await s!.close();
+        s = undefined;
+        await Deno.remove(`${root}/kept`, { recursive: true });
+        s = await startTestService({ root });
+        const out = await classify(s!, "kept", png);
+        assert.equal(out.status, 200, JSON.stringify(out.body));
+        assert.deepEqual(out.body.results[0].predictions, reference);
+        assert.deepEqual(s!.service.registry.unavailable(), []);
+        const detail = await (await s!.app.request("/v1/models/kept")).json();
+        assert.equal(detail.kind, "registered");
+        assert.equal(detail.location, files.url("kept"));
+        assert.ok(!JSON.stringify(detail).includes(root), "no server path in the answer");
+      });
+
+      await t.step("a copy that does not load is fetched again from the URL, and replaced", async () => {
+        await s!.close();
+        s = undefined;
+        const shard = listDir(`${copy}/model`).find((n) => n.endsWith(".bin"))!;
+        await Deno.writeFile(`${copy}/model/${shard}`, new Uint8Array(16));
+        // URL gone too: unavailable, with the copy's failure logged.
+        const log = await captureErrors(async () => {
+          s = await startTestService({ root });
+        });
+        assert.match(log, /copy of registered model "kept" in the state dir did not load .*sha256/);
+        assert.deepEqual(s!.service.registry.unavailable().map((u) => u.id), ["kept"]);
+        // Back on its host: fetched, served, and the copy rewritten whole.
+        await writeMicroModel(`${root}/kept`, "kept");
+        s!.service.registry.retryUnavailableMs = 0;
+        const out = await classify(s!, "kept", png);
+        assert.equal(out.status, 200, JSON.stringify(out.body));
+        await sameFiles(`${copy}/model`);
+      });
+
+      await t.step("a copy of another registration of the id is not used", async () => {
+        await s!.close();
+        s = undefined;
+        const record = `${copy}/registration.json`;
+        const kept = JSON.parse(await Deno.readTextFile(record));
+        await Deno.writeTextFile(
+          record,
+          JSON.stringify({ ...kept, registered_at: "2020-01-01T00:00:00.000Z" }),
+        );
+        await Deno.remove(`${root}/kept`, { recursive: true });
+        await captureErrors(async () => {
+          s = await startTestService({ root });
+        });
+        assert.deepEqual(s!.service.registry.unavailable().map((u) => u.id), ["kept"]);
+      });
+
+      await t.step("DELETE removes the copy; a copy without its record is removed at start", async () => {
+        assert.equal((await del(s!, "/v1/models/kept")).status, 200);
+        assert.deepEqual(listDir(registered), []);
+        await Deno.mkdir(`${registered}/ghost/model`, { recursive: true });
+        await Deno.writeTextFile(`${registered}/ghost/registration.json`, "{}");
+        await s!.close();
+        s = await startTestService({ root });
+        assert.deepEqual(listDir(registered), []);
+      });
+    } finally {
       await s?.close();
       await files.shutdown();
       await Deno.remove(root, { recursive: true });
@@ -272,6 +383,7 @@ Deno.test("serve: a restarted server process logs a registration whose URL fails
       await server.kill("SIGTERM");
     }
     await Deno.remove(`${root}/bad`, { recursive: true });
+    await Deno.remove(`${root}/state/registered/bad`, { recursive: true });
     server = await spawnServer(args, env);
     try {
       assert.match(

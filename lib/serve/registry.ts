@@ -1,9 +1,10 @@
 /**
  * The models the service serves, by id: base models given on the command line, models registered at runtime
- * from a URL (`POST /v1/models`, persisted in `<state-dir>/registered/`, see {@linkcode RegistrationStore})
- * and models registered by finished fine-tuning sessions (kept under `<state-dir>/models/<id>/`). Persisted
- * models are loaded again at startup, and a model another process added to the same state dir is loaded on
- * first use. A registered model whose URL fails to load is kept as *unavailable* (listed with its error,
+ * from a URL (`POST /v1/models`, persisted in `<state-dir>/registered/` with a copy of the model's files, see
+ * {@linkcode RegistrationStore}) and models registered by finished fine-tuning sessions (kept under
+ * `<state-dir>/models/<id>/`). Persisted models are loaded again at startup (a registered one from its copy),
+ * and a model another process added to the same state dir is loaded on first use. A registered model without
+ * a usable copy whose URL fails to load is kept as *unavailable* (listed with its error,
  * answered with 503 and tried again on use at most every {@linkcode RETRY_UNAVAILABLE_MS}) instead of
  * stopping the server. Each served model has its own {@linkcode Batcher} on the shared device queue.
  *
@@ -11,7 +12,7 @@
  */
 import { describeBackend } from "../backend/backend.ts";
 import type { ViTModel } from "../vit/model.ts";
-import { loadModel } from "../weights/load.ts";
+import { type LoadedModel, loadModel, type ModelFiles, readModelFiles } from "../weights/load.ts";
 import type { ModelManifest } from "../weights/manifest.ts";
 import type { Admission } from "./admission.ts";
 import { Batcher, type BatchOptions } from "./batcher.ts";
@@ -79,6 +80,13 @@ const KIND_ORDER: Record<ModelKind, number> = { base: 0, registered: 1, finetune
 /** `fetch` with a deadline per file, so that a URL that accepts the connection and then hangs fails. */
 const timedFetch: typeof fetch = (input, init) =>
   fetch(input, { ...init, signal: init?.signal ?? AbortSignal.timeout(FETCH_TIMEOUT_MS) });
+
+/** Fetches a model's files from `url`, hands them to `keep` (for the state dir's copy) and loads them. */
+async function loadFetched(url: string, keep: (files: ModelFiles) => void): Promise<LoadedModel> {
+  const { files } = await readModelFiles(url, { fetch: timedFetch });
+  keep(files);
+  return await loadModel(url, { trainable: false, files });
+}
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
@@ -273,8 +281,16 @@ export class ModelRegistry {
     const served = this.#models.get(r.id);
     if (served) return served;
     try {
-      const m = await this.load(r.id, r.location, "registered", { registeredAt: r.registered_at, version });
+      let fetched: ModelFiles | undefined;
+      const m = await this.load(
+        r.id,
+        r.location,
+        "registered",
+        { registeredAt: r.registered_at, version },
+        () => this.#readRegistered(r, (files) => fetched = files),
+      );
       this.#unavailable.delete(r.id);
+      if (fetched) await this.#keepCopy(r, fetched);
       return m;
     } catch (e) {
       const u: UnavailableModel = {
@@ -290,22 +306,40 @@ export class ModelRegistry {
     }
   }
 
+  /** Loads registration `r` from its copy in the state dir, else from its URL (handing the files to `keep`). */
+  async #readRegistered(r: Registration, keep: (files: ModelFiles) => void): Promise<LoadedModel> {
+    const copy = await this.registrations!.copyOf(r);
+    if (copy) {
+      try {
+        return await loadModel(copy, { trainable: false });
+      } catch (e) {
+        console.error(
+          `serve: the copy of registered model "${r.id}" in the state dir did not load ` +
+            `(${(e as Error).message}); fetching ${r.location} again`,
+        );
+      }
+    }
+    return await loadFetched(r.location, keep);
+  }
+
   /**
    * Loads a model folder or URL and serves it as `id` (files of a URL time out after
-   * {@linkcode FETCH_TIMEOUT_MS} each). Concurrent loads of one id share one load.
+   * {@linkcode FETCH_TIMEOUT_MS} each), or what `read` loads for it (a registered model's copy, say).
+   * Concurrent loads of one id share one load.
    */
   load(
     id: string,
     location: string,
     kind: ModelKind,
     extra: { registeredAt?: string; version?: string } = {},
+    read: () => Promise<LoadedModel> = () => loadModel(location, { trainable: false, fetch: timedFetch }),
   ): Promise<ServedModel> {
     checkModelId(id);
     const pending = this.#loading.get(id);
     if (pending) return pending;
     if (this.#models.has(id)) return Promise.reject(modelExists(id));
     const p = (async () => {
-      const loaded = await loadModel(location, { trainable: false, fetch: timedFetch });
+      const loaded = await read();
       // One forward pass before the model is served: WebGPU compiles its shaders on first use, and that
       // second or two belongs in startup (before /readyz says ready), not in the first client's latency; so
       // does the onnx engine cache's switch to full speed (ViTModel.fullSpeed).
@@ -353,9 +387,15 @@ export class ModelRegistry {
     // Checked again with no await before load(): a concurrent registration of this id must not share it.
     if (this.#models.has(id) || this.#loading.has(id)) throw modelExists(id);
     const registeredAt = new Date().toISOString();
-    let m: ServedModel;
+    let m: ServedModel, fetched: ModelFiles | undefined;
     try {
-      m = await this.load(id, location, "registered", { registeredAt });
+      m = await this.load(
+        id,
+        location,
+        "registered",
+        { registeredAt },
+        () => loadFetched(location, (files) => fetched = files),
+      );
     } catch (e) {
       if (e instanceof ServiceError) throw e;
       throw new ServiceError(
@@ -364,8 +404,9 @@ export class ModelRegistry {
         `loading ${location} failed: ${(e as Error).message}`,
       );
     }
+    const record: Registration = { id, location, registered_at: registeredAt };
     try {
-      m.version = await this.registrations.create({ id, location, registered_at: registeredAt });
+      m.version = await this.registrations.create(record);
     } catch (e) {
       await this.#retire(m);
       if (e instanceof Deno.errors.AlreadyExists) throw modelExists(id);
@@ -387,7 +428,20 @@ export class ModelRegistry {
       await this.#retire(m);
       throw modelExists(id);
     }
+    if (fetched) await this.#keepCopy(record, fetched);
     return m;
+  }
+
+  /** Keeps the copy of a registered model's files; a failure (a full disk, say) only costs a fetch at restart. */
+  async #keepCopy(r: Registration, files: ModelFiles): Promise<void> {
+    try {
+      await this.registrations!.keepCopy(r, files);
+    } catch (e) {
+      console.error(
+        `serve: registered model "${r.id}" is served, but its copy was not kept in the state dir ` +
+          `(${(e as Error).message}); a restart fetches ${r.location} again`,
+      );
+    }
   }
 
   /**

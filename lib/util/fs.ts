@@ -83,8 +83,15 @@ export async function writeDirAtomic(dir: string, fill: (tmpDir: string) => Prom
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
-  await Deno.rename(tmp, dir);
-  if (old) await Deno.remove(old, { recursive: true });
+  try {
+    await Deno.rename(tmp, dir);
+  } catch (e) {
+    // Another writer's folder took `dir` meanwhile (ENOTEMPTY): it stays, this one goes.
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  } finally {
+    if (old) await Deno.remove(old, { recursive: true }).catch(() => {});
+  }
 }
 
 /**

@@ -38,11 +38,19 @@ export interface LoadOptions {
   /** The fetch to use for URLs (tests inject one); the global fetch by default. */
   fetch?: typeof fetch;
   /**
+   * The model's files, already read ({@linkcode readModelFiles}): loaded from memory instead of `location`,
+   * which then only names the model in messages.
+   */
+  files?: ModelFiles;
+  /**
    * The smallest model (float32 bytes of its weights) whose engine a load writes to the user cache;
    * `ENGINE_CACHE_MIN_BYTES` (lib/weights/engine.ts) by default.
    */
   engineCacheMinBytes?: number;
 }
+
+/** A converted model's files by their path in its folder: `model.json` and the shards it lists. */
+export type ModelFiles = Map<string, Uint8Array>;
 
 /** A model loaded from sharded weights, with its manifest (labels, preprocessing, source). */
 export interface LoadedModel {
@@ -127,7 +135,8 @@ async function readManifestBytes(
   options: LoadOptions,
 ): Promise<{ manifest: ModelManifest; bytes: Uint8Array }> {
   const where = join(location, "model.json");
-  const bytes = await readBytes(where, "model.json", options.fetch ?? fetch);
+  const bytes = options.files?.get("model.json") ??
+    await readBytes(where, "model.json", options.fetch ?? fetch);
   let json: unknown;
   try {
     json = JSON.parse(new TextDecoder().decode(bytes));
@@ -150,6 +159,54 @@ export async function loadWeights(
   return await readShards(location, await readManifest(location, options), options);
 }
 
+/** Throws unless `bytes` are shard `path` of `manifest` (its sha256). */
+async function verifyShard(manifest: ModelManifest, path: string, bytes: Uint8Array): Promise<void> {
+  const actual = await sha256Hex(bytes);
+  if (actual !== manifest.shards[path]) {
+    throw new Error(
+      `shard ${path}: sha256 ${actual} does not match the manifest's ${manifest.shards[path]} ` +
+        `(${bytes.length} bytes; the shard is corrupt or truncated)`,
+    );
+  }
+}
+
+/**
+ * Reads a converted model's files (`model.json` and the shards it lists) from a folder or an http(s) URL,
+ * every shard checked against its sha256, to be kept elsewhere ({@linkcode writeModelFiles}) and loaded
+ * from memory (`LoadOptions.files`) without being read twice.
+ *
+ * @example Keep a local copy of a model served over HTTP
+ * ```ts
+ * const { files } = await readModelFiles("https://example.com/models/cifar10/");
+ * await writeModelFiles("/var/cache/cifar10", files);
+ * ```
+ */
+export async function readModelFiles(
+  location: string,
+  options: LoadOptions = {},
+): Promise<{ manifest: ModelManifest; files: ModelFiles }> {
+  const { manifest, bytes } = await readManifestBytes(location, options);
+  const paths = [...new Set(manifest.weightsManifest.flatMap((g) => g.paths))];
+  const shards = await mapLimit(paths, options.concurrency ?? 8, async (path) => {
+    const data = await readBytes(join(location, path), `shard ${path}`, options.fetch ?? fetch);
+    await verifyShard(manifest, path, data);
+    return data;
+  });
+  return {
+    manifest,
+    files: new Map([["model.json", bytes], ...paths.map((p, i) => [p, shards[i]] as const)]),
+  };
+}
+
+/** Writes a model's files (see {@linkcode readModelFiles}) into the folder `dir`, creating it. */
+export async function writeModelFiles(dir: string, files: ModelFiles): Promise<void> {
+  for (const [path, data] of files) {
+    const at = `${dir.replace(/\/+$/, "")}/${path}`;
+    await Deno.mkdir(at.slice(0, at.lastIndexOf("/")), { recursive: true });
+    await Deno.writeFile(at, data);
+  }
+}
+
 /** The verified weights `manifest` lists, read from `location`. */
 async function readShards(
   location: string,
@@ -159,17 +216,9 @@ async function readShards(
   const fetcher = options.fetch ?? fetch;
   const state: StateDict = new Map();
   for (const group of manifest.weightsManifest) {
-    const verify = async (path: string, bytes: Uint8Array) => {
-      const actual = await sha256Hex(bytes);
-      if (actual !== manifest.shards[path]) {
-        throw new Error(
-          `shard ${path}: sha256 ${actual} does not match the manifest's ${manifest.shards[path]} ` +
-            `(${bytes.length} bytes; the shard is corrupt or truncated)`,
-        );
-      }
-    };
+    const verify = (path: string, bytes: Uint8Array) => verifyShard(manifest, path, bytes);
     let all: Uint8Array;
-    if (!isUrl(location)) {
+    if (!isUrl(location) && !options.files) {
       // Local shards are read straight into one buffer: no per-shard copies to concatenate.
       const sizes = await Promise.all(
         group.paths.map((path) => fileSize(join(location, path), `shard ${path}`)),
@@ -183,7 +232,8 @@ async function readShards(
       });
     } else {
       const shards = await mapLimit(group.paths, options.concurrency ?? 8, async (path) => {
-        const bytes = await readBytes(join(location, path), `shard ${path}`, fetcher);
+        const bytes = options.files?.get(path) ??
+          await readBytes(join(location, path), `shard ${path}`, fetcher);
         await verify(path, bytes);
         return bytes;
       });
@@ -242,7 +292,7 @@ export async function loadModel(
   options: LoadOptions & CreateOptions = {},
 ): Promise<LoadedModel> {
   const engine = (await initBackend()).engine;
-  if (options.trainable === false && !isUrl(location) && engine === "onnx") {
+  if (options.trainable === false && !isUrl(location) && !options.files && engine === "onnx") {
     return await loadCached(location, options);
   }
   const { manifest, state } = await loadWeights(location, options);

@@ -72,9 +72,11 @@ export function openApiDocument(version = "0.1.0"): Record<string, unknown> {
         },
         post: {
           summary: "Register a model from an http(s) URL of a converted model (bearer token)",
-          description: "The registration persists in the state dir: a restarted server and every process " +
-            "sharing the state dir serve it too (a URL that fails to load then makes it `unavailable`, " +
-            "not a failed start).",
+          description: "The registration and the model's files, as fetched, persist in the state dir: a " +
+            "restarted server and every process sharing the state dir serve it from those files, without the " +
+            "URL (which is fetched again only when they are missing or fail to load; if it fails too, the " +
+            "model is `unavailable`, not a failed start). To serve new files from the URL, remove the model " +
+            "and register it again.",
           security: bearer,
           requestBody: {
             required: true,

@@ -7,9 +7,15 @@
  * process serving a registered model compares it to tell that another process removed or replaced the
  * registration.
  *
+ * Beside each record, `<id>/` keeps a copy of the model's files as they were fetched (`model/`) with the
+ * registration they belong to (`registration.json`), so that a restart serves the model without its URL (and,
+ * on the onnx engine, from the engine cache of a local folder). A copy is written whole or not at all, used
+ * only while it belongs to the current record, and removed with it.
+ *
  * @module
  */
-import { createFileAtomic } from "../../util/fs.ts";
+import { createFileAtomic, writeDirAtomic } from "../../util/fs.ts";
+import { type ModelFiles, writeModelFiles } from "../../weights/load.ts";
 import { removeOrphans, TEMP_SIBLING } from "./liveness.ts";
 
 /** One persisted registration. */
@@ -33,7 +39,16 @@ export interface BrokenRegistration {
   error: string;
 }
 
-const FILE_RE = /^([A-Za-z0-9][A-Za-z0-9._-]{0,63})\.json$/;
+const ID = "[A-Za-z0-9][A-Za-z0-9._-]{0,63}";
+const FILE_RE = new RegExp(`^(${ID})\\.json$`);
+const COPY_RE = new RegExp(`^${ID}$`);
+
+/** The file in a copy's folder that says which registration it belongs to. */
+const COPY_RECORD = "registration.json";
+
+function sameRegistration(a: Registration, b: Partial<Registration>): boolean {
+  return a.id === b.id && a.location === b.location && a.registered_at === b.registered_at;
+}
 
 function versionOf(info: Deno.FileInfo): string {
   return `${info.ino ?? ""}:${info.mtime?.getTime() ?? ""}:${info.size}`;
@@ -104,30 +119,76 @@ export class RegistrationStore {
     };
   }
 
-  /** Removes the registration of `id`; false when there was none. */
+  /** Removes the registration of `id`, then its copy; false when there was no registration. */
   async remove(id: string): Promise<boolean> {
+    let removed = true;
     try {
       await Deno.remove(this.path(id));
-      return true;
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return false;
-      throw e;
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      removed = false;
+    }
+    await this.#removeCopy(id);
+    return removed;
+  }
+
+  /** The folder of the copy of `id`'s model files. */
+  copyPath(id: string): string {
+    return `${this.dir}/${id}`;
+  }
+
+  /**
+   * The model folder of the copy kept for registration `r`, or undefined when there is none or it belongs to
+   * another registration of the id (an earlier one, or a newer one than `r`).
+   */
+  async copyOf(r: Registration): Promise<string | undefined> {
+    try {
+      const kept = JSON.parse(await Deno.readTextFile(`${this.copyPath(r.id)}/${COPY_RECORD}`));
+      return sameRegistration(r, kept ?? {}) ? `${this.copyPath(r.id)}/model` : undefined;
+    } catch {
+      // Missing, being replaced by another process, or unreadable: the model is fetched from its URL again.
+      return undefined;
+    }
+  }
+
+  /** Keeps `files` (read from `r.location`) as the copy of registration `r`, replacing any other copy whole. */
+  async keepCopy(r: Registration, files: ModelFiles): Promise<void> {
+    await Deno.mkdir(this.dir, { recursive: true });
+    await writeDirAtomic(this.copyPath(r.id), async (tmp) => {
+      await writeModelFiles(`${tmp}/model`, files);
+      const record: Registration = { id: r.id, location: r.location, registered_at: r.registered_at };
+      await Deno.writeTextFile(`${tmp}/${COPY_RECORD}`, JSON.stringify(record, null, 1) + "\n");
+    });
+  }
+
+  async #removeCopy(id: string): Promise<void> {
+    try {
+      await Deno.remove(this.copyPath(id), { recursive: true });
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
   }
 
   /**
    * Every registration, by id, and the records that cannot be used. Temporary files left by a process that
-   * died while registering are removed.
+   * died while registering are removed, and so are copies whose registration is gone (a process that died
+   * between removing a record and its copy, or wrote a copy after another removed the record).
    */
   async list(): Promise<Array<StoredRegistration | BrokenRegistration>> {
-    let names: string[];
+    let entries: Deno.DirEntry[];
     try {
-      names = [...Deno.readDirSync(this.dir)].filter((e) => e.isFile).map((e) => e.name);
+      entries = [...Deno.readDirSync(this.dir)];
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return [];
       throw e;
     }
     await removeOrphans(this.dir, TEMP_SIBLING);
+    const names = entries.filter((e) => e.isFile).map((e) => e.name);
+    for (const e of entries) {
+      // A temporary sibling (a copy being written by a live process) is not a copy yet.
+      if (!e.isDirectory || !COPY_RE.test(e.name) || TEMP_SIBLING.test(e.name)) continue;
+      if ((await this.version(e.name)) === undefined) await this.#removeCopy(e.name);
+    }
     const out: Array<StoredRegistration | BrokenRegistration> = [];
     for (const name of names.sort()) {
       const id = FILE_RE.exec(name)?.[1];
