@@ -168,6 +168,28 @@ Deno.test({
           name,
         );
       }
+      // No path of a manifest, nor of the files written, leaves the model folder (or names an engine entry).
+      for (
+        const bad of ["../x.bin", "http://10.0.0.1/x.bin", "%2e%2e/x.bin", "onnx-engine/float32/model.onnx"]
+      ) {
+        const evil = structuredClone(manifest);
+        evil.weightsManifest[0].paths[0] = bad;
+        evil.shards[bad] = manifest.shards[shards[0]];
+        await Deno.writeTextFile(`${tmp}/evil.json`, JSON.stringify(evil));
+        await assert.rejects(
+          () =>
+            readModelFiles(url, {
+              fetch: (u) => fetch(String(u).endsWith("/model.json") ? `${url}../evil.json` : u),
+            }),
+          /field "weightsManifest\[0\]\.paths" must be a relative path inside the model folder/,
+          bad,
+        );
+        await assert.rejects(
+          () => writeModelFiles(`${tmp}/evil`, new Map([[bad, new Uint8Array(1)]])),
+          /model file .*: expected a relative path inside the model folder/,
+        );
+      }
+      assert.ok(!(await Deno.stat(`${tmp}/evil`).then(() => true, () => false)), "nothing written");
       const offline: typeof fetch = () => Promise.reject(new Error("no network"));
       const fromMemory = (await loadWeights(url, { files, fetch: offline })).state;
       assert.deepEqual(fromMemory, (await loadWeights(dir)).state);

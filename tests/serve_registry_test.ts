@@ -9,6 +9,7 @@ import * as tf from "@tensorflow/tfjs";
 import { initBackend } from "../lib/backend/backend.ts";
 import type { FineTuner } from "../lib/serve/finetune.ts";
 import { SessionLeases } from "../lib/serve/state/session_leases.ts";
+import { RegistrationStore } from "../lib/serve/state/registrations.ts";
 import {
   parallelServeArgs,
   serveFolders,
@@ -97,7 +98,7 @@ Deno.test(
           assert.ok(Date.parse(res.body.registered_at) > 0);
         }
         // One record and one copy of its files per model, no temporary file left behind.
-        assert.deepEqual(listDir(registered), ["flaky", "flaky.json", "remote", "remote.json"]);
+        assert.deepEqual(listDir(registered), ["flaky.files", "flaky.json", "remote.files", "remote.json"]);
         const record = JSON.parse(await Deno.readTextFile(`${registered}/remote.json`));
         assert.deepEqual(Object.keys(record).sort(), ["id", "location", "registered_at"]);
         assert.equal(record.id, "remote");
@@ -115,7 +116,7 @@ Deno.test(
           // The flaky model's host loses it while the server is down, and so does the state dir its copy
           // (see the next test for what a copy does).
           await Deno.remove(`${root}/flaky`, { recursive: true });
-          await Deno.remove(`${registered}/flaky`, { recursive: true });
+          await Deno.remove(`${registered}/flaky.files`, { recursive: true });
           const log = await captureErrors(async () => {
             s = await startTestService({ root });
           });
@@ -224,7 +225,7 @@ Deno.test(
         }
         // An unavailable registration can be removed too.
         await Deno.remove(`${root}/flaky`, { recursive: true });
-        await Deno.remove(`${registered}/flaky`, { recursive: true });
+        await Deno.remove(`${registered}/flaky.files`, { recursive: true });
         await s!.close();
         await captureErrors(async () => {
           s = await startTestService({ root });
@@ -258,7 +259,7 @@ Deno.test(
     await writeMicroModel(`${root}/kept`, "kept");
     const files = serveFolders({ kept: `${root}/kept` });
     const png = await testImage("png");
-    const registered = `${root}/state/registered`, copy = `${registered}/kept`;
+    const registered = `${root}/state/registered`, copy = `${registered}/kept.files`;
     const sameFiles = async (dir: string) => {
       for (const name of listDir(`${root}/kept`)) {
         assert.deepEqual(
@@ -288,6 +289,17 @@ Deno.test(
           const out = await classify(s!, "kept", png);
           assert.equal(out.status, 200);
           reference = out.body.results[0].predictions;
+          // Ids may hold dots: the copy of "kept.json" is no record, and no record is its copy.
+          const dotted = await post(s!, "/v1/models", { id: "kept.json", location: files.url("kept") });
+          assert.equal(dotted.status, 201, JSON.stringify(dotted.body));
+          assert.deepEqual(listDir(registered), [
+            "kept.files",
+            "kept.json",
+            "kept.json.files",
+            "kept.json.json",
+          ]);
+          assert.equal((await del(s!, "/v1/models/kept.json")).status, 200);
+          assert.deepEqual(listDir(registered), ["kept.files", "kept.json"]);
         },
       );
 
@@ -344,8 +356,8 @@ Deno.test(
       await t.step("DELETE removes the copy; a copy without its record is removed at start", async () => {
         assert.equal((await del(s!, "/v1/models/kept")).status, 200);
         assert.deepEqual(listDir(registered), []);
-        await Deno.mkdir(`${registered}/ghost/model`, { recursive: true });
-        await Deno.writeTextFile(`${registered}/ghost/registration.json`, "{}");
+        await Deno.mkdir(`${registered}/ghost.files/model`, { recursive: true });
+        await Deno.writeTextFile(`${registered}/ghost.files/registration.json`, "{}");
         await s!.close();
         s = await startTestService({ root });
         assert.deepEqual(listDir(registered), []);
@@ -383,7 +395,7 @@ Deno.test("serve: a restarted server process logs a registration whose URL fails
       await server.kill("SIGTERM");
     }
     await Deno.remove(`${root}/bad`, { recursive: true });
-    await Deno.remove(`${root}/state/registered/bad`, { recursive: true });
+    await Deno.remove(`${root}/state/registered/bad.files`, { recursive: true });
     server = await spawnServer(args, env);
     try {
       assert.match(
@@ -576,6 +588,53 @@ Deno.test(
     }
   },
 );
+
+Deno.test("registration copies: staged until kept, never kept for a removed registration", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vit-reg-copies-" });
+  const store = new RegistrationStore(dir);
+  const files = new Map([["model.json", new TextEncoder().encode("{}")], ["a.bin", new Uint8Array(4)]]);
+  const r = { id: "m", location: "http://127.0.0.1:9/m/", registered_at: "2026-12-03T00:00:00.000Z" };
+  try {
+    // Staged: not the record's copy yet, and a start (list) in another process leaves this live writer's
+    // folder alone.
+    let staged = await store.stageCopy(r, files);
+    await store.create(r);
+    assert.equal(await store.copyOf(r), undefined);
+    assert.deepEqual((await store.list()).map((x) => "registration" in x ? x.registration.id : x.error), [
+      "m",
+    ]);
+    assert.equal(listDir(dir).length, 2, "the record and the staged folder");
+    await staged.keep();
+    assert.equal(await store.copyOf(r), `${dir}/m.files/model`);
+    assert.deepEqual(listDir(`${dir}/m.files/model`), ["a.bin", "model.json"]);
+    await staged.discard(); // a no-op once kept
+    assert.ok(await store.copyOf(r));
+    // A DELETE between the record and keep(): the copy does not outlive the registration.
+    assert.equal(await store.remove("m"), true);
+    assert.deepEqual(listDir(dir), []);
+    staged = await store.stageCopy(r, files);
+    await staged.keep();
+    assert.deepEqual(listDir(dir), []);
+    // Nor does one kept for an older registration of the id replace the newer one's for good.
+    const newer = { ...r, registered_at: "2026-12-03T00:00:01.000Z" };
+    await store.create(newer);
+    staged = await store.stageCopy(r, files);
+    await staged.keep();
+    assert.equal(await store.copyOf(r), undefined);
+    // A discarded copy leaves nothing.
+    staged = await store.stageCopy(newer, files);
+    await staged.discard();
+    assert.deepEqual(listDir(dir), ["m.json"]);
+    // Paths that would leave the copy's folder are refused before anything is written.
+    await assert.rejects(
+      () => store.stageCopy(newer, new Map([["../x", new Uint8Array(1)]])),
+      /model file "\.\.\/x"/,
+    );
+    assert.deepEqual(listDir(dir), ["m.json"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
 
 Deno.test("session leases: limit under concurrency, reserved model ids, stale leases", async () => {
   const dir = await Deno.makeTempDir({ prefix: "vit-leases-" });

@@ -6,6 +6,7 @@
  * @module
  */
 import { OptionError, parseCommandLine, type Schema } from "../util/options.ts";
+import { MODEL_ID_PATTERN } from "./model_id.ts";
 
 /** One model to serve: a folder or URL, and optionally the id to serve it as. */
 export interface ModelSpec {
@@ -69,7 +70,7 @@ export const DEFAULT_LIMITS: ServeLimits = {
 
 /** Parses `name=path` or `path`. */
 export function parseModelSpec(text: string): ModelSpec {
-  const m = /^([A-Za-z0-9][A-Za-z0-9._-]{0,63})=(.+)$/.exec(text);
+  const m = new RegExp(`^(${MODEL_ID_PATTERN})=(.+)$`).exec(text);
   return m && !/^https?:$/i.test(m[1]) ? { id: m[1], location: m[2] } : { location: text };
 }
 

@@ -21,8 +21,14 @@ import { redactPaths } from "./errors.ts";
 import { notFound, ServiceError } from "./errors.ts";
 import { removeOrphans, TEMP_SIBLING } from "./state/liveness.ts";
 import type { ServeMetrics } from "./metrics.ts";
-import type { Registration, RegistrationStore, StoredRegistration } from "./state/registrations.ts";
+import type {
+  Registration,
+  RegistrationStore,
+  StagedCopy,
+  StoredRegistration,
+} from "./state/registrations.ts";
 import { pathExists } from "../util/fs.ts";
+import { MODEL_ID_RE } from "./model_id.ts";
 
 /** How a model came to be served: `--model` at startup, `POST /v1/models`, or a fine-tuning session. */
 export type ModelKind = "base" | "registered" | "finetuned";
@@ -81,14 +87,15 @@ const KIND_ORDER: Record<ModelKind, number> = { base: 0, registered: 1, finetune
 const timedFetch: typeof fetch = (input, init) =>
   fetch(input, { ...init, signal: init?.signal ?? AbortSignal.timeout(FETCH_TIMEOUT_MS) });
 
-/** Fetches a model's files from `url`, hands them to `keep` (for the state dir's copy) and loads them. */
-async function loadFetched(url: string, keep: (files: ModelFiles) => void): Promise<LoadedModel> {
+/**
+ * Fetches a model's files from `url`, hands them to `stage` (for the state dir's copy, written before the
+ * model is built so that the files need not outlive the load) and loads them.
+ */
+async function loadFetched(url: string, stage: (files: ModelFiles) => Promise<void>): Promise<LoadedModel> {
   const { files } = await readModelFiles(url, { fetch: timedFetch });
-  keep(files);
+  await stage(files);
   return await loadModel(url, { trainable: false, files });
 }
-
-const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /**
  * Ids that routes give a meaning of their own (`/v1/models/default/...` is the default model), so no model
@@ -109,7 +116,7 @@ export function checkModelId(id: string, field = "model id"): string {
       `${field} "${id}" is reserved (/v1/models/${id} names the default model); choose another id`,
     );
   }
-  if (!ID_RE.test(id)) {
+  if (!MODEL_ID_RE.test(id)) {
     throw new ServiceError(
       "invalid",
       "invalid_model_id",
@@ -123,7 +130,7 @@ export function checkModelId(id: string, field = "model id"): string {
 /** The id a model gets when none is given: `extra.name` of its manifest, else its folder's name. */
 export function defaultModelId(location: string, manifest: ModelManifest): string {
   const name = manifest.extra?.name;
-  const usable = (id: string) => ID_RE.test(id) && !RESERVED_MODEL_IDS.has(id.toLowerCase());
+  const usable = (id: string) => MODEL_ID_RE.test(id) && !RESERVED_MODEL_IDS.has(id.toLowerCase());
   if (typeof name === "string" && usable(name)) return name;
   const base = location.replace(/\/+$/, "").split("/").pop() ?? "model";
   const cleaned = base.replace(/[^A-Za-z0-9._-]/g, "-").replace(/^[^A-Za-z0-9]+/, "").slice(0, 64);
@@ -196,7 +203,7 @@ export class ModelRegistry {
    */
   async exists(id: string): Promise<boolean> {
     if (this.#models.has(id) || this.#loading.has(id) || this.#unavailable.has(id)) return true;
-    if (!ID_RE.test(id)) return false;
+    if (!MODEL_ID_RE.test(id)) return false;
     if (this.modelsDir && await pathExists(`${this.modelsDir}/${id}`)) return true;
     return (await this.registrations?.version(id)) !== undefined;
   }
@@ -223,7 +230,7 @@ export class ModelRegistry {
       this.#detach(found);
       if (version === undefined) throw notFound("model", id, "model_not_found");
     }
-    if (this.modelsDir && ID_RE.test(key)) {
+    if (this.modelsDir && MODEL_ID_RE.test(key)) {
       try {
         await Deno.stat(`${this.modelsDir}/${key}/model.json`);
         return await this.load(key, `${this.modelsDir}/${key}`, "finetuned");
@@ -231,7 +238,7 @@ export class ModelRegistry {
         if (!(e instanceof Deno.errors.NotFound)) throw e;
       }
     }
-    if (this.registrations && ID_RE.test(key)) {
+    if (this.registrations && MODEL_ID_RE.test(key)) {
       let stored: StoredRegistration | undefined;
       try {
         stored = await this.registrations.read(key);
@@ -280,19 +287,23 @@ export class ModelRegistry {
     }
     const served = this.#models.get(r.id);
     if (served) return served;
+    const copy: { staged?: StagedCopy } = {};
     try {
-      let fetched: ModelFiles | undefined;
       const m = await this.load(
         r.id,
         r.location,
         "registered",
         { registeredAt: r.registered_at, version },
-        () => this.#readRegistered(r, (files) => fetched = files),
+        () =>
+          this.#readRegistered(r, async (files) => {
+            copy.staged = await this.#stageCopy(r, files);
+          }),
       );
       this.#unavailable.delete(r.id);
-      if (fetched) await this.#keepCopy(r, fetched);
+      await this.#keepCopy(r, copy.staged);
       return m;
     } catch (e) {
+      await copy.staged?.discard();
       const u: UnavailableModel = {
         id: r.id,
         location: r.location,
@@ -306,12 +317,16 @@ export class ModelRegistry {
     }
   }
 
-  /** Loads registration `r` from its copy in the state dir, else from its URL (handing the files to `keep`). */
-  async #readRegistered(r: Registration, keep: (files: ModelFiles) => void): Promise<LoadedModel> {
-    const copy = await this.registrations!.copyOf(r);
+  /** Loads registration `r` from its copy in the state dir, else from its URL (handing the files to `stage`). */
+  async #readRegistered(r: Registration, stage: (files: ModelFiles) => Promise<void>): Promise<LoadedModel> {
+    const store = this.registrations!;
+    const copy = await store.copyOf(r);
     if (copy) {
       try {
-        return await loadModel(copy, { trainable: false });
+        const loaded = await loadModel(copy, { trainable: false });
+        // Replaced meanwhile by the copy of a newer registration of the id: what was read may be that one's.
+        if (await store.copyOf(r)) return loaded;
+        loaded.model.dispose();
       } catch (e) {
         console.error(
           `serve: the copy of registered model "${r.id}" in the state dir did not load ` +
@@ -319,7 +334,7 @@ export class ModelRegistry {
         );
       }
     }
-    return await loadFetched(r.location, keep);
+    return await loadFetched(r.location, stage);
   }
 
   /**
@@ -387,61 +402,86 @@ export class ModelRegistry {
     // Checked again with no await before load(): a concurrent registration of this id must not share it.
     if (this.#models.has(id) || this.#loading.has(id)) throw modelExists(id);
     const registeredAt = new Date().toISOString();
-    let m: ServedModel, fetched: ModelFiles | undefined;
-    try {
-      m = await this.load(
-        id,
-        location,
-        "registered",
-        { registeredAt },
-        () => loadFetched(location, (files) => fetched = files),
-      );
-    } catch (e) {
-      if (e instanceof ServiceError) throw e;
-      throw new ServiceError(
-        "unprocessable",
-        "model_load_failed",
-        `loading ${location} failed: ${(e as Error).message}`,
-      );
-    }
     const record: Registration = { id, location, registered_at: registeredAt };
+    const copy: { staged?: StagedCopy } = {};
     try {
-      m.version = await this.registrations.create(record);
-    } catch (e) {
-      await this.#retire(m);
-      if (e instanceof Deno.errors.AlreadyExists) throw modelExists(id);
-      throw e;
+      let m: ServedModel;
+      try {
+        m = await this.load(
+          id,
+          location,
+          "registered",
+          { registeredAt },
+          () =>
+            loadFetched(location, async (files) => {
+              copy.staged = await this.#stageCopy(record, files);
+            }),
+        );
+      } catch (e) {
+        if (e instanceof ServiceError) throw e;
+        throw new ServiceError(
+          "unprocessable",
+          "model_load_failed",
+          `loading ${location} failed: ${(e as Error).message}`,
+        );
+      }
+      try {
+        m.version = await this.registrations.create(record);
+      } catch (e) {
+        await this.#retire(m);
+        if (e instanceof Deno.errors.AlreadyExists) throw modelExists(id);
+        throw e;
+      }
+      if (this.#models.get(id) !== m) {
+        // Removed (DELETE) while its record was being written.
+        await this.registrations.remove(id);
+        throw new ServiceError(
+          "conflict",
+          "model_removed",
+          `model "${id}" was removed while it was being registered`,
+        );
+      }
+      // A session that reserved the id while the model loaded: checked after the record exists (the session
+      // checks the records after taking its lease), so of the two at most one keeps the id.
+      if (await this.reservedBySession?.(id)) {
+        await this.registrations.remove(id);
+        await this.#retire(m);
+        throw modelExists(id);
+      }
+      await this.#keepCopy(record, copy.staged);
+      return m;
+    } finally {
+      // A registration that did not stand drops its copy (a no-op once kept).
+      await copy.staged?.discard();
     }
-    if (this.#models.get(id) !== m) {
-      // Removed (DELETE) while its record was being written.
-      await this.registrations.remove(id);
-      throw new ServiceError(
-        "conflict",
-        "model_removed",
-        `model "${id}" was removed while it was being registered`,
-      );
-    }
-    // A session that reserved the id while the model loaded: checked after the record exists (the session
-    // checks the records after taking its lease), so of the two at most one keeps the id.
-    if (await this.reservedBySession?.(id)) {
-      await this.registrations.remove(id);
-      await this.#retire(m);
-      throw modelExists(id);
-    }
-    if (fetched) await this.#keepCopy(record, fetched);
-    return m;
   }
 
-  /** Keeps the copy of a registered model's files; a failure (a full disk, say) only costs a fetch at restart. */
-  async #keepCopy(r: Registration, files: ModelFiles): Promise<void> {
+  /**
+   * Writes the copy of a registered model's files, not yet in place; a failure (a full disk, say) is logged
+   * and only costs a fetch at the next start.
+   */
+  async #stageCopy(r: Registration, files: ModelFiles): Promise<StagedCopy | undefined> {
     try {
-      await this.registrations!.keepCopy(r, files);
+      return await this.registrations!.stageCopy(r, files);
     } catch (e) {
-      console.error(
-        `serve: registered model "${r.id}" is served, but its copy was not kept in the state dir ` +
-          `(${(e as Error).message}); a restart fetches ${r.location} again`,
-      );
+      this.#copyNotKept(r, e as Error);
     }
+  }
+
+  /** Puts a staged copy in place, once its registration's record exists. */
+  async #keepCopy(r: Registration, staged: StagedCopy | undefined): Promise<void> {
+    try {
+      await staged?.keep();
+    } catch (e) {
+      this.#copyNotKept(r, e as Error);
+    }
+  }
+
+  #copyNotKept(r: Registration, e: Error): void {
+    console.error(
+      `serve: registered model "${r.id}" is served, but its copy was not kept in the state dir ` +
+        `(${e.message}); a restart fetches ${r.location} again`,
+    );
   }
 
   /**
@@ -453,7 +493,8 @@ export class ModelRegistry {
     const key = this.#resolve(id);
     const m = this.#models.get(key);
     const finetuned = m?.kind === "finetuned" ||
-      (!m && this.modelsDir !== undefined && ID_RE.test(key) && await pathExists(`${this.modelsDir}/${key}`));
+      (!m && this.modelsDir !== undefined && MODEL_ID_RE.test(key) &&
+        await pathExists(`${this.modelsDir}/${key}`));
     if (m?.kind === "base" || finetuned) {
       throw new ServiceError(
         "conflict",
@@ -467,7 +508,7 @@ export class ModelRegistry {
       );
     }
     let stored: StoredRegistration | undefined, removed = false;
-    if (this.registrations && ID_RE.test(key)) {
+    if (this.registrations && MODEL_ID_RE.test(key)) {
       stored = await this.registrations.read(key).catch(() => undefined);
       removed = await this.registrations.remove(key);
     }
@@ -534,7 +575,9 @@ export class ModelRegistry {
     // Temporary siblings of an atomic write interrupted by a crash (`<id>.tmp-<pid>-<random>`) are removed.
     const orphans = await removeOrphans(this.modelsDir, TEMP_SIBLING);
     for (const e of entries.sort((a, b) => a.name.localeCompare(b.name))) {
-      if (!e.isDirectory || !ID_RE.test(e.name) || e.name.includes(".tmp-") || orphans.includes(e.name)) {
+      if (
+        !e.isDirectory || !MODEL_ID_RE.test(e.name) || e.name.includes(".tmp-") || orphans.includes(e.name)
+      ) {
         continue;
       }
       if (this.#models.has(e.name)) continue;

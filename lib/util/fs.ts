@@ -62,36 +62,82 @@ export async function createFileAtomic(path: string, data: Uint8Array | string):
   }
 }
 
+/** A folder written but not yet in place (see {@linkcode stageDir}). */
+export interface StagedDir {
+  /** The temporary sibling folder holding the content. */
+  readonly path: string;
+  /**
+   * Puts the folder in place, replacing `dir` whole: an existing `dir` is moved aside first and removed
+   * only after the new one is in place. Throws (and discards the staged folder) when another writer's
+   * folder took `dir` meanwhile; that one stays.
+   */
+  commit(): Promise<void>;
+  /** Removes the staged folder (a no-op after `commit`). */
+  discard(): Promise<void>;
+}
+
 /**
- * Fills a folder atomically: `fill` writes into a fresh temporary sibling folder, which then replaces
- * `dir` (an existing `dir` is moved aside first and removed only after the new one is in place).
+ * Writes a folder's content into a fresh temporary sibling of `dir` (named for this process, so that a
+ * crash leaves a leftover that `lib/serve/state/liveness.ts` can tell from a live writer's), to be put in
+ * place by `commit` later: the content can be written as soon as it is known, and committed once it may be.
  */
-export async function writeDirAtomic(dir: string, fill: (tmpDir: string) => Promise<void>): Promise<void> {
+export async function stageDir(dir: string, fill: (tmpDir: string) => Promise<void>): Promise<StagedDir> {
   const tmp = tempSibling(dir);
   await Deno.mkdir(tmp, { recursive: true });
+  const discard = () => Deno.remove(tmp, { recursive: true }).catch(() => {});
   try {
     await fill(tmp);
   } catch (e) {
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    await discard();
     throw e;
   }
-  let old: string | undefined;
-  try {
-    await Deno.stat(dir);
-    old = tempSibling(`${dir}.old`);
-    await Deno.rename(dir, old);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  try {
-    await Deno.rename(tmp, dir);
-  } catch (e) {
-    // Another writer's folder took `dir` meanwhile (ENOTEMPTY): it stays, this one goes.
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-    throw e;
-  } finally {
-    if (old) await Deno.remove(old, { recursive: true }).catch(() => {});
-  }
+  let done = false;
+  return {
+    path: tmp,
+    async commit() {
+      done = true;
+      let old: string | undefined;
+      try {
+        await Deno.stat(dir);
+        old = tempSibling(`${dir}.old`);
+        await Deno.rename(dir, old);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) {
+          await discard();
+          throw e;
+        }
+      }
+      try {
+        await Deno.rename(tmp, dir);
+      } catch (e) {
+        await discard();
+        // Put the old folder back unless another writer's took its place (ENOTEMPTY), which then stays.
+        if (old && !(await pathExists(dir).catch(() => true))) {
+          try {
+            await Deno.rename(old, dir);
+            old = undefined;
+          } catch {
+            // Removed below, as a replaced folder is.
+          }
+        }
+        throw e;
+      } finally {
+        if (old) await Deno.remove(old, { recursive: true }).catch(() => {});
+      }
+    },
+    async discard() {
+      if (!done) await discard();
+      done = true;
+    },
+  };
+}
+
+/**
+ * Fills a folder atomically: `fill` writes into a fresh temporary sibling folder, which then replaces
+ * `dir` whole (see {@linkcode stageDir}).
+ */
+export async function writeDirAtomic(dir: string, fill: (tmpDir: string) => Promise<void>): Promise<void> {
+  await (await stageDir(dir, fill)).commit();
 }
 
 /**

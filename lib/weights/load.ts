@@ -27,7 +27,7 @@ import {
   modelFolderEngine,
   planEngine,
 } from "./engine.ts";
-import { type ModelManifest, validateManifest } from "./manifest.ts";
+import { isShardPath, type ModelManifest, SHARD_PATH_RULE, validateManifest } from "./manifest.ts";
 import { sha256Hex } from "./sha256.ts";
 import { notice } from "../util/log.ts";
 
@@ -198,8 +198,16 @@ export async function readModelFiles(
   };
 }
 
-/** Writes a model's files (see {@linkcode readModelFiles}) into the folder `dir`, creating it. */
+/**
+ * Writes a model's files (see {@linkcode readModelFiles}) into the folder `dir`, creating it. Throws, writing
+ * nothing, unless every path is `model.json` or a shard path (`isShardPath`): none may leave the folder.
+ */
 export async function writeModelFiles(dir: string, files: ModelFiles): Promise<void> {
+  for (const path of files.keys()) {
+    if (path !== "model.json" && !isShardPath(path)) {
+      throw new Error(`model file ${JSON.stringify(path)}: expected ${SHARD_PATH_RULE}`);
+    }
+  }
   for (const [path, data] of files) {
     const at = `${dir.replace(/\/+$/, "")}/${path}`;
     await Deno.mkdir(at.slice(0, at.lastIndexOf("/")), { recursive: true });

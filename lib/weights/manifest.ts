@@ -102,6 +102,23 @@ function fail(source: string, field: string, expected: string, got: unknown): ne
   );
 }
 
+/** What {@linkcode isShardPath} accepts, for messages. */
+export const SHARD_PATH_RULE =
+  "a relative path inside the model folder (segments of letters, digits, '.', '_', '-', not starting with " +
+  "'.'), not under onnx-engine/";
+
+const SHARD_PATH = /^[A-Za-z0-9_][A-Za-z0-9._-]*(\/[A-Za-z0-9_][A-Za-z0-9._-]*)*$/;
+
+/**
+ * Whether `path` can name a shard: a plain relative path, so that reading it, fetching it (a URL's
+ * `new URL(path, base)`: no scheme, `..`, `%` escapes or queries) and writing a copy of it stay inside the
+ * model folder, and outside the folder's `onnx-engine/` (engine cache entries, lib/weights/engine.ts, which a
+ * manifest must not supply).
+ */
+export function isShardPath(path: string): boolean {
+  return SHARD_PATH.test(path) && !path.startsWith("onnx-engine/");
+}
+
 /** Validates a parsed `model.json`; every error names the field and what was expected. */
 export function validateManifest(json: unknown, source = "model.json"): ModelManifest {
   if (typeof json !== "object" || json === null) fail(source, "(root)", "an object", json);
@@ -115,9 +132,7 @@ export function validateManifest(json: unknown, source = "model.json"): ModelMan
       fail(source, `weightsManifest[${i}].paths`, "an array of shard paths", g.paths);
     }
     for (const p of g.paths) {
-      if (p.includes("..") || p.startsWith("/") || p.includes("\\")) {
-        fail(source, `weightsManifest[${i}].paths`, "relative paths inside the model folder", p);
-      }
+      if (!isShardPath(p)) fail(source, `weightsManifest[${i}].paths`, SHARD_PATH_RULE, p);
       if (typeof (m.shards as Record<string, unknown>)?.[p] !== "string") {
         fail(source, `shards["${p}"]`, "the shard's sha256", (m.shards as Record<string, unknown>)?.[p]);
       }

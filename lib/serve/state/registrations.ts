@@ -7,15 +7,18 @@
  * process serving a registered model compares it to tell that another process removed or replaced the
  * registration.
  *
- * Beside each record, `<id>/` keeps a copy of the model's files as they were fetched (`model/`) with the
+ * Beside each record, `<id>.files/` keeps a copy of the model's files as they were fetched (`model/`) with the
  * registration they belong to (`registration.json`), so that a restart serves the model without its URL (and,
- * on the onnx engine, from the engine cache of a local folder). A copy is written whole or not at all, used
- * only while it belongs to the current record, and removed with it.
+ * on the onnx engine, from the engine cache entry of a local folder). A copy is written before its record
+ * exists, in a temporary folder of its process, and put in place whole once the record exists; it is used only
+ * while it belongs to the current record, and removed with it. The suffix keeps copies and records apart
+ * (the copy of id `a.json` is `a.json.files/`, never the record of id `a`).
  *
  * @module
  */
-import { createFileAtomic, writeDirAtomic } from "../../util/fs.ts";
+import { createFileAtomic, stageDir } from "../../util/fs.ts";
 import { type ModelFiles, writeModelFiles } from "../../weights/load.ts";
+import { MODEL_ID_PATTERN } from "../model_id.ts";
 import { removeOrphans, TEMP_SIBLING } from "./liveness.ts";
 
 /** One persisted registration. */
@@ -39,9 +42,19 @@ export interface BrokenRegistration {
   error: string;
 }
 
-const ID = "[A-Za-z0-9][A-Za-z0-9._-]{0,63}";
-const FILE_RE = new RegExp(`^(${ID})\\.json$`);
-const COPY_RE = new RegExp(`^${ID}$`);
+/** A copy of a registered model's files, written but not in place until its record exists. */
+export interface StagedCopy {
+  /**
+   * Puts the copy in place, then removes it again if its registration was removed or replaced meanwhile
+   * (a `DELETE`, in any process, racing the registration).
+   */
+  keep(): Promise<void>;
+  /** Drops the copy (a no-op after `keep`). */
+  discard(): Promise<void>;
+}
+
+const FILE_RE = new RegExp(`^(${MODEL_ID_PATTERN})\\.json$`);
+const COPY_RE = new RegExp(`^(${MODEL_ID_PATTERN})\\.files$`);
 
 /** The file in a copy's folder that says which registration it belongs to. */
 const COPY_RECORD = "registration.json";
@@ -132,9 +145,8 @@ export class RegistrationStore {
     return removed;
   }
 
-  /** The folder of the copy of `id`'s model files. */
-  copyPath(id: string): string {
-    return `${this.dir}/${id}`;
+  #copyPath(id: string): string {
+    return `${this.dir}/${id}.files`;
   }
 
   /**
@@ -143,29 +155,44 @@ export class RegistrationStore {
    */
   async copyOf(r: Registration): Promise<string | undefined> {
     try {
-      const kept = JSON.parse(await Deno.readTextFile(`${this.copyPath(r.id)}/${COPY_RECORD}`));
-      return sameRegistration(r, kept ?? {}) ? `${this.copyPath(r.id)}/model` : undefined;
+      const kept = JSON.parse(await Deno.readTextFile(`${this.#copyPath(r.id)}/${COPY_RECORD}`));
+      return sameRegistration(r, kept ?? {}) ? `${this.#copyPath(r.id)}/model` : undefined;
     } catch {
       // Missing, being replaced by another process, or unreadable: the model is fetched from its URL again.
       return undefined;
     }
   }
 
-  /** Keeps `files` (read from `r.location`) as the copy of registration `r`, replacing any other copy whole. */
-  async keepCopy(r: Registration, files: ModelFiles): Promise<void> {
+  /**
+   * Writes `files` (read from `r.location`) as the copy of registration `r`, to be put in place by `keep`
+   * once `r`'s record exists (replacing any other copy of the id whole), or dropped by `discard`.
+   */
+  async stageCopy(r: Registration, files: ModelFiles): Promise<StagedCopy> {
     await Deno.mkdir(this.dir, { recursive: true });
-    await writeDirAtomic(this.copyPath(r.id), async (tmp) => {
+    const staged = await stageDir(this.#copyPath(r.id), async (tmp) => {
       await writeModelFiles(`${tmp}/model`, files);
       const record: Registration = { id: r.id, location: r.location, registered_at: r.registered_at };
       await Deno.writeTextFile(`${tmp}/${COPY_RECORD}`, JSON.stringify(record, null, 1) + "\n");
     });
+    return {
+      keep: async () => {
+        await staged.commit();
+        const now = await this.read(r.id).catch(() => undefined);
+        if (!now || !sameRegistration(r, now.registration)) {
+          if (await this.copyOf(r)) await this.#removeCopy(r.id);
+        }
+      },
+      discard: () => staged.discard(),
+    };
   }
 
+  /** Removes `id`'s copy; a failure is only logged (the copy is removed again at the next start). */
   async #removeCopy(id: string): Promise<void> {
     try {
-      await Deno.remove(this.copyPath(id), { recursive: true });
+      await Deno.remove(this.#copyPath(id), { recursive: true });
     } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      if (e instanceof Deno.errors.NotFound) return;
+      console.error(`serve: the copy of registered model "${id}" was not removed: ${(e as Error).message}`);
     }
   }
 
@@ -185,9 +212,11 @@ export class RegistrationStore {
     await removeOrphans(this.dir, TEMP_SIBLING);
     const names = entries.filter((e) => e.isFile).map((e) => e.name);
     for (const e of entries) {
-      // A temporary sibling (a copy being written by a live process) is not a copy yet.
-      if (!e.isDirectory || !COPY_RE.test(e.name) || TEMP_SIBLING.test(e.name)) continue;
-      if ((await this.version(e.name)) === undefined) await this.#removeCopy(e.name);
+      const id = e.isDirectory ? COPY_RE.exec(e.name)?.[1] : undefined;
+      // A record that cannot be read is kept, and so is its copy.
+      if (id && !(await this.version(id).then((v) => v !== undefined, () => true))) {
+        await this.#removeCopy(id);
+      }
     }
     const out: Array<StoredRegistration | BrokenRegistration> = [];
     for (const name of names.sort()) {
