@@ -609,18 +609,36 @@ Deno.test("registration copies: staged until kept, never kept for a removed regi
     assert.deepEqual(listDir(`${dir}/m.files/model`), ["a.bin", "model.json"]);
     await staged.discard(); // a no-op once kept
     assert.ok(await store.copyOf(r));
-    // A DELETE between the record and keep(): the copy does not outlive the registration.
+    // A DELETE before keep(): the copy is dropped, not put in place.
     assert.equal(await store.remove("m"), true);
     assert.deepEqual(listDir(dir), []);
     staged = await store.stageCopy(r, files);
     await staged.keep();
     assert.deepEqual(listDir(dir), []);
-    // Nor does one kept for an older registration of the id replace the newer one's for good.
+    // A DELETE racing keep() (the record removed as the copy is put in place): the copy does not outlive
+    // the registration.
+    await store.create(r);
+    staged = await store.stageCopy(r, files);
+    const rename = Deno.rename;
+    Deno.rename = async (from, to) => {
+      await rename(from, to);
+      if (String(to).endsWith("/m.files")) await Deno.remove(store.path("m"));
+    };
+    try {
+      await staged.keep();
+    } finally {
+      Deno.rename = rename;
+    }
+    assert.deepEqual(listDir(dir), []);
+    // Nor does one staged for an older registration of the id replace the newer one's.
     const newer = { ...r, registered_at: "2026-12-03T00:00:01.000Z" };
     await store.create(newer);
+    await (await store.stageCopy(newer, files)).keep();
     staged = await store.stageCopy(r, files);
     await staged.keep();
     assert.equal(await store.copyOf(r), undefined);
+    assert.equal(await store.copyOf(newer), `${dir}/m.files/model`);
+    await Deno.remove(`${dir}/m.files`, { recursive: true });
     // A discarded copy leaves nothing.
     staged = await store.stageCopy(newer, files);
     await staged.discard();

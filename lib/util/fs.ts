@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { warn } from "./log.ts";
 
 /** When a process started (clock ticks since boot, from `/proc/<pid>/stat`), or undefined off Linux. */
 export function processStart(pid: number | "self"): number | undefined {
@@ -68,8 +69,8 @@ export interface StagedDir {
   readonly path: string;
   /**
    * Puts the folder in place, replacing `dir` whole: an existing `dir` is moved aside first and removed
-   * only after the new one is in place. Throws (and discards the staged folder) when another writer's
-   * folder took `dir` meanwhile; that one stays.
+   * only after the new one is in place. When that fails (another writer's folder took `dir` meanwhile,
+   * which then stays, or any other error), it throws, discards the staged folder and puts the old one back.
    */
   commit(): Promise<void>;
   /** Removes the staged folder (a no-op after `commit`). */
@@ -99,8 +100,9 @@ export async function stageDir(dir: string, fill: (tmpDir: string) => Promise<vo
       let old: string | undefined;
       try {
         await Deno.stat(dir);
-        old = tempSibling(`${dir}.old`);
-        await Deno.rename(dir, old);
+        const aside = tempSibling(`${dir}.old`);
+        await Deno.rename(dir, aside);
+        old = aside;
       } catch (e) {
         if (!(e instanceof Deno.errors.NotFound)) {
           await discard();
@@ -111,18 +113,26 @@ export async function stageDir(dir: string, fill: (tmpDir: string) => Promise<vo
         await Deno.rename(tmp, dir);
       } catch (e) {
         await discard();
-        // Put the old folder back unless another writer's took its place (ENOTEMPTY), which then stays.
-        if (old && !(await pathExists(dir).catch(() => true))) {
+        // Put the old folder back unless another writer's took its place (ENOTEMPTY), which then stays; when
+        // that cannot be told, the old folder is left where it is rather than lost.
+        const taken = await pathExists(dir).catch(() => undefined);
+        if (old && taken === false) {
           try {
             await Deno.rename(old, dir);
             old = undefined;
           } catch {
             // Removed below, as a replaced folder is.
           }
+        } else if (taken === undefined) {
+          old = undefined;
         }
         throw e;
       } finally {
-        if (old) await Deno.remove(old, { recursive: true }).catch(() => {});
+        if (old) {
+          await Deno.remove(old, { recursive: true }).catch((e) =>
+            warn(`${old}: the folder that ${dir} replaced was not removed (${e.message})`)
+          );
+        }
       }
     },
     async discard() {

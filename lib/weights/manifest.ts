@@ -116,7 +116,8 @@ const SHARD_PATH = /^[A-Za-z0-9_][A-Za-z0-9._-]*(\/[A-Za-z0-9_][A-Za-z0-9._-]*)*
  * manifest must not supply).
  */
 export function isShardPath(path: string): boolean {
-  return SHARD_PATH.test(path) && !path.startsWith("onnx-engine/");
+  // Compared without case: on a case-insensitive filesystem ONNX-ENGINE/ is the same folder.
+  return SHARD_PATH.test(path) && path.split("/")[0].toLowerCase() !== "onnx-engine";
 }
 
 /** Validates a parsed `model.json`; every error names the field and what was expected. */

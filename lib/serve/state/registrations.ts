@@ -9,9 +9,10 @@
  *
  * Beside each record, `<id>.files/` keeps a copy of the model's files as they were fetched (`model/`) with the
  * registration they belong to (`registration.json`), so that a restart serves the model without its URL (and,
- * on the onnx engine, from the engine cache entry of a local folder). A copy is written before its record
- * exists, in a temporary folder of its process, and put in place whole once the record exists; it is used only
- * while it belongs to the current record, and removed with it. The suffix keeps copies and records apart
+ * on the onnx engine, from the engine cache entry of a local folder). A copy is written (as soon as the files
+ * are fetched, possibly before its record exists) into a temporary folder of its process, and put in place
+ * whole only while its registration is the current record; it is used only while it belongs to the current
+ * record, and removed with it. The suffix keeps copies and records apart
  * (the copy of id `a.json` is `a.json.files/`, never the record of id `a`).
  *
  * @module
@@ -45,8 +46,9 @@ export interface BrokenRegistration {
 /** A copy of a registered model's files, written but not in place until its record exists. */
 export interface StagedCopy {
   /**
-   * Puts the copy in place, then removes it again if its registration was removed or replaced meanwhile
-   * (a `DELETE`, in any process, racing the registration).
+   * Puts the copy in place, replacing the id's copy, if its registration is the current record (else drops
+   * it); then removes it again if the registration was removed or replaced meanwhile (a `DELETE`, in any
+   * process, racing the registration).
    */
   keep(): Promise<void>;
   /** Drops the copy (a no-op after `keep`). */
@@ -176,14 +178,18 @@ export class RegistrationStore {
     });
     return {
       keep: async () => {
+        if (!(await this.#isCurrent(r))) return await staged.discard();
         await staged.commit();
-        const now = await this.read(r.id).catch(() => undefined);
-        if (!now || !sameRegistration(r, now.registration)) {
-          if (await this.copyOf(r)) await this.#removeCopy(r.id);
-        }
+        if (!(await this.#isCurrent(r)) && await this.copyOf(r)) await this.#removeCopy(r.id);
       },
       discard: () => staged.discard(),
     };
+  }
+
+  /** Whether `r` is the id's current record. */
+  async #isCurrent(r: Registration): Promise<boolean> {
+    const stored = await this.read(r.id).catch(() => undefined);
+    return stored !== undefined && sameRegistration(r, stored.registration);
   }
 
   /** Removes `id`'s copy; a failure is only logged (the copy is removed again at the next start). */
@@ -213,7 +219,8 @@ export class RegistrationStore {
     const names = entries.filter((e) => e.isFile).map((e) => e.name);
     for (const e of entries) {
       const id = e.isDirectory ? COPY_RE.exec(e.name)?.[1] : undefined;
-      // A record that cannot be read is kept, and so is its copy.
+      // A record that cannot be read is kept, and so is its copy. (A worker that registers the id between the
+      // check and the removal loses its fresh copy: that costs one fetch at a later start.)
       if (id && !(await this.version(id).then((v) => v !== undefined, () => true))) {
         await this.#removeCopy(id);
       }
