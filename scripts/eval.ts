@@ -33,7 +33,11 @@ export const EVAL_OPTIONS = {
     metavar: "dir",
     help: "dataset: holding cifar-10-batches-bin/ or cifar10-jpeg/<split>/, or <split>/<class>/* (required)",
   },
-  split: { type: "string", default: "test", help: "split to evaluate" },
+  split: {
+    type: "string",
+    default: "test",
+    help: "split to evaluate; holdout:<n> = the validation images training's val_split carves out of train",
+  },
   subset: {
     type: "integer",
     default: 0,

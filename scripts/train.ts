@@ -24,8 +24,8 @@ import { train } from "../lib/train/trainer.ts";
 import { readManifest } from "../lib/weights/load.ts";
 import type { Preprocessing } from "../lib/weights/manifest.ts";
 import { exportRun } from "../lib/train/export.ts";
-import { datasetImageSet, type ImageSet, openSplit } from "../lib/data/image_set.ts";
-import { HOLDOUT_PATTERN, holdoutSplit } from "../lib/data/dataset.ts";
+import { carveHoldout, datasetImageSet, type ImageSet, openSplit } from "../lib/data/image_set.ts";
+import { HOLDOUT_PATTERN } from "../lib/data/dataset.ts";
 
 const USAGE = `Usage: deno task train --config <file.yml> [--<option> <value> ...] [--resume] [--export <dir>]
 
@@ -65,15 +65,12 @@ async function openData(
       labels: Array.from({ length: c.num_classes }, (_, i) => `class_${i}`),
     };
   }
-  const train = await openSplit(c.data_dir, c.train_split);
+  const opened = await openSplit(c.data_dir, c.train_split);
+  // holdout:<n> is carved from this run's training split, which then goes without it.
   const holdout = HOLDOUT_PATTERN.exec(c.val_split);
-  const val = holdout ? { ...train } : await openSplit(c.data_dir, c.val_split);
-  if (holdout) {
-    const parts = holdoutSplit(train.dataset, Number(holdout[1]));
-    train.dataset = parts.train;
-    val.dataset = parts.val;
-    val.name = `${train.name} (held out: the last ${holdout[1]} class-balanced)`;
-  }
+  const { train, val } = holdout
+    ? carveHoldout(opened, Number(holdout[1]))
+    : { train: opened, val: await openSplit(c.data_dir, c.val_split) };
   const classes = [...train.dataset.classes];
   if (classes.length !== c.num_classes) {
     throw new Error(

@@ -12,6 +12,7 @@ import {
   CachedDataset,
   classBalancedSubset,
   type Dataset,
+  holdoutSplit,
   type Sample,
   subsetDataset,
 } from "../lib/data/dataset.ts";
@@ -19,7 +20,7 @@ import { encodeImage } from "../lib/data/decode.ts";
 import { DownloadError } from "../lib/data/download.ts";
 import type { RgbImage } from "../lib/data/image.ts";
 import { openFlatFolder, openImageFolder } from "../lib/data/image_folder.ts";
-import { datasetImageSet } from "../lib/data/image_set.ts";
+import { carveHoldout, datasetImageSet, openSplit } from "../lib/data/image_set.ts";
 import { type PreprocessConfig, preprocessEval } from "../lib/data/preprocess.ts";
 import { encodeTar, extractTar, gzip, readTar, safeEntryPath, TarError } from "../lib/data/tar.ts";
 import { CIFAR_JPEG, present } from "./_fixtures.ts";
@@ -190,6 +191,67 @@ Deno.test("class-balanced subsets take the first N/k of each class; subset and c
   await cached.get(4);
   assert.equal(ds.calls - before, 2);
   assert.equal(cached.cachedBytes, 2 * 16 * 16 * 3);
+});
+
+Deno.test("holdout:<n>: the last n/k of each class, disjoint from training, the same from train and eval", async () => {
+  // Classes 0, 1, 2 in turn: the held-out images are the last 2 of each class, in sample order.
+  const ds = new Synthetic(12);
+  const { train, val } = holdoutSplit(ds, 6);
+  assert.deepEqual([...val.labels], [0, 1, 2, 0, 1, 2]);
+  assert.deepEqual(Array.from({ length: val.length }, (_, i) => val.describe(i)), [
+    "synthetic#6",
+    "synthetic#7",
+    "synthetic#8",
+    "synthetic#9",
+    "synthetic#10",
+    "synthetic#11",
+  ]);
+  assert.deepEqual(
+    Array.from({ length: train.length }, (_, i) => train.describe(i)),
+    Array.from({ length: 6 }, (_, i) => `synthetic#${i}`),
+  );
+  assert.throws(() => holdoutSplit(ds, 12), /holdout:12: expected between 1 and 11/);
+  // What `deno task eval --split holdout:<n>` opens is what training validates on (scripts/train.ts).
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const [c, n] of [["cat", 4], ["dog", 5]] as const) {
+      await Deno.mkdir(`${dir}/train/${c}`, { recursive: true });
+      for (let i = 0; i < n; i++) {
+        await Deno.writeFile(`${dir}/train/${c}/${i}.png`, await encodeImage(tiny(i, 8), "png"));
+      }
+    }
+    const opened = await openSplit(dir, "holdout:4");
+    const carved = carveHoldout(await openSplit(dir, "train"), 4);
+    const files = (d: Dataset) => Array.from({ length: d.length }, (_, i) => d.describe(i).replace(dir, ""));
+    assert.deepEqual(files(opened.dataset), files(carved.val.dataset));
+    assert.deepEqual(files(opened.dataset), [
+      "/train/cat/2.png",
+      "/train/cat/3.png",
+      "/train/dog/3.png",
+      "/train/dog/4.png",
+    ]);
+    assert.match(opened.name, /\(held out: the last 4 class-balanced\)$/);
+    assert.equal(carved.train.dataset.length, 5);
+    // ...and what `deno task train` trains and validates on with `val_split: holdout:4`.
+    await Deno.writeTextFile(
+      `${dir}/config.yml`,
+      `model: { patch_size: 4, embed_dim: 16, depth: 1, num_heads: 2 }\nnum_classes: 2\nimg_size: 8\n` +
+        `batch_size: 5\nepochs: 1\ndata_dir: ${dir}\ntrain_split: train\nval_split: "holdout:4"\n` +
+        `output: ${dir}/run\nbackend: wasm\n`,
+    );
+    const run = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "scripts/train.ts", "--config", `${dir}/config.yml`],
+      cwd: new URL("..", import.meta.url).pathname,
+      env: { VIT_QUIET: "1", VIT_TRAIN_WORKERS: "1" },
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    const log = new TextDecoder().decode(run.stderr);
+    assert.equal(run.code, 0, log.slice(-2000));
+    assert.match(log, /data: image folder .*, 5 training and 4 validation images/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 Deno.test("image sets: eval images equal per-image preprocessing; augmentation by (seed, epoch, id); errors name the sample", async () => {

@@ -8,7 +8,7 @@
  */
 import type { EpochAugment } from "./augment.ts";
 import { openCifar10 } from "./cifar10.ts";
-import { CachedDataset, type Dataset } from "./dataset.ts";
+import { CachedDataset, type Dataset, HOLDOUT_PATTERN, holdoutSplit } from "./dataset.ts";
 import { openImageFolder } from "./image_folder.ts";
 import { type PreprocessConfig, preprocessSample } from "./preprocess.ts";
 import { isDirectory } from "../util/fs.ts";
@@ -68,12 +68,39 @@ export async function splitFolder(dir: string, split: string): Promise<string> {
   return dir;
 }
 
+/** A dataset split as opened, with a name for reports. */
+export interface OpenedSplit {
+  dataset: Dataset;
+  name: string;
+}
+
+/**
+ * Carves `holdout:<n>` out of an opened training split ({@linkcode holdoutSplit}): what training keeps and
+ * the held-out validation images, each named.
+ */
+export function carveHoldout(train: OpenedSplit, n: number): { train: OpenedSplit; val: OpenedSplit } {
+  const parts = holdoutSplit(train.dataset, n);
+  return {
+    train: { dataset: parts.train, name: train.name },
+    val: { dataset: parts.val, name: `${train.name} (held out: the last ${n} class-balanced)` },
+  };
+}
+
 /**
  * Opens split `split` of `data` and names it: a folder holding `cifar-10-batches-bin/` (canonical) or
  * `cifar10-jpeg/<split>/` (as `deno task data` prepares), a folder with `<split>/<class>/*`, or a class
- * folder itself.
+ * folder itself; `holdout:<n>` is the validation images training carves out of the `train` split (the
+ * split that selection, never the test set, is made on).
+ *
+ * @example The held-out images of `val_split: holdout:5000`
+ * ```ts
+ * const { dataset, name } = await openSplit("data", "holdout:5000");
+ * console.log(`${name}: ${dataset.length} images`);
+ * ```
  */
-export async function openSplit(data: string, split: string): Promise<{ dataset: Dataset; name: string }> {
+export async function openSplit(data: string, split: string): Promise<OpenedSplit> {
+  const holdout = HOLDOUT_PATTERN.exec(split);
+  if (holdout) return carveHoldout(await openSplit(data, "train"), Number(holdout[1])).val;
   if (
     (split === "test" || split === "train") &&
     (await isDirectory(`${data}/cifar-10-batches-bin`) || await isDirectory(`${data}/cifar10-jpeg`))
