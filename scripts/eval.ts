@@ -53,9 +53,9 @@ export const EVAL_OPTIONS = {
   },
   report: {
     type: "string",
-    default: "docs/cifar10_eval.md",
     metavar: "file.md",
-    help: 'Markdown report to write ("-" for none)',
+    defaultText: "docs/cifar10_eval.md",
+    help: 'Markdown report to write ("-" for none; another split than test: docs/cifar10_eval_<split>.md)',
   },
   record: {
     type: "string",
@@ -88,7 +88,11 @@ if (import.meta.main) {
     const split = o.split as string;
     const subset = o.subset as number;
     const batch = o.batch as number;
-    const reportPath = o.report as string;
+    // Another split's report never replaces the test set's.
+    const reportPath = (o.report as string | undefined) ??
+      (split === "test"
+        ? "docs/cifar10_eval.md"
+        : `docs/cifar10_eval_${split.replace(/[^A-Za-z0-9_-]+/g, "_")}.md`);
     const backend = await initBackend(parseEngine(o.backend as string | undefined, "--backend"));
     const { model, manifest } = await loadModel(modelAt, { trainable: false });
     const { dataset, name } = await openSplit(data, split);
