@@ -159,9 +159,12 @@ export async function loadWeights(
   return await readShards(location, await readManifest(location, options), options);
 }
 
+/** The sha256 of shard bytes {@linkcode readModelFiles} has hashed, so that loading them does not hash again. */
+const hashed = new WeakMap<Uint8Array, string>();
+
 /** Throws unless `bytes` are shard `path` of `manifest` (its sha256). */
 async function verifyShard(manifest: ModelManifest, path: string, bytes: Uint8Array): Promise<void> {
-  const actual = await sha256Hex(bytes);
+  const actual = hashed.get(bytes) ?? await sha256Hex(bytes);
   if (actual !== manifest.shards[path]) {
     throw new Error(
       `shard ${path}: sha256 ${actual} does not match the manifest's ${manifest.shards[path]} ` +
@@ -190,6 +193,7 @@ export async function readModelFiles(
   const shards = await mapLimit(paths, options.concurrency ?? 8, async (path) => {
     const data = await readBytes(join(location, path), `shard ${path}`, options.fetch ?? fetch);
     await verifyShard(manifest, path, data);
+    hashed.set(data, manifest.shards[path]);
     return data;
   });
   return {
@@ -208,11 +212,10 @@ export async function writeModelFiles(dir: string, files: ModelFiles): Promise<v
       throw new Error(`model file ${JSON.stringify(path)}: expected ${SHARD_PATH_RULE}`);
     }
   }
-  for (const [path, data] of files) {
-    const at = `${dir.replace(/\/+$/, "")}/${path}`;
-    await Deno.mkdir(at.slice(0, at.lastIndexOf("/")), { recursive: true });
-    await Deno.writeFile(at, data);
-  }
+  const root = dir.replace(/\/+$/, "");
+  const folders = new Set([...files.keys()].map((path) => `${root}/${path}`.replace(/\/[^/]*$/, "")));
+  for (const folder of folders) await Deno.mkdir(folder, { recursive: true });
+  for (const [path, data] of files) await Deno.writeFile(`${root}/${path}`, data);
 }
 
 /** The verified weights `manifest` lists, read from `location`. */

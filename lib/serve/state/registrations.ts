@@ -65,6 +65,11 @@ function sameRegistration(a: Registration, b: Partial<Registration>): boolean {
   return a.id === b.id && a.location === b.location && a.registered_at === b.registered_at;
 }
 
+/** A registration as its record (and a copy's `registration.json`) holds it: these three fields only. */
+function recordText(r: Registration): string {
+  return JSON.stringify({ id: r.id, location: r.location, registered_at: r.registered_at }, null, 1) + "\n";
+}
+
 function versionOf(info: Deno.FileInfo): string {
   return `${info.ino ?? ""}:${info.mtime?.getTime() ?? ""}:${info.size}`;
 }
@@ -85,8 +90,7 @@ export class RegistrationStore {
    */
   async create(reg: Registration): Promise<string> {
     await Deno.mkdir(this.dir, { recursive: true });
-    const record: Registration = { id: reg.id, location: reg.location, registered_at: reg.registered_at };
-    await createFileAtomic(this.path(reg.id), JSON.stringify(record, null, 1) + "\n");
+    await createFileAtomic(this.path(reg.id), recordText(reg));
     return versionOf(await Deno.stat(this.path(reg.id)));
   }
 
@@ -173,8 +177,7 @@ export class RegistrationStore {
     await Deno.mkdir(this.dir, { recursive: true });
     const staged = await stageDir(this.#copyPath(r.id), async (tmp) => {
       await writeModelFiles(`${tmp}/model`, files);
-      const record: Registration = { id: r.id, location: r.location, registered_at: r.registered_at };
-      await Deno.writeTextFile(`${tmp}/${COPY_RECORD}`, JSON.stringify(record, null, 1) + "\n");
+      await Deno.writeTextFile(`${tmp}/${COPY_RECORD}`, recordText(r));
     });
     return {
       keep: async () => {
