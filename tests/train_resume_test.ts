@@ -3,6 +3,9 @@
  * `--resume`, and must end with exactly the weights (shard sha256s) of an uninterrupted run.
  */
 import assert from "node:assert/strict";
+import { EMA_FILE, readEma } from "../lib/train/checkpoint.ts";
+import { loadWeights } from "../lib/weights/load.ts";
+import type { StateDict } from "../lib/vit/params.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -200,6 +203,66 @@ Deno.test("a run stopped by max_updates exports the weights it reached; a fresh 
     // Train lines every 2 updates here: the first is the second epoch's second update.
     const first = lines.find((m) => m.type === "train");
     assert.deepEqual([first.update, first.epoch], [22, 1.1], "the schedule goes on at the second epoch");
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("with model_ema, a stopped run's export keeps the EMA beside its weights and a start_epoch continuation carries it on", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vit-export-ema-" });
+  try {
+    const configPath = `${dir}/micro.yml`;
+    await Deno.writeTextFile(configPath, CONFIG + "model_ema: true\nmodel_ema_decay: 0.99\n");
+    const stopped = await trainCmd(configPath, `${dir}/a`, ["--max_updates", "20", "--export", `${dir}/x`])
+      .output();
+    assert.equal(stopped.code, 0, new TextDecoder().decode(stopped.stderr));
+    const exported = await readEma(`${dir}/x`);
+    assert.ok(exported, `${dir}/x has no ${EMA_FILE}`);
+    const raw = (await loadWeights(`${dir}/x`)).state;
+    const manifest = JSON.parse(await Deno.readTextFile(`${dir}/x/model.json`));
+    assert.match(manifest.extra.training.weights, /the raw weights \(their EMA in ema\.safetensors/);
+    // Mean absolute difference over every tensor.
+    const gap = (a: StateDict, b: StateDict) => {
+      let sum = 0, n = 0;
+      for (const [k, t] of a) {
+        const u = b.get(k)!.data;
+        for (let i = 0; i < t.data.length; i++) sum += Math.abs(t.data[i] - u[i]);
+        n += t.data.length;
+      }
+      return sum / n;
+    };
+    const apart = gap(exported, raw);
+    assert.ok(apart > 0, "the EMA differs from the raw weights");
+    // One more update from the export: the EMA goes on from the exported one (decay 0.99: it moves 1% of the
+    // way), and a run that is not a continuation (no start_epoch) starts its EMA at the raw weights.
+    const emaAfter = async (out: string, extra: string[]) => {
+      const run = await trainCmd(configPath, out, [
+        "--initial_checkpoint",
+        `${dir}/x`,
+        ...extra,
+        "--max_updates",
+        "1",
+      ])
+        .output();
+      const log = new TextDecoder().decode(run.stderr);
+      assert.equal(run.code, 0, log);
+      return { log, ema: (await readEma(`${out}/checkpoints/step-${String(21).padStart(8, "0")}`))! };
+    };
+    const on = await emaAfter(`${dir}/b`, ["--start_epoch", "1"]);
+    assert.match(on.log, /the EMA goes on from .*x\/ema\.safetensors/);
+    assert.ok(gap(on.ema, exported) < 0.1 * apart, `carried on: ${gap(on.ema, exported)} against ${apart}`);
+    const fresh = await trainCmd(configPath, `${dir}/c`, [
+      "--initial_checkpoint",
+      `${dir}/x`,
+      "--max_updates",
+      "1",
+    ])
+      .output();
+    const freshLog = new TextDecoder().decode(fresh.stderr);
+    assert.equal(fresh.code, 0, freshLog);
+    assert.doesNotMatch(freshLog, /the EMA goes on/);
+    const freshEma = (await readEma(`${dir}/c/checkpoints/step-00000001`))!;
+    assert.ok(gap(freshEma, raw) < 0.1 * apart, `fresh EMA at the raw weights: ${gap(freshEma, raw)}`);
   } finally {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }

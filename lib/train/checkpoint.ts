@@ -15,6 +15,9 @@ import { saveModel } from "../weights/shards.ts";
 import type { ViTConfig } from "../vit/config.ts";
 import type { StateDict } from "../vit/params.ts";
 
+/** The file beside a model folder's shards that holds the weights' EMA (`model_ema`). */
+export const EMA_FILE = "ema.safetensors";
+
 /** Where the run stands; enough to continue it exactly. */
 export interface TrainerState {
   /** Epoch in progress (0-based). */
@@ -97,7 +100,7 @@ export async function saveCheckpoint(
     extra: { checkpoint: { epoch: ck.trainer.epoch, update: ck.trainer.update } },
     files: {
       "optimizer.safetensors": encodeSafetensors(ck.optimizer.slots, "F32"),
-      ...(ck.ema ? { "ema.safetensors": encodeSafetensors(ck.ema, "F32") } : {}),
+      ...(ck.ema ? { [EMA_FILE]: encodeSafetensors(ck.ema, "F32") } : {}),
       "trainer.json": new TextEncoder().encode(
         JSON.stringify({ ...ck.trainer, optimizerStep: ck.optimizer.step }, null, 1) + "\n",
       ),
@@ -133,14 +136,7 @@ export async function loadLatestCheckpoint(runDir: string): Promise<LoadedCheckp
     `${dir}/optimizer.safetensors`,
   );
   const trainer = JSON.parse(await Deno.readTextFile(`${dir}/trainer.json`));
-  let ema: StateDict | undefined;
-  try {
-    const path = `${dir}/ema.safetensors`;
-    const t = parseSafetensors(await Deno.readFile(path), path);
-    ema = new Map([...t].map(([k, v]) => [k, { shape: v.shape, data: v.data as Float32Array }]));
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
+  const ema = await readEma(dir);
   return {
     dir,
     manifest,
@@ -149,4 +145,21 @@ export async function loadLatestCheckpoint(runDir: string): Promise<LoadedCheckp
     trainer,
     ...(ema ? { ema } : {}),
   };
+}
+
+/**
+ * The weights' EMA kept beside a model folder (`ema.safetensors`: a checkpoint's, or a stopped run's export's),
+ * or undefined when the folder has none.
+ */
+export async function readEma(dir: string): Promise<StateDict | undefined> {
+  const path = `${dir}/${EMA_FILE}`;
+  let bytes: Uint8Array;
+  try {
+    bytes = await Deno.readFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+  const t = parseSafetensors(bytes, path);
+  return new Map([...t].map(([k, v]) => [k, { shape: v.shape, data: v.data as Float32Array }]));
 }

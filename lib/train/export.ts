@@ -1,7 +1,7 @@
 /**
  * Exporting a training run as float16 shards (what `weights/` ships): a finished run's final model, or the
- * weights that a run stopped by `max_updates` has reached, so that its schedule can go on from them where the
- * run folder is not kept (`initial_checkpoint` plus `start_epoch`).
+ * weights that a run stopped by `max_updates` has reached (with `model_ema`, their EMA beside them), so that its
+ * schedule can go on from them where the run folder is not kept (`initial_checkpoint` plus `start_epoch`).
  *
  * @example
  * ```ts
@@ -14,7 +14,8 @@
 import type { ModelManifest } from "../weights/manifest.ts";
 import { loadWeights } from "../weights/load.ts";
 import { saveModel } from "../weights/shards.ts";
-import type { TrainingRecord } from "./checkpoint.ts";
+import { encodeSafetensors } from "../weights/safetensors.ts";
+import { EMA_FILE, readEma, type TrainingRecord } from "./checkpoint.ts";
 import type { TrainResult } from "./trainer.ts";
 
 /** Writes `result`'s weights into `dir` (atomically) and returns a line saying what was written. */
@@ -25,13 +26,20 @@ export async function exportRun(result: TrainResult, dir: string): Promise<strin
     return `exported ${dir} (float16 shards)`;
   }
   const at = result.state;
-  // The checkpoint's raw weights, also with model_ema: an EMA this early still leans on the starting weights.
+  // The checkpoint's raw weights are the model, also with model_ema (an EMA this early still leans on the
+  // starting weights); the EMA goes beside them so that a start_epoch continuation carries it on.
+  const ema = at.config.model_ema ? await readEma(result.checkpointDir!) : undefined;
   const training: TrainingRecord = {
     config: at.config,
     stopped_at: { epoch: at.epoch, update: at.update, seconds: at.elapsed },
-    ...(at.config.model_ema ? { weights: "the raw weights (the EMA stays in the run's checkpoints)" } : {}),
+    ...(ema ? { weights: `the raw weights (their EMA in ${EMA_FILE}, float16)` } : {}),
   };
-  await saveModel(dir, { ...float16Of(manifest), state, extra: { training } });
+  await saveModel(dir, {
+    ...float16Of(manifest),
+    state,
+    extra: { training },
+    ...(ema ? { files: { [EMA_FILE]: encodeSafetensors(ema, "F16") } } : {}),
+  });
   const redone = at.updateInEpoch;
   const where = redone ? `in epoch ${at.epoch + 1}` : `after epoch ${at.epoch}`;
   return `exported ${dir} (float16 shards of the weights at update ${at.update}, ${where}); ` +

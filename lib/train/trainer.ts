@@ -18,7 +18,9 @@ import type { Preprocessing, SourceInfo } from "../weights/manifest.ts";
 import { adaptForFineTuning } from "../weights/adapt.ts";
 import { saveModel } from "../weights/shards.ts";
 import {
+  EMA_FILE,
   loadLatestCheckpoint,
+  readEma,
   saveCheckpoint,
   type TrainerState,
   type TrainingRecord,
@@ -89,7 +91,7 @@ function comparable(c: TrainConfig): Record<string, unknown> {
 async function initialState(
   config: TrainConfig,
   log: (m: string) => void,
-): Promise<{ state: StateDict; source: SourceInfo }> {
+): Promise<{ state: StateDict; source: SourceInfo; ema?: StateDict }> {
   const vit = resolveConfig(modelConfig(config));
   const fresh = initStateDict(timmConfig(vit), config.seed);
   if (!config.initial_checkpoint) {
@@ -120,7 +122,30 @@ async function initialState(
     const { from, to } = adapted.changes.blocks_added;
     log(`blocks ${from}…${to - 1} added as identities (the network computes what the checkpoint did)`);
   }
-  return { state: adapted.state, source };
+  return { state: adapted.state, source, ...await continuedEma(config, adapted.state, log) };
+}
+
+/**
+ * A start_epoch continuation with model_ema carries on the EMA that a stopped run's export keeps beside its
+ * weights, when it fits them; any other run starts its EMA at its initial weights (as timm's).
+ */
+async function continuedEma(
+  config: TrainConfig,
+  state: StateDict,
+  log: (m: string) => void,
+): Promise<{ ema?: StateDict }> {
+  if (!config.initial_checkpoint || !config.start_epoch || trainEmaDecay(config) === undefined) return {};
+  const ema = await readEma(config.initial_checkpoint);
+  if (!ema) return {};
+  const path = `${config.initial_checkpoint}/${EMA_FILE}`;
+  const fits = ema.size === state.size &&
+    [...state].every(([k, v]) => ema.get(k)?.shape.join() === v.shape.join());
+  if (!fits) {
+    log(`${path} does not fit the model being trained; the EMA starts at the initial weights`);
+    return {};
+  }
+  log(`the EMA goes on from ${path}`);
+  return { ema };
 }
 
 /** Runs (or resumes) training as `config` says. */
@@ -141,6 +166,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
   let trainer: TrainerState;
   let state: StateDict;
   let source: SourceInfo;
+  let initialEma: StateDict | undefined;
   if (ck) {
     // start_epoch places a fresh run; a resume starts where its checkpoint is, whatever it says, and keeps
     // the start_epoch its run was placed with.
@@ -172,7 +198,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
     source = ck.manifest.source;
     bar.log(`resuming from ${ck.dir} (epoch ${trainer.epoch + 1}, update ${trainer.update})`);
   } else {
-    ({ state, source } = await initialState(config, (m) => bar.log(m)));
+    ({ state, source, ema: initialEma } = await initialState(config, (m) => bar.log(m)));
     trainer = {
       epoch: 0,
       updateInEpoch: 0,
@@ -201,7 +227,9 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
   if (ck && emaDecay !== undefined && !ck.ema) {
     throw new Error(`resume: ${ck.dir} has no ema.safetensors, but model_ema is on`);
   }
-  const ema = emaDecay === undefined ? undefined : await ModelEma.create(model, emaDecay, ck?.ema);
+  const ema = emaDecay === undefined
+    ? undefined
+    : await ModelEma.create(model, emaDecay, ck?.ema ?? initialEma);
   if (!ck) {
     await metrics.append({
       type: "info",
