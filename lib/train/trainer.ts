@@ -12,7 +12,7 @@
 import { describeBackend, type EngineName, initBackend } from "../backend/backend.ts";
 import { resolveConfig, timmConfig } from "../vit/config.ts";
 import { checkImageShape, createViT } from "../vit/model.ts";
-import type { StateDict } from "../vit/params.ts";
+import { checkStateDict, type ParamSpec, paramSpecs, type StateDict } from "../vit/params.ts";
 import { loadWeights } from "../weights/load.ts";
 import type { Preprocessing, SourceInfo } from "../weights/manifest.ts";
 import { adaptForFineTuning } from "../weights/adapt.ts";
@@ -122,7 +122,7 @@ async function initialState(
     const { from, to } = adapted.changes.blocks_added;
     log(`blocks ${from}…${to - 1} added as identities (the network computes what the checkpoint did)`);
   }
-  return { state: adapted.state, source, ...await continuedEma(config, adapted.state, log) };
+  return { state: adapted.state, source, ...await continuedEma(config, paramSpecs(vit), log) };
 }
 
 /**
@@ -131,17 +131,17 @@ async function initialState(
  */
 async function continuedEma(
   config: TrainConfig,
-  state: StateDict,
+  specs: ParamSpec[],
   log: (m: string) => void,
 ): Promise<{ ema?: StateDict }> {
   if (!config.initial_checkpoint || !config.start_epoch || trainEmaDecay(config) === undefined) return {};
   const ema = await readEma(config.initial_checkpoint);
   if (!ema) return {};
   const path = `${config.initial_checkpoint}/${EMA_FILE}`;
-  const fits = ema.size === state.size &&
-    [...state].every(([k, v]) => ema.get(k)?.shape.join() === v.shape.join());
-  if (!fits) {
-    log(`${path} does not fit the model being trained; the EMA starts at the initial weights`);
+  try {
+    checkStateDict(specs, ema, path);
+  } catch (e) {
+    log(`${(e as Error).message}; the EMA starts at the initial weights`);
     return {};
   }
   log(`the EMA goes on from ${path}`);
@@ -225,7 +225,7 @@ export async function train(inputs: TrainInputs): Promise<TrainResult> {
   if (ck) opt.load(ck.optimizer.step, ck.optimizer.slots);
   const emaDecay = trainEmaDecay(config);
   if (ck && emaDecay !== undefined && !ck.ema) {
-    throw new Error(`resume: ${ck.dir} has no ema.safetensors, but model_ema is on`);
+    throw new Error(`resume: ${ck.dir} has no ${EMA_FILE}, but model_ema is on`);
   }
   const ema = emaDecay === undefined
     ? undefined
