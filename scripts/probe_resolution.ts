@@ -1,8 +1,8 @@
 /**
  * `deno run -A scripts/probe_resolution.ts --model <dir> [--sizes 32,40,48] [--subset 1000]`: a model's
  * top-1 on the held-out validation images (`holdout:5000`, never the test set) at other input sizes, its
- * `pos_embed` resampled as a stage that changes `img_size` would start (no training), with bilinear and
- * bicubic upsampling. What finishing a model at a higher resolution would have to win back first
+ * weights adapted as a stage that changes `img_size` starts (`adaptForFineTuning`, no training), with
+ * bilinear and bicubic upsampling. What finishing a model at a higher resolution would have to win back first
  * (docs/shipped_model.md).
  *
  * @module
@@ -13,8 +13,8 @@ import { datasetImageSet, openSplit } from "../lib/data/image_set.ts";
 import { evaluate } from "../lib/train/evaluate.ts";
 import type { Schema } from "../lib/util/options.ts";
 import { createViT } from "../lib/vit/model.ts";
+import { adaptForFineTuning } from "../lib/weights/adapt.ts";
 import { loadWeights } from "../lib/weights/load.ts";
-import { resamplePosEmbed } from "../lib/weights/resample.ts";
 import { commandLine, runTask } from "./_cli.ts";
 
 const USAGE = "Usage: deno run -A scripts/probe_resolution.ts --model <dir> [options]";
@@ -37,14 +37,10 @@ if (import.meta.main) {
     const { manifest, state } = await loadWeights(o.model as string);
     const { dataset, name } = await openSplit(o.data as string, "holdout:5000");
     const indices = classBalancedSubset(dataset.labels, o.subset as number);
-    const patch = manifest.vit.patch_size;
     console.log(`${o.model} on ${name}, ${indices.length} images (onnx engine)`);
     for (const size of (o.sizes as string).split(",").map(Number)) {
-      const resized = new Map(state).set(
-        "pos_embed",
-        resamplePosEmbed(state.get("pos_embed")!, size / patch),
-      );
-      const model = await createViT({ ...manifest.vit, img_size: size }, resized, { trainable: false });
+      const vit = { ...manifest.vit, img_size: size };
+      const model = await createViT(vit, adaptForFineTuning(state, vit).state, { trainable: false });
       try {
         for (const interpolation of ["bilinear", "bicubic"] as const) {
           const pre = { ...manifest.preprocessing, img_size: size, interpolation, crop_pct: 1 };
