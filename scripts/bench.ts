@@ -1,8 +1,8 @@
 /**
- * `deno task bench [flags]`: forward latency and throughput, training-step throughput, peak memory, cold start
- * and checkpoint conversion for micro / ViT-Ti/16 / ViT-B/16 on every available backend, side by side with
- * ONNX Runtime (and timm/PyTorch where importable), written to docs/benchmarks.json and docs/benchmarks.md.
- * Run `deno task bench --help` for the flags.
+ * `deno task bench [flags]`: forward latency and throughput, training-step throughput, peak memory, cold
+ * start and checkpoint conversion for micro / ViT-Ti/16 / ViT-B/16 on every available backend, side by side
+ * with ONNX Runtime (and timm/PyTorch where importable), written to docs/benchmarks.json and
+ * docs/benchmarks.md. Run `deno task bench --help` for the flags.
  */
 import { type EngineName, parseEngine } from "../lib/backend/backend.ts";
 import { loadAverage } from "../lib/bench/machine.ts";

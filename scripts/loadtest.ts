@@ -4,12 +4,12 @@
  * [--json out.json]`: a bounded load test on loopback.
  *
  * Starts `deno task serve` as a child process on 127.0.0.1 (temporary state dir, a generated class-folder
- * dataset), starts a fine-tuning session (unless `--finetune-steps 0`), and runs many concurrent clients classifying images until the
- * session has ended and `--duration` seconds have passed (never past `--max-duration`; a session still
- * running then is cancelled, and reported so). Reports throughput, latency percentiles, status counts, the
- * session's progress and the share of the load during which it ran. A 503 with `Retry-After` (queue full) is
- * an intended refusal (the client waits and retries); any other failure, or a failed session, makes the exit
- * status 1.
+ * dataset), starts a fine-tuning session (unless `--finetune-steps 0`), and runs many concurrent clients
+ * classifying images until the session has ended and `--duration` seconds have passed (never past
+ * `--max-duration`; a session still running then is cancelled, and reported so). Reports throughput, latency
+ * percentiles, status counts, the session's progress and the share of the load during which it ran. A 503
+ * with `Retry-After` (queue full) is an intended refusal (the client waits and retries); any other failure,
+ * or a failed session, makes the exit status 1.
  *
  * @module
  */

@@ -302,7 +302,9 @@ export function encodeZip(
   return out;
 }
 
-/** `torch.save(value)`: a PyTorch zip archive with `<name>/data.pkl`, `<name>/data/<key>`, version, byteorder. */
+/**
+ * `torch.save(value)`: a PyTorch zip archive with `<name>/data.pkl`, `<name>/data/<key>`, version, byteorder.
+ */
 export function encodePth(value: PyIn, options: { name?: string; zip64?: boolean } = {}): Uint8Array {
   const name = options.name ?? "archive";
   const storages = new Map<Float32Array | Uint16Array, string>();

@@ -174,7 +174,10 @@ export async function pngBomb(width = 20000, height = 20000): Promise<Uint8Array
   return out;
 }
 
-/** A ustar archive of `files` (path → bytes), optionally gzipped; paths are written as given (unsafe ones too). */
+/**
+ * A ustar archive of `files` (path → bytes), optionally gzipped; paths are written as given (unsafe ones
+ * too).
+ */
 export async function tarArchive(
   files: Record<string, Uint8Array>,
   gzip = false,
@@ -248,7 +251,9 @@ export function rootArgs(root: string): string[] {
   return ["--model", `base=${root}/micro`, "--state-dir", `${root}/state`, "--data-root", `${root}/data`];
 }
 
-/** The arguments of `deno serve --parallel routes/main.ts <args>` on loopback `port`: the multi-worker entry. */
+/**
+ * The arguments of `deno serve --parallel routes/main.ts <args>` on loopback `port`: the multi-worker entry.
+ */
 export function parallelServeArgs(port: number, args: string[]): string[] {
   return [
     "serve",

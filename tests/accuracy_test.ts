@@ -2,8 +2,8 @@
  * Accuracy regression of the shipped model (`weights/`): on a fixed, class-balanced 1,000-image subset of the
  * CIFAR-10 test split (JPEG copy; the first 100 images of each class by file name) it must get exactly the
  * number of images right that `weights/accuracy.json` records for the backend (inference is deterministic),
- * on wasm, on WebGPU and on the onnx engine (float32, and its opt-in int8 weights as `onnx-int8`, both from the
- * load option and from int8 shards written by `convert --dtype int8`'s writer), and stay at or above the
+ * on wasm, on WebGPU and on the onnx engine (float32, and its opt-in int8 weights as `onnx-int8`, both from
+ * the load option and from int8 shards written by `convert --dtype int8`'s writer), and stay at or above the
  * recorded floor.
  *
  * Refresh the record after shipping new weights with
@@ -64,7 +64,10 @@ function engineHere(backend: string): boolean {
   return !missing[backend];
 }
 
-/** The shipped model rewritten as int8 shards (what `deno task convert --dtype int8` writes), in a temp folder. */
+/**
+ * The shipped model rewritten as int8 shards (what `deno task convert --dtype int8` writes), in a temp
+ * folder.
+ */
 async function int8Shards(): Promise<string> {
   const { manifest, state } = await loadWeights(WEIGHTS);
   const dir = await Deno.makeTempDir({ prefix: "vit-acc-int8-" });

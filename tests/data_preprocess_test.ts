@@ -65,7 +65,8 @@ Deno.test("eval geometry follows timm: shorter side to floor(size/crop_pct), cen
     resizeHeight: 224,
     crop: { x: 0, y: 0, w: 224, h: 224 },
   });
-  // 224 / 0.875 = 256; landscape 640x480 → 341x256 (truncated), crop offset (341−224)/2 = 58.5 → 58 (half-even)
+  // 224 / 0.875 = 256; landscape 640x480 → 341x256 (truncated), crop offset (341−224)/2 = 58.5 → 58
+  // (half-even)
   assert.deepEqual(evalGeometry(640, 480, { img_size: 224, crop_pct: 0.875 }), {
     resizeWidth: 341,
     resizeHeight: 256,

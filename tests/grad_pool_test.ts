@@ -1,7 +1,7 @@
 /**
- * Data-parallel training steps (lib/vit/grad_pool.ts): a step run in two workers equals, bit for bit, the same
- * step run on one isolate cut into the same chunks, also after the weights changed, with a frozen part, soft
- * targets and drop path; nothing is left on the device.
+ * Data-parallel training steps (lib/vit/grad_pool.ts): a step run in two workers equals, bit for bit, the
+ * same step run on one isolate cut into the same chunks, also after the weights changed, with a frozen part,
+ * soft targets and drop path; nothing is left on the device.
  */
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";

@@ -1,6 +1,6 @@
 /**
- * The heap-view Slice/SplitV for tfjs-wasm (lib/backend/wasm_slice.ts): bit-identical to tfjs's own kernels on
- * contiguous and strided slices of every rank the model uses, no leaked device data, and the per-item
+ * The heap-view Slice/SplitV for tfjs-wasm (lib/backend/wasm_slice.ts): bit-identical to tfjs's own kernels
+ * on contiguous and strided slices of every rank the model uses, no leaked device data, and the per-item
  * BatchMatMul (which slices through it) unchanged.
  */
 import assert from "node:assert/strict";
@@ -81,7 +81,8 @@ Deno.test("wasm Slice override: the per-item BatchMatMul equals one stock produc
   const a = tf.randomNormal([6, 70, 64], 0, 1, "float32", 3),
     b = tf.randomNormal([6, 70, 64], 0, 1, "float32", 4);
   try {
-    // Reference: tfjs's own kernel, one plain 2-D product per item (its XNNPACK path, as the per-item kernel).
+    // Reference: tfjs's own kernel, one plain 2-D product per item (its XNNPACK path, as the per-item
+    // kernel).
     wasmBatchMatMulKernels.uninstall();
     const ref = tf.tidy(() =>
       tf.stack(tf.unstack(a).map((ai, i) => tf.matMul(ai, tf.transpose(tf.unstack(b)[i]))))

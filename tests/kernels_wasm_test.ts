@@ -1,7 +1,7 @@
 /**
- * The per-item BatchMatMul for tfjs-wasm (lib/backend/wasm_batch_matmul.ts): same results as tfjs's own kernel
- * on every shape class it handles or passes through, no leaked device data, and timm's micro gradients and tiny
- * logits still within the fixtures' tolerances with it installed.
+ * The per-item BatchMatMul for tfjs-wasm (lib/backend/wasm_batch_matmul.ts): same results as tfjs's own
+ * kernel on every shape class it handles or passes through, no leaked device data, and timm's micro gradients
+ * and tiny logits still within the fixtures' tolerances with it installed.
  */
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
@@ -49,8 +49,8 @@ Deno.test("wasm BatchMatMul override: equals tfjs's kernel on batched, broadcast
 
 Deno.test("wasm BatchMatMul override: a many-item batch matches tfjs's kernel without tfjs's Slice or Concat", async () => {
   await initBackend("wasm");
-  // tfjs-wasm's Slice copies its whole input per call: slicing each of B items cost B² item copies, which made
-  // ViT forward time per image grow with the batch. The kernel must take items and write results itself.
+  // tfjs-wasm's Slice copies its whole input per call: slicing each of B items cost B² item copies, which
+  // made ViT forward time per image grow with the batch. The kernel must take items and write results itself.
   const counted = [tf.Slice, tf.Concat].map((name) => tf.getKernel(name, "wasm")!);
   const calls = new Map<string, number>();
   for (const k of counted) {

@@ -1,9 +1,9 @@
 /**
  * The WGSL kernels for tfjs-webgpu (lib/backend/webgpu_*.ts): the matrix product gives the same results as
- * tfjs's kernels on the products it takes over and on those it passes through; softmax, LayerNorm and GELU (and
- * the latter two's gradients) equal host-computed values and the model's tfjs composites; nothing leaked; and
- * timm's micro gradients and tiny logits still within the fixtures' tolerances with all of them installed.
- * Skipped without a WebGPU adapter.
+ * tfjs's kernels on the products it takes over and on those it passes through; softmax, LayerNorm and GELU
+ * (and the latter two's gradients) equal host-computed values and the model's tfjs composites; nothing
+ * leaked; and timm's micro gradients and tiny logits still within the fixtures' tolerances with all of them
+ * installed. Skipped without a WebGPU adapter.
  */
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";
@@ -156,7 +156,9 @@ function values(n: number, seed: number, scale = 3, shift = 0): Float32Array {
   return out;
 }
 
-/** LayerNorm over rows of width `d` and its gradients for the upstream gradient `dy`, in float64 on the host. */
+/**
+ * LayerNorm over rows of width `d` and its gradients for the upstream gradient `dy`, in float64 on the host.
+ */
 function hostLayerNorm(
   x: Float32Array,
   d: number,

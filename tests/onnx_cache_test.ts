@@ -46,7 +46,9 @@ async function writeMicro(dir: string, seed = 1, labels?: string[]): Promise<voi
   });
 }
 
-/** Loads `dir` for inference (user cache `cache`, every model cached) and returns its logits and cache use. */
+/**
+ * Loads `dir` for inference (user cache `cache`, every model cached) and returns its logits and cache use.
+ */
 async function classify(dir: string, cache: string) {
   Deno.env.set("VIT_ONNX_CACHE", cache);
   const { model, engineCache } = await loadModel(dir, { trainable: false, engineCacheMinBytes: 0 });
@@ -261,7 +263,10 @@ Deno.test({
   },
 });
 
-/** Awaits `p` with the event loop held open (the switch's timers are unref'd, as a server keeps the loop alive). */
+/**
+ * Awaits `p` with the event loop held open (the switch's timers are unref'd, as a server keeps the loop
+ * alive).
+ */
 async function alive<T>(p: Promise<T>): Promise<T> {
   const keep = setInterval(() => {}, 1000);
   try {

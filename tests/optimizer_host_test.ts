@@ -1,7 +1,7 @@
 /**
- * The optimizer's host placement (one JS pass over the values, used on tfjs-wasm) against its device placement
- * (tfjs ops): the same bits for every optimizer, with weight decay, clipping and several steps, and the same
- * state, so checkpoints written by either resume in the other.
+ * The optimizer's host placement (one JS pass over the values, used on tfjs-wasm) against its device
+ * placement (tfjs ops): the same bits for every optimizer, with weight decay, clipping and several steps, and
+ * the same state, so checkpoints written by either resume in the other.
  */
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs";

@@ -1,7 +1,8 @@
 /**
  * Tests against real servers on loopback (child processes): classification and a fine-tuning session over
- * HTTP, the `deno serve --parallel` entry point (serving, and a signal while loading), and the crash test: a server killed during a session comes
- * back with its registered models intact and the interrupted session reported as failed.
+ * HTTP, the `deno serve --parallel` entry point (serving, and a signal while loading), and the crash test: a
+ * server killed during a session comes back with its registered models intact and the interrupted session
+ * reported as failed.
  */
 import assert from "node:assert/strict";
 import {

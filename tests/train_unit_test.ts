@@ -362,7 +362,8 @@ Deno.test("start_epoch: a fresh run picks up the schedule and the data order at 
     const trainLines = async (d: string) =>
       (await readMetrics(`${d}/metrics.jsonl`)).filter((m) => m.type === "train");
     const [fullLines, lateLines] = [await trainLines(`${dir}/full`), await trainLines(`${dir}/late`)];
-    // 32 images, batch 8: 4 updates an epoch; the late run makes only the last epoch's, at its learning rates.
+    // 32 images, batch 8: 4 updates an epoch; the late run makes only the last epoch's, at its learning
+    // rates.
     assert.deepEqual(lateLines.map((m) => m.update), [9, 10, 11, 12]);
     assert.deepEqual(lateLines.map((m) => m.lr), fullLines.slice(-4).map((m) => m.lr));
     // The epoch (which seeds the data order and the augmentation) is the third.

@@ -1,6 +1,6 @@
 /**
- * Numerics against timm (../shared/fixtures/vit): logits, loss and gradients on WebGPU and on wasm, within the
- * fixtures' README tolerances, with the kernels `initBackend` installs on each.
+ * Numerics against timm (../shared/fixtures/vit): logits, loss and gradients on WebGPU and on wasm, within
+ * the fixtures' README tolerances, with the kernels `initBackend` installs on each.
  */
 import { type BackendName, initBackend } from "../lib/backend/backend.ts";
 import { haveFixtures } from "./_fixtures.ts";

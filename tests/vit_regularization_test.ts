@@ -137,7 +137,8 @@ Deno.test("drop_path parity with timm's definition: per sample, x·mask/keep_pro
       return crossEntropy(net.head.apply(net.norm.apply(rows)), tf.tensor1d(y, "int32")).dataSync()[0];
     });
     assert.ok(Math.abs(dropped.loss - blk0) < 1e-5 * blk0, `${dropped.loss} vs ${blk0}`);
-    // Draws that keep everything scale every branch by 1/keep (not the eval forward); rate 0 is the eval forward.
+    // Draws that keep everything scale every branch by 1/keep (not the eval forward); rate 0 is the eval
+    // forward.
     const kept = await model.lossAndGrads(x, [n, 3, 16, 16], y, {
       dropPath: { rate: 0.4, uniform: () => 0 },
     });

@@ -264,8 +264,9 @@ Deno.test(".npy: versions 1–3, f2/f4/f8, big-endian, Fortran order, non-float 
   assert.throws(() => parseNpy(npy("<f4", [2, 3], f4.subarray(0, 20)), "cut.npy"), /cut\.npy.*truncated/);
 });
 
-// Python's own pickles (`pickle.dumps(obj, protocol)`) of a dict with every basic type, an OrderedDict, a set,
-// a frozenset, an argparse.Namespace and an object whose __reduce__ is os.system("touch /tmp/vit_pickle_pwned").
+// Python's own pickles (`pickle.dumps(obj, protocol)`) of a dict with every basic type, an OrderedDict, a
+// set, a frozenset, an argparse.Namespace and an object whose __reduce__ is os.system("touch
+// /tmp/vit_pickle_pwned").
 const PY_PICKLES: Record<number, string> = {
   0: "286470300a56696e740a70310a49370a73566e65670a70320a492d3330303030300a73566269670a70330a4c31313830" +
     "3539313632303731373431313330333432344c0a73566e65676269670a70340a4c2d3138343436373434303733373039" +

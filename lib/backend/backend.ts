@@ -1,17 +1,17 @@
 /**
  * Engine and backend selection, in one place. The engine answers `logits`; the tfjs backend trains (and
  * answers `logits` too unless the engine is onnx). The automatic choice: a hardware WebGPU adapter → webgpu;
- * else ONNX Runtime (`onnx`, with training on tfjs-wasm, else cpu) when onnxruntime-node loads; else tfjs-wasm;
- * else the pure-JS cpu backend. A software WebGPU adapter (llvmpipe, lavapipe, SwiftShader: WebGPU's
- * "fallback adapter") is never chosen automatically, for inference or training, since every CPU engine beats
- * it; it still runs when forced. `VIT_BACKEND=webgpu|onnx|wasm|cpu` (or the `prefer` argument) forces one.
+ * else ONNX Runtime (`onnx`, with training on tfjs-wasm, else cpu) when onnxruntime-node loads; else
+ * tfjs-wasm; else the pure-JS cpu backend. A software WebGPU adapter (llvmpipe, lavapipe, SwiftShader:
+ * WebGPU's "fallback adapter") is never chosen automatically, for inference or training, since every CPU
+ * engine beats it; it still runs when forced. `VIT_BACKEND=webgpu|onnx|wasm|cpu` (or the `prefer` argument)
+ * forces one.
  *
  * The project's own kernels are registered here too, where they were measured faster than tfjs's (figures in
  * docs/benchmarks.md): the per-item `BatchMatMul` and the heap-view `Slice`/`SplitV` on wasm, and the WGSL
- * matmul, softmax, LayerNorm and GELU on a software WebGPU adapter (on a hardware GPU tfjs's tiled kernels and
- * the model's composite LayerNorm and GELU stay until a GPU bench says otherwise).
- * `VIT_KERNELS=stock` keeps tfjs's own everywhere, to rule the project's kernels out when chasing a
- * numerical difference.
+ * matmul, softmax, LayerNorm and GELU on a software WebGPU adapter (on a hardware GPU tfjs's tiled kernels
+ * and the model's composite LayerNorm and GELU stay until a GPU bench says otherwise). `VIT_KERNELS=stock`
+ * keeps tfjs's own everywhere, to rule the project's kernels out when chasing a numerical difference.
  *
  * @module
  */
@@ -66,7 +66,9 @@ const WASM_BUDGET_BYTES = 1.75 * 2 ** 30;
 const ENGINES: EngineName[] = ["webgpu", "onnx", "wasm", "cpu"];
 let current: Promise<BackendInfo> | undefined;
 let currentPrefer: EngineName | undefined;
-/** Set in a data-parallel training worker ({@linkcode initWorkerBackend}): its wasm threads, and no log line. */
+/**
+ * Set in a data-parallel training worker ({@linkcode initWorkerBackend}): its wasm threads, and no log line.
+ */
 let workerThreads: number | undefined;
 
 /** Parses a backend name as `VIT_BACKEND` or a `--backend` flag gives it; `source` names it in errors. */

@@ -3,13 +3,13 @@
  *
  * tfjs-wasm 4.22 sends a matrix product to XNNPACK only when it is a single product without transposes; a
  * batched product (attention's per-head `q·kᵀ` and `p·v`) or one with `transposeB` goes to a naive loop that
- * runs at well under 1 GFLOP/s. Measured on this 2-core machine for ViT-B/16 attention (12 heads, 197 tokens):
- * `p·v` 154 ms → 18 ms and `q·kᵀ` 68 ms → 35 ms when each head is one XNNPACK product. This kernel does
- * exactly that: one transpose of each operand asked to be transposed (`transposeB` in attention, `transposeA`
- * in every weight gradient `xᵀ·dy` of training), then one product per batch item through tfjs's own kernel
- * (which takes its fast path for a single product). Items are copied in and results written into one output
- * straight through views of tfjs-wasm's heap, not with tfjs's `Slice` and `Concat`. Anything else (general
- * broadcasting, non-float32, small products) goes to tfjs's kernel unchanged.
+ * runs at well under 1 GFLOP/s. Measured on this 2-core machine for ViT-B/16 attention (12 heads, 197
+ * tokens): `p·v` 154 ms → 18 ms and `q·kᵀ` 68 ms → 35 ms when each head is one XNNPACK product. This kernel
+ * does exactly that: one transpose of each operand asked to be transposed (`transposeB` in attention,
+ * `transposeA` in every weight gradient `xᵀ·dy` of training), then one product per batch item through tfjs's
+ * own kernel (which takes its fast path for a single product). Items are copied in and results written into
+ * one output straight through views of tfjs-wasm's heap, not with tfjs's `Slice` and `Concat`. Anything else
+ * (general broadcasting, non-float32, small products) goes to tfjs's kernel unchanged.
  *
  * The result is the same arithmetic as tfjs's single-product path, checked against the stock kernel in
  * tests/kernels_wasm_test.ts and, with the kernel installed, by the timm parity tests.
@@ -30,10 +30,10 @@ type Backend = tf.KernelBackend & {
 
 const BACKEND = "wasm";
 /**
- * Products smaller than this many multiply-adds per batch item stay on tfjs's kernel: there the slicing and the
- * per-call XNNPACK set-up cost about what the naive loop does (the fixtures' micro model, 65 tokens × 16 per
- * head: 67,600, no faster per item). Attention at 65 tokens × 32 per head (135,200: the shipped network at
- * patch 4) runs 2–3× faster per item here, which made its training step 1.8× faster on one thread
+ * Products smaller than this many multiply-adds per batch item stay on tfjs's kernel: there the slicing and
+ * the per-call XNNPACK set-up cost about what the naive loop does (the fixtures' micro model, 65 tokens × 16
+ * per head: 67,600, no faster per item). Attention at 65 tokens × 32 per head (135,200: the shipped network
+ * at patch 4) runs 2–3× faster per item here, which made its training step 1.8× faster on one thread
  * (docs/benchmarks.md).
  */
 const MIN_MACS_PER_ITEM = 1 << 17;
@@ -53,9 +53,9 @@ function run(name: string, inputs: unknown, backend: Backend, attrs: Record<stri
 }
 
 /**
- * Item `i` of a `[batch, rows, cols]` float32 tensor as a tensor `[1, rows, cols]` of its own: one copy of that
- * item. tfjs-wasm's `Slice` kernel would first copy the whole input out of the heap (`readSync`), which made
- * slicing every item of a batch cost batch² item copies: at batch 8 the attention products took twice as
+ * Item `i` of a `[batch, rows, cols]` float32 tensor as a tensor `[1, rows, cols]` of its own: one copy of
+ * that item. tfjs-wasm's `Slice` kernel would first copy the whole input out of the heap (`readSync`), which
+ * made slicing every item of a batch cost batch² item copies: at batch 8 the attention products took twice as
  * long per image as at batch 1, at batch 32 far more.
  */
 function item(backend: Backend, x3: Info, i: number): Info {

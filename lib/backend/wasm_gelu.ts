@@ -1,8 +1,9 @@
 /**
- * The exact (erf) GELU for tfjs-wasm in one pass in JS over views of tfjs-wasm's heap, in place of the ops the
- * model composes it from (forward: mul, erf, add, mul, mul; gradient: square, mul, exp, mul, mul, mul, add,
- * mul; each a full pass over the MLP activation, the model's largest tensor, and a new tensor). A training
- * step's profile had GELU's ops among the largest costs outside the dense products (docs/benchmarks.md).
+ * The exact (erf) GELU for tfjs-wasm in one pass in JS over views of tfjs-wasm's heap, in place of the ops
+ * the model composes it from (forward: mul, erf, add, mul, mul; gradient: square, mul, exp, mul, mul, mul,
+ * add, mul; each a full pass over the MLP activation, the model's largest tensor, and a new tensor). A
+ * training step's profile had GELU's ops among the largest costs outside the dense products
+ * (docs/benchmarks.md).
  *
  * `x·Φ(x)` and the slope `Φ(x) + x·φ(x)` come from tables of cubic polynomials on cells of 1/128 over
  * [−8, 8], built once from Φ integrated by Gauss–Legendre in float64 (interpolation error below 1e-10, far
@@ -12,9 +13,9 @@
  * second pass over the tables, and only the slope is kept for backward instead of `x` and `1 + erf(x/√2)`.
  *
  * Registered under the WGSL kernel's name (`VitGelu`; tfjs has no GELU kernel) and {@linkcode
- * GELU_WITH_SLOPE_KERNEL}, for backend wasm; the model asks for them through {@linkcode wasmGelu}, which answers
- * `undefined` where they are not installed on the current backend. Checked against tfjs's composite in
- * tests/kernels_wasm_fused_test.ts and, installed, by the timm parity tests.
+ * GELU_WITH_SLOPE_KERNEL}, for backend wasm; the model asks for them through {@linkcode wasmGelu}, which
+ * answers `undefined` where they are not installed on the current backend. Checked against tfjs's composite
+ * in tests/kernels_wasm_fused_test.ts and, installed, by the timm parity tests.
  *
  * @module
  */
@@ -27,7 +28,9 @@ import { GELU_KERNEL } from "./webgpu_gelu.ts";
 type Info = tf.TensorInfo;
 const BACKEND = "wasm";
 
-/** The tables' grid: cells of 1/STEPS on [−LIMIT, LIMIT]; beyond it Φ is 0 or 1 in float32 (and xφ(x) nil). */
+/**
+ * The tables' grid: cells of 1/STEPS on [−LIMIT, LIMIT]; beyond it Φ is 0 or 1 in float32 (and xφ(x) nil).
+ */
 const STEPS = 128, LIMIT = 8, CELLS = 2 * LIMIT * STEPS;
 /** The last position inside the grid (clamping to it keeps the cell index in range without a branch). */
 const TOP = CELLS - 1e-9;
@@ -149,7 +152,9 @@ export function wasmGelu(x: tf.Tensor, slope: boolean): { value: tf.Tensor; slop
   return { value, slope: s };
 }
 
-/** The GELU kernels on wasm; `active()` while they run (uninstalled, the model composes GELU from tfjs ops). */
+/**
+ * The GELU kernels on wasm; `active()` while they run (uninstalled, the model composes GELU from tfjs ops).
+ */
 export const wasmGeluKernels = new NamedKernels(BACKEND, [
   [GELU_KERNEL, gelu],
   [GELU_WITH_SLOPE_KERNEL, geluWithSlope],

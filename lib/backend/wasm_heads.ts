@@ -1,9 +1,9 @@
 /**
- * Attention's head split for tfjs-wasm in one pass each way: the fused qkv projection `[b·T, 3·D]` to `q·scale`,
- * `k`, `v` as `[b, heads, T, head_dim]`, and its gradient back. The model composes the forward from a
- * `SplitV`, three reshapes, three `Transpose`s and a scalar multiply, and tfjs's gradient from three more
- * transposes, a multiply and a `Concat`: each a full pass and a new tensor, ~70 ms of a training step of the
- * shipped architecture (docs/benchmarks.md). Here each row's head slices are copied straight to their
+ * Attention's head split for tfjs-wasm in one pass each way: the fused qkv projection `[b·T, 3·D]` to
+ * `q·scale`, `k`, `v` as `[b, heads, T, head_dim]`, and its gradient back. The model composes the forward
+ * from a `SplitV`, three reshapes, three `Transpose`s and a scalar multiply, and tfjs's gradient from three
+ * more transposes, a multiply and a `Concat`: each a full pass and a new tensor, ~70 ms of a training step of
+ * the shipped architecture (docs/benchmarks.md). Here each row's head slices are copied straight to their
  * places through views of tfjs-wasm's heap. The values are the same bytes, and `q·scale` (and `dq·scale`) is
  * rounded to float32 exactly as tfjs's multiply rounds it, so results are bit-identical to the composite;
  * checked in tests/kernels_wasm_fused_test.ts.
@@ -92,9 +92,9 @@ function mergeHeadsGrad(args: Args): Info {
 }
 
 /**
- * `q·scale`, `k`, `v` as `[batch, heads, tokens, head_dim]` from the fused qkv projection `[batch·tokens, 3·D]`
- * (timm's layout: q, k, v, each heads × head_dim), differentiable; `undefined` where the kernels are not
- * installed on the current backend or `qkv` is not float32.
+ * `q·scale`, `k`, `v` as `[batch, heads, tokens, head_dim]` from the fused qkv projection `[batch·tokens,
+ * 3·D]` (timm's layout: q, k, v, each heads × head_dim), differentiable; `undefined` where the kernels are
+ * not installed on the current backend or `qkv` is not float32.
  */
 export function wasmSplitHeads(
   qkv: tf.Tensor2D,

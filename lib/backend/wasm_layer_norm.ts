@@ -1,19 +1,19 @@
 /**
- * LayerNorm over the last axis and its gradient for tfjs-wasm, each one kernel in JS over views of tfjs-wasm's
- * heap, in place of the ops the model composes them from: forward mean, sub, square, mean, add, rsqrt, mul,
- * mul, add; backward some twenty more (and the tape's copies of their intermediates), each a full pass and a
- * new tensor. The forward reads each row twice (mean, then the biased variance of the centred values, as the
- * composite) and writes it once; the gradient recomputes the row statistics from the saved input and returns
- * `dx`, `dγ` and `dβ` from one pass over `x` and `dy`:
- * `x̂ = (x − μ)·r`, `g = dy·γ`, `dx = r·(g − mean(g) − x̂·mean(g·x̂))`, `dγ = Σ dy·x̂`, `dβ = Σ dy`.
+ * LayerNorm over the last axis and its gradient for tfjs-wasm, each one kernel in JS over views of
+ * tfjs-wasm's heap, in place of the ops the model composes them from: forward mean, sub, square, mean, add,
+ * rsqrt, mul, mul, add; backward some twenty more (and the tape's copies of their intermediates), each a full
+ * pass and a new tensor. The forward reads each row twice (mean, then the biased variance of the centred
+ * values, as the composite) and writes it once; the gradient recomputes the row statistics from the saved
+ * input and returns `dx`, `dγ` and `dβ` from one pass over `x` and `dy`: `x̂ = (x − μ)·r`, `g = dy·γ`, `dx =
+ * r·(g − mean(g) − x̂·mean(g·x̂))`, `dγ = Σ dy·x̂`, `dβ = Σ dy`.
  *
- * Elementwise steps round to float32 as tfjs's ops do (`Math.fround`); sums are accumulated in float64 (tfjs's
- * in float32), so results agree with the composite to about an ulp of the inputs' scale.
+ * Elementwise steps round to float32 as tfjs's ops do (`Math.fround`); sums are accumulated in float64
+ * (tfjs's in float32), so results agree with the composite to about an ulp of the inputs' scale.
  *
  * Registered under the names the WGSL kernels use (`VitLayerNorm`, `VitLayerNormGrad`; tfjs has no LayerNorm
- * kernel), for backend wasm; the model asks for them through {@linkcode wasmLayerNorm} /
- * {@linkcode wasmLayerNormGrad}, which answer `undefined` where they are not installed on the current backend.
- * Checked against tfjs's composite in tests/kernels_wasm_fused_test.ts and, installed, by the timm parity tests.
+ * kernel), for backend wasm; the model asks for them through {@linkcode wasmLayerNorm} / {@linkcode
+ * wasmLayerNormGrad}, which answer `undefined` where they are not installed on the current backend. Checked
+ * against tfjs's composite in tests/kernels_wasm_fused_test.ts and, installed, by the timm parity tests.
  *
  * @module
  */
@@ -108,8 +108,8 @@ function checkParam(x: tf.Tensor, p: tf.Tensor, name: string): void {
 
 /**
  * LayerNorm of `x` over its last axis with `weight` (γ) and `bias` (β) by the wasm kernel; `undefined` where
- * it is not installed on the current backend or a tensor is not float32. Not differentiable by itself: wrap it
- * in a `tf.customGrad` whose gradient is {@linkcode wasmLayerNormGrad}.
+ * it is not installed on the current backend or a tensor is not float32. Not differentiable by itself: wrap
+ * it in a `tf.customGrad` whose gradient is {@linkcode wasmLayerNormGrad}.
  */
 export function wasmLayerNorm(
   x: tf.Tensor,

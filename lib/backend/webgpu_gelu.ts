@@ -1,14 +1,15 @@
 /**
  * The exact (erf) GELU, `0.5·x·(1 + erf(x/√2))`, in one elementwise WGSL kernel for tfjs-webgpu, in place of
  * the five tfjs ops the model composes it from (mul, mul, erf, add, mul: one dispatch and one full-size
- * intermediate each), and its gradient `dy·(Φ(x) + x·φ(x))` in another (in place of eleven). erf is Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7, below float32's resolution
- * of `1 + erf`), the same formula tfjs's own `Erf` kernels use, so the results match the composite's.
+ * intermediate each), and its gradient `dy·(Φ(x) + x·φ(x))` in another (in place of eleven). erf is
+ * Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7, below float32's resolution of `1 + erf`), the same
+ * formula tfjs's own `Erf` kernels use, so the results match the composite's.
  *
  * As with the LayerNorm kernel (`webgpu_layer_norm.ts`), tfjs has no kernel to replace: this registers one
  * under its own name ({@linkcode GELU_KERNEL}), the model asks for it through {@linkcode webgpuGelu} (which
  * answers `undefined` where it is not installed on the current backend), and the model's `tf.customGrad`
- * (lib/vit/gelu.ts) calls the gradient kernel. Installed only on a software adapter unless forced. Checked against the composite and a
- * host GELU in tests/kernels_webgpu_test.ts.
+ * (lib/vit/gelu.ts) calls the gradient kernel. Installed only on a software adapter unless forced. Checked
+ * against the composite and a host GELU in tests/kernels_webgpu_test.ts.
  *
  * @module
  */

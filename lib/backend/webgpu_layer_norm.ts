@@ -1,8 +1,8 @@
 /**
  * LayerNorm over the last axis in one WGSL kernel for tfjs-webgpu, in place of the nine tfjs ops the model
- * composes it from (mean, sub, square, mean, add, rsqrt, mul, mul, add: one dispatch each). One invocation per
- * row, no workgroup memory and no barriers (which suits the software adapters of the CPU machines, where every
- * barrier splits a workgroup's loop over SIMD lanes): the row's mean, then its biased variance from the
+ * composes it from (mean, sub, square, mean, add, rsqrt, mul, mul, add: one dispatch each). One invocation
+ * per row, no workgroup memory and no barriers (which suits the software adapters of the CPU machines, where
+ * every barrier splits a workgroup's loop over SIMD lanes): the row's mean, then its biased variance from the
  * centred values (two passes, as the composite), then `(x − mean)·rsqrt(var + eps)·gamma + beta`.
  *
  * tfjs has no LayerNorm kernel to replace, so this registers one under its own name ({@linkcode

@@ -1,20 +1,20 @@
 /**
- * WGSL matrix products for tfjs-webgpu, registered in place of tfjs's `_FusedMatMul` and `BatchMatMul` for the
- * shapes where they were measured faster: (1) one product (batch 1), no transposes, inner and output widths
- * multiples of 4, bias (if any) a vector, no activation: every linear layer of a ViT (qkv, proj, fc1, fc2, head
- * when its width is a multiple of 4) and the `dy·Wᵀ` products of training; (2) batched products of equal batch
- * size without `transposeA` (attention's `q·kᵀ` and `softmax·v`, any widths). Everything else goes to tfjs's
- * kernels unchanged.
+ * WGSL matrix products for tfjs-webgpu, registered in place of tfjs's `_FusedMatMul` and `BatchMatMul` for
+ * the shapes where they were measured faster: (1) one product (batch 1), no transposes, inner and output
+ * widths multiples of 4, bias (if any) a vector, no activation: every linear layer of a ViT (qkv, proj, fc1,
+ * fc2, head when its width is a multiple of 4) and the `dy·Wᵀ` products of training; (2) batched products of
+ * equal batch size without `transposeA` (attention's `q·kᵀ` and `softmax·v`, any widths). Everything else
+ * goes to tfjs's kernels unchanged.
  *
  * The shader has no workgroup memory and no barriers: each invocation keeps `ROWS` rows × 4 columns of the
  * output in registers and reads A and B straight from their buffers. On a GPU this is a naive kernel; on the
  * software adapters of the CPU machines (llvmpipe / lavapipe, where a workgroup is a loop over SIMD lanes and
- * every barrier splits it) it beat tfjs's tiled `MatMulPackedProgram`, e.g. 197×768·768×3072 with bias:
- * ~410 → ~210 ms of CPU (lavapipe, 2 contended cores). Whether to keep it on a real GPU is for the bench there
- * to say: `installProjectKernels` only installs it on a fallback (software) adapter unless forced.
+ * every barrier splits it) it beat tfjs's tiled `MatMulPackedProgram`, e.g. 197×768·768×3072 with bias: ~410
+ * → ~210 ms of CPU (lavapipe, 2 contended cores). Whether to keep it on a real GPU is for the bench there to
+ * say: `installProjectKernels` only installs it on a fallback (software) adapter unless forced.
  *
- * Results are checked against tfjs's kernel in tests/kernels_webgpu_test.ts and, installed, by the timm parity
- * tests.
+ * Results are checked against tfjs's kernel in tests/kernels_webgpu_test.ts and, installed, by the timm
+ * parity tests.
  *
  * @module
  */

@@ -1,8 +1,8 @@
 /**
  * A WGSL softmax over the last axis for tfjs-webgpu, registered in place of tfjs's `Softmax`: one invocation
  * per row (max, sum of exponentials, normalised write), no workgroup memory, no barriers. On the software
- * adapters of the CPU machines, where tfjs's workgroup reduction pays for every barrier, it measured ~32 → ~14 ms
- * of CPU on ViT-B/16's attention scores `[12, 197, 197]` (lavapipe). Like the WGSL matmul
+ * adapters of the CPU machines, where tfjs's workgroup reduction pays for every barrier, it measured ~32 →
+ * ~14 ms of CPU on ViT-B/16's attention scores `[12, 197, 197]` (lavapipe). Like the WGSL matmul
  * (`webgpu_matmul.ts`) it is installed only on a software adapter unless forced. The gradient is tfjs's own
  * (it uses only the kernel's output). Checked against a host softmax in tests/kernels_webgpu_test.ts.
  *

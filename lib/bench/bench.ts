@@ -205,8 +205,8 @@ export class Bench {
     const key = `${model}/${backendName}`;
     // ViT-B/16 on the pure-JS backend: ~20 s per image; estimate before building anything.
     resetPeakRss();
-    // On onnx the model serves as the server loads it (ONNX Runtime alone); training there is tfjs's, measured
-    // on its own backend.
+    // On onnx the model serves as the server loads it (ONNX Runtime alone); training there is tfjs's,
+    // measured on its own backend.
     const onnx = backendName === "onnx";
     const vit = await createViT(config, this.state(model), { trainable: !onnx });
     const tensorsBefore = tf.memory().numTensors;

@@ -366,7 +366,9 @@ export class BenchRun extends Bench {
     }
   }
 
-  /** ViT-B/16 b1 on onnx under each session-option variant (lib/bench/onnx_engine.ts): how they were chosen. */
+  /**
+   * ViT-B/16 b1 on onnx under each session-option variant (lib/bench/onnx_engine.ts): how they were chosen.
+   */
   async onnxSweep(): Promise<void> {
     const results = await timeVariants(
       resolveConfig(MODELS.base),

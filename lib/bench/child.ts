@@ -93,8 +93,8 @@ export function denoRunArgs(root: string, script: string, args: string[]): strin
 }
 
 /**
- * Polls `${url}/readyz` every 250 ms until it answers 200; throws after `timeoutMs`, with `detail()` (e.g. the
- * server's log tail) in the message.
+ * Polls `${url}/readyz` every 250 ms until it answers 200; throws after `timeoutMs`, with `detail()` (e.g.
+ * the server's log tail) in the message.
  */
 export async function waitReady(
   url: string,

@@ -1,8 +1,8 @@
 /**
- * The cold-start probe, run as its own process by the bench:
- * `deno run -A lib/bench/cold_start.ts <model-folder> <backend> [fast]` loads sharded weights from local disk,
- * classifies one preprocessed image, prints one JSON line with its milestones (ms since process start,
- * `performance.now()`), and exits. The bench times it from spawn to exit.
+ * The cold-start probe, run as its own process by the bench: `deno run -A lib/bench/cold_start.ts
+ * <model-folder> <backend> [fast]` loads sharded weights from local disk, classifies one preprocessed image,
+ * prints one JSON line with its milestones (ms since process start, `performance.now()`), and exits. The
+ * bench times it from spawn to exit.
  *
  * @module
  */

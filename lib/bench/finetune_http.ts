@@ -5,8 +5,8 @@
  * session per `freeze` mode through `POST /v1/finetune`, and reports each session's time over the
  * classification time.
  *
- * Standalone: `deno run -A lib/bench/finetune_http.ts [--images 200] [--epochs 5] [--freeze head-only,blocks:10]`
- * prints the `ratio:` lines.
+ * Standalone: `deno run -A lib/bench/finetune_http.ts [--images 200] [--epochs 5] [--freeze
+ * head-only,blocks:10]` prints the `ratio:` lines.
  *
  * @module
  */

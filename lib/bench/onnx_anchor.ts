@@ -5,8 +5,8 @@
  *
  * The exported graph does not take every parameter as an input: the exporter noticed that timm's freshly
  * initialised weights were equal (every LayerNorm weight 1, most biases 0) and tied them, so e.g.
- * `blocks.7.norm1.weight` is `Identity(blocks.0.norm1.weight)`. Feeding different weights without undoing that
- * would silently run a different model, so {@linkcode embedWeights} unties every such alias as well.
+ * `blocks.7.norm1.weight` is `Identity(blocks.0.norm1.weight)`. Feeding different weights without undoing
+ * that would silently run a different model, so {@linkcode embedWeights} unties every such alias as well.
  *
  * @module
  */

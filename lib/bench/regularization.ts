@@ -1,9 +1,10 @@
 /**
  * What timm's regularisation keys cost in training throughput: the same training loop (lib/train/loop.ts,
- * plus the model EMA's update where it is on) run side by side in one process for a baseline recipe and
- * the recipe with one key on, in interleaved rounds (each starting at the next variant), so the ratios
- * compare like with like on a shared machine. Besides wall-clock img/s it counts images per CPU-second of the process (all its threads), which
- * other jobs on a loaded machine disturb far less than wall time. Used by `scripts/bench_regularization.ts`.
+ * plus the model EMA's update where it is on) run side by side in one process for a baseline recipe and the
+ * recipe with one key on, in interleaved rounds (each starting at the next variant), so the ratios compare
+ * like with like on a shared machine. Besides wall-clock img/s it counts images per CPU-second of the process
+ * (all its threads), which other jobs on a loaded machine disturb far less than wall time. Used by
+ * `scripts/bench_regularization.ts`.
  *
  * @module
  */

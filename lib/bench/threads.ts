@@ -1,10 +1,10 @@
 /**
  * wasm threads against one thread, measured side by side: every probe runs in its own process (the wasm build
  * is fixed once per process) with `VIT_WASM_THREADS` set; in each of several rounds one process per side is
- * started and their timed runs are interleaved one by one, so that both see the same load, and the fastest run
- * of each side over all its processes is compared (see {@linkcode Spread}: on a shared machine noise only ever
- * adds time, and it adds more to the side that needs every core). The spread of each side is printed with the
- * ratio.
+ * started and their timed runs are interleaved one by one, so that both see the same load, and the fastest
+ * run of each side over all its processes is compared (see {@linkcode Spread}: on a shared machine noise only
+ * ever adds time, and it adds more to the side that needs every core). The spread of each side is printed
+ * with the ratio.
  *
  * Probes: a micro training step, ViT-B/16's batch-1 forward, and training steps of the shipped model's
  * architecture (weights/train_config.yml's `model`, at its batch size, AdamW + clipping as it trains) with
@@ -14,8 +14,8 @@
  *
  * The ratios need the other cores free: run it on a quiet machine (docs/benchmarks.md says how).
  *
- * Child: `deno run -A lib/bench/threads.ts <train|forward> <config JSON> <batch> <runs>` prints one JSON line;
- * with `serve` for `<runs>` it times one run per line read on stdin (what the bench uses).
+ * Child: `deno run -A lib/bench/threads.ts <train|forward> <config JSON> <batch> <runs>` prints one JSON
+ * line; with `serve` for `<runs>` it times one run per line read on stdin (what the bench uses).
  *
  * @module
  */
@@ -113,8 +113,8 @@ async function probe(kind: string, config: ViTConfig, batch: number, runs: numbe
 }
 
 /**
- * Serves timed runs of a probe on request (`serve` mode): after one untimed run it prints its `info` as a JSON
- * line, then answers each line on stdin with `{"ms": …}` for one timed run, until stdin closes.
+ * Serves timed runs of a probe on request (`serve` mode): after one untimed run it prints its `info` as a
+ * JSON line, then answers each line on stdin with `{"ms": …}` for one timed run, until stdin closes.
  */
 async function serve(kind: string, config: ViTConfig, batch: number): Promise<void> {
   const p = await setUp(kind, config, batch);
@@ -257,10 +257,10 @@ export class ProbeProcess {
 }
 
 /**
- * Runs `kind` on `config` at `batch` for each side, in `rounds` rounds: each round starts one process per side
- * (one after the other, each warmed up) and then interleaves their timed runs one by one (side order rotating),
- * `runs` each, so that a burst of load from elsewhere falls on every side alike. Returns each side's runs
- * ({@linkcode Spread}), or the error of the first failing process.
+ * Runs `kind` on `config` at `batch` for each side, in `rounds` rounds: each round starts one process per
+ * side (one after the other, each warmed up) and then interleaves their timed runs one by one (side order
+ * rotating), `runs` each, so that a burst of load from elsewhere falls on every side alike. Returns each
+ * side's runs ({@linkcode Spread}), or the error of the first failing process.
  */
 export async function compareSides(
   root: string,

@@ -154,7 +154,8 @@ export function mixupBatch(
 }
 
 /**
- * timm's `mixup_target`: `λ_i·smooth_onehot(y_i) + (1 − λ_i)·smooth_onehot(y_{n−1−i})`, each row summing to 1.
+ * timm's `mixup_target`: `λ_i·smooth_onehot(y_i) + (1 − λ_i)·smooth_onehot(y_{n−1−i})`, each row summing to
+ * 1.
  */
 export function mixupTargets(
   labels: ArrayLike<number>,

@@ -12,11 +12,12 @@
  * then full speed.
  *
  * An entry is one folder: `engine.json` (its key and the stamps of the files it was built from),
- * `model.onnx`, `model.unpacked.onnx` and `model.onnx.data`, written atomically. It is used only when its key is exactly the one
- * asked for, and the key covers everything the saved file depends on: what the caller says the weights and
- * graph are, the ONNX Runtime version, the optimisation level and the CPU (an optimised file holds
- * CPU-specific layouts). The stamps (size and modification time of each source file) must match as well, so
- * that a source file changed since the entry was built sends the caller back to the files themselves.
+ * `model.onnx`, `model.unpacked.onnx` and `model.onnx.data`, written atomically. It is used only when its key
+ * is exactly the one asked for, and the key covers everything the saved file depends on: what the caller says
+ * the weights and graph are, the ONNX Runtime version, the optimisation level and the CPU (an optimised file
+ * holds CPU-specific layouts). The stamps (size and modification time of each source file) must match as
+ * well, so that a source file changed since the entry was built sends the caller back to the files
+ * themselves.
  *
  * @module
  */
@@ -240,9 +241,9 @@ const UPGRADE_TIMING: UpgradeTiming = { idleMs: 250, maxWaitMs: 5000 };
 /**
  * A session that answers from `first` until `later` has opened, then from `later`; `later` is started after
  * the first run, once no run has been asked for during `timing.idleMs` (or `timing.maxWaitMs` after the first
- * run regardless), and `first` is released once its runs in flight are done. If `later` fails, `first` keeps answering and `onError` hears
- * why. `upgraded` resolves when the switch happened (true) or was given up (false); `upgrade()` starts it
- * now (a server's start-up, where the time belongs) and returns `upgraded`.
+ * run regardless), and `first` is released once its runs in flight are done. If `later` fails, `first` keeps
+ * answering and `onError` hears why. `upgraded` resolves when the switch happened (true) or was given up
+ * (false); `upgrade()` starts it now (a server's start-up, where the time belongs) and returns `upgraded`.
  */
 export function upgradingSession(
   first: OrtSession,
@@ -335,10 +336,10 @@ async function recordWithKey(dir: string, key: EngineKey): Promise<string> {
 }
 
 /**
- * Opens an entry found by {@linkcode findEngine} for `key` (the path of its `model.onnx`): on the packed graph
- * first, switching to the unpacked one when idle (see the module doc). Another process may replace the entry
- * meanwhile (a new model in the same folder): each open is followed by a check that `engine.json` is still
- * the one read before it, so a session never mixes two entries; a failed check before the first session
+ * Opens an entry found by {@linkcode findEngine} for `key` (the path of its `model.onnx`): on the packed
+ * graph first, switching to the unpacked one when idle (see the module doc). Another process may replace the
+ * entry meanwhile (a new model in the same folder): each open is followed by a check that `engine.json` is
+ * still the one read before it, so a session never mixes two entries; a failed check before the first session
  * throws, before the switch it keeps the first session and tells `onError`.
  */
 export async function openEngine(

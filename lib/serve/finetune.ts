@@ -2,11 +2,11 @@
  * A fine-tuning session's training, in two layers. {@linkcode fineTune} trains an in-memory copy of the
  * weights on an `ImageSet` with `lib/train`'s one training loop (the one `deno task train` runs: data order,
  * augmentation, optimizer step, schedule). {@linkcode runFineTuneSpec} is a whole session's work described by
- * files ({@linkcode FineTuneSpec}: the base model's location, the dataset's folder, where to write the result):
- * it loads the weights, opens the images, trains, and writes the fine-tuned model atomically. The service
- * runs it in a worker process (finetune_host.ts), so that a training step, one synchronous tfjs call that lasts
- * minutes for ViT-B/16 on wasm, never holds the server's event loop. Both await `onProgress` after every
- * optimizer step: that is where the session hands a shared device to waiting inference batches.
+ * files ({@linkcode FineTuneSpec}: the base model's location, the dataset's folder, where to write the
+ * result): it loads the weights, opens the images, trains, and writes the fine-tuned model atomically. The
+ * service runs it in a worker process (finetune_host.ts), so that a training step, one synchronous tfjs call
+ * that lasts minutes for ViT-B/16 on wasm, never holds the server's event loop. Both await `onProgress` after
+ * every optimizer step: that is where the session hands a shared device to waiting inference batches.
  *
  * @module
  */

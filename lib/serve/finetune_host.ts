@@ -27,7 +27,10 @@ import { abortError } from "./errors.ts";
 /** Messages from the server to a training worker, one JSON line each on its stdin. */
 export type HostMessage = { type: "start"; spec: FineTuneSpec } | { type: "continue" };
 
-/** Messages from a training worker to the server, one line each on its stdout after {@linkcode MESSAGE_PREFIX}. */
+/**
+ * Messages from a training worker to the server, one line each on its stdout after {@linkcode
+ * MESSAGE_PREFIX}.
+ */
 export type WorkerMessage =
   | { type: "progress"; progress: FineTuneProgress }
   | { type: "saving" }

@@ -317,7 +317,9 @@ export class ModelRegistry {
     }
   }
 
-  /** Loads registration `r` from its copy in the state dir, else from its URL (handing the files to `stage`). */
+  /**
+   * Loads registration `r` from its copy in the state dir, else from its URL (handing the files to `stage`).
+   */
   async #readRegistered(r: Registration, stage: (files: ModelFiles) => Promise<void>): Promise<LoadedModel> {
     const store = this.registrations!;
     const copy = await store.copyOf(r);

@@ -2,10 +2,10 @@
  * Fine-tuning sessions: each runs a {@linkcode FineTuner} (by default in a worker process of its own, see
  * finetune_host.ts) on a private copy of a base model's weights, which on success saves them atomically under
  * `<state-dir>/models/<id>/`; the session then registers them as a new served model. When training shares a
- * device with inference (a GPU), each step takes its turn on the device queue. Every session's record is persisted
- * (atomically) in `<state-dir>/sessions/<id>.json` on each state change and at most once a second while
- * running, so a server killed mid-session reports it as failed after a restart instead of losing it. The
- * limit on sessions queued or running holds across every process sharing the state dir (see
+ * device with inference (a GPU), each step takes its turn on the device queue. Every session's record is
+ * persisted (atomically) in `<state-dir>/sessions/<id>.json` on each state change and at most once a second
+ * while running, so a server killed mid-session reports it as failed after a restart instead of losing it.
+ * The limit on sessions queued or running holds across every process sharing the state dir (see
  * `session_leases.ts`).
  *
  * @module
@@ -438,7 +438,8 @@ export class SessionManager {
       await this.#persist(next, true);
     } catch (e) {
       if (!isTerminal(state)) throw e;
-      // The session has ended whatever the disk says (full, say): this process reports the end, frees the slot.
+      // The session has ended whatever the disk says (full, say): this process reports the end, frees the
+      // slot.
       console.error(`sessions: the ${state} state of ${rec.id} was not persisted: ${(e as Error).message}`);
     }
     Object.assign(rec, next);

@@ -80,7 +80,10 @@ export interface LoadedCheckpoint {
   ema?: StateDict;
 }
 
-/** Writes checkpoint `name` under `runDir/checkpoints/`, then points `latest.json` at it; old ones beyond `keep` go. */
+/**
+ * Writes checkpoint `name` under `runDir/checkpoints/`, then points `latest.json` at it; old ones beyond
+ * `keep` go.
+ */
 export async function saveCheckpoint(
   runDir: string,
   name: string,
@@ -148,8 +151,8 @@ export async function loadLatestCheckpoint(runDir: string): Promise<LoadedCheckp
 }
 
 /**
- * The weights' EMA kept beside a model folder (`ema.safetensors`: a checkpoint's, or a stopped run's export's),
- * or undefined when the folder has none.
+ * The weights' EMA kept beside a model folder (`ema.safetensors`: a checkpoint's, or a stopped run's
+ * export's), or undefined when the folder has none.
  */
 export async function readEma(dir: string): Promise<StateDict | undefined> {
   const path = `${dir}/${EMA_FILE}`;

@@ -35,14 +35,21 @@ import {
   schemaDefaults,
 } from "../util/options.ts";
 
-/** What `freeze` may say: nothing, everything but the head, or the patch embedding plus the first N blocks. */
+/**
+ * What `freeze` may say: nothing, everything but the head, or the patch embedding plus the first N blocks.
+ */
 export type Freeze = "none" | "head-only" | { blocks: number };
 
 /** Every training option, in timm's names (underscored). */
 export interface TrainConfig {
-  /** A timm arch name (`vit_base_patch16_224`), or an explicit ViT config object for training from scratch. */
+  /**
+   * A timm arch name (`vit_base_patch16_224`), or an explicit ViT config object for training from scratch.
+   */
   model: string | Partial<ViTConfig>;
-  /** A converted weights folder (`deno task convert`) to start from; its head is replaced when `num_classes` differs. */
+  /**
+   * A converted weights folder (`deno task convert`) to start from; its head is replaced when `num_classes`
+   * differs.
+   */
   initial_checkpoint?: string;
   num_classes: number;
   img_size: number;
@@ -109,7 +116,10 @@ export interface TrainConfig {
   checkpoint_every: number;
   /** How many step checkpoints to keep. */
   checkpoint_keep: number;
-  /** Force an engine (webgpu, onnx, wasm, cpu; onnx evaluates on ONNX Runtime, trains on tfjs); empty = automatic. */
+  /**
+   * Force an engine (webgpu, onnx, wasm, cpu; onnx evaluates on ONNX Runtime, trains on tfjs); empty =
+   * automatic.
+   */
   backend: string;
   /** Continue from the last checkpoint in `output`. */
   resume: boolean;
@@ -131,7 +141,9 @@ export interface TrainConfig {
   reprob?: number;
   /** Random-erasing fill: const, rand or pixel (timm's `--remode`, default pixel). */
   remode?: EraseMode;
-  /** The most random-erasing rectangles per image, the count drawn in [1, recount] (timm's `--recount`, 1). */
+  /**
+   * The most random-erasing rectangles per image, the count drawn in [1, recount] (timm's `--recount`, 1).
+   */
   recount?: number;
   /** Stochastic depth rate of the last block, linear from 0 at the first (timm's `--drop-path`). */
   drop_path?: number;
@@ -669,7 +681,9 @@ export function trainAugment(c: TrainConfig): TrainAugment {
   return aug;
 }
 
-/** The mixup/CutMix lib/data applies to every batch for `c` (timm's Mixup arguments), or undefined when off. */
+/**
+ * The mixup/CutMix lib/data applies to every batch for `c` (timm's Mixup arguments), or undefined when off.
+ */
 export function trainMixup(c: TrainConfig): MixupOptions | undefined {
   if (!c.mixup && !c.cutmix) return undefined;
   const d = REGULARIZATION_DEFAULTS;
@@ -684,7 +698,9 @@ export function trainMixup(c: TrainConfig): MixupOptions | undefined {
   };
 }
 
-/** What the training loop takes of a config's recipe: augmentation, mixup/CutMix, smoothing, stochastic depth. */
+/**
+ * What the training loop takes of a config's recipe: augmentation, mixup/CutMix, smoothing, stochastic depth.
+ */
 export interface Recipe {
   augment: TrainAugment;
   mixup?: MixupOptions;
@@ -708,8 +724,8 @@ export function trainRecipe(c: TrainConfig): Recipe {
 
 /**
  * The keys of a training config that a fine-tuning session of the service may set: augmentation and
- * regularisation, with timm's names and semantics. The rest of a session's recipe (SGD with momentum, a cosine
- * schedule without warm-up, its steps, lr, batch size and seed) comes from the session's own fields.
+ * regularisation, with timm's names and semantics. The rest of a session's recipe (SGD with momentum, a
+ * cosine schedule without warm-up, its steps, lr, batch size and seed) comes from the session's own fields.
  */
 export const SESSION_RECIPE_KEYS: readonly string[] = [
   "smoothing",

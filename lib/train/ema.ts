@@ -1,9 +1,9 @@
 /**
  * An exponential moving average of a model's weights, as timm's `ModelEmaV3` (train.py `--model-ema`,
- * `--model-ema-decay`, no warm-up): after every optimizer update `ema ← lerp(ema, weights, 1 − decay)`,
- * i.e. `ema + (1 − decay)·(weights − ema)`, for every parameter (frozen ones stay exactly the model's). The average is itself a `ViTModel` (not trainable), so
- * it is evaluated and exported like any model; its weights go into checkpoints so a resumed run continues
- * the same average.
+ * `--model-ema-decay`, no warm-up): after every optimizer update `ema ← lerp(ema, weights, 1 − decay)`, i.e.
+ * `ema + (1 − decay)·(weights − ema)`, for every parameter (frozen ones stay exactly the model's). The
+ * average is itself a `ViTModel` (not trainable), so it is evaluated and exported like any model; its weights
+ * go into checkpoints so a resumed run continues the same average.
  *
  * @module
  */

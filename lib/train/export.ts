@@ -1,7 +1,8 @@
 /**
  * Exporting a training run as float16 shards (what `weights/` ships): a finished run's final model, or the
- * weights that a run stopped by `max_updates` has reached (with `model_ema`, their EMA beside them), so that its
- * schedule can go on from them where the run folder is not kept (`initial_checkpoint` plus `start_epoch`).
+ * weights that a run stopped by `max_updates` has reached (with `model_ema`, their EMA beside them), so that
+ * its schedule can go on from them where the run folder is not kept (`initial_checkpoint` plus
+ * `start_epoch`).
  *
  * @example
  * ```ts

@@ -60,7 +60,9 @@ async function sha256(data: Uint8Array): Promise<string> {
   return hex(await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
 }
 
-/** The frozen prefix's outputs of one model, by input view. Create with {@linkcode FrozenPrefixCache.create}. */
+/**
+ * The frozen prefix's outputs of one model, by input view. Create with {@linkcode FrozenPrefixCache.create}.
+ */
 export class FrozenPrefixCache {
   readonly #memory = new Map<string, Float32Array>();
   readonly #viewsOf = new Map<number, number>();

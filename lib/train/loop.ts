@@ -8,8 +8,9 @@
  *
  * Deterministic in the seed and the position: epoch e's order is a permutation seeded by (seed, e), each
  * sample's augmentation a function of (seed, e, sample id), each batch's mixup/CutMix and stochastic-depth
- * draws a function of (seed, e, batch in the epoch), the learning rate a function of the update number. A loop started at a saved {@linkcode LoopPosition}, with the optimizer state restored, therefore
- * continues exactly as the uninterrupted loop would have.
+ * draws a function of (seed, e, batch in the epoch), the learning rate a function of the update number. A
+ * loop started at a saved {@linkcode LoopPosition}, with the optimizer state restored, therefore continues
+ * exactly as the uninterrupted loop would have.
  *
  * @module
  */
@@ -157,7 +158,8 @@ export async function trainLoop(o: LoopOptions): Promise<{ stopped: boolean; los
     throw new Error(`batch size ${o.batchSize} × ${accum} accumulation steps: expected positive integers`);
   }
   if (o.prefixCache && (o.mixup || o.dropPath)) {
-    // A cached prefix is the deterministic forward of one view: mixing images or dropping blocks would change it.
+    // A cached prefix is the deterministic forward of one view: mixing images or dropping blocks would change
+    // it.
     throw new Error("the frozen-prefix cache does not combine with mixup/CutMix or drop_path");
   }
   const pool = o.pool ? Int32Array.from(o.pool) : Int32Array.from({ length: o.data.size }, (_, i) => i);

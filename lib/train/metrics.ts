@@ -1,7 +1,8 @@
 /**
  * `metrics.jsonl`: one JSON object per line (`{"type":"train",...}` every few updates, `{"type":"eval",...}`
- * every epoch, plus `{"type":"eval_ema",...}` with `model_ema`). Lines are appended as they come; a resumed run first cuts the file back to the lines its
- * checkpoint had seen, so the file always describes one consistent run.
+ * every epoch, plus `{"type":"eval_ema",...}` with `model_ema`). Lines are appended as they come; a resumed
+ * run first cuts the file back to the lines its checkpoint had seen, so the file always describes one
+ * consistent run.
  *
  * @module
  */
@@ -19,7 +20,9 @@ export class MetricsLog {
     this.lines = lines;
   }
 
-  /** Opens `path`, keeping only its first `keepLines` lines (all of them when undefined; none for a new run). */
+  /**
+   * Opens `path`, keeping only its first `keepLines` lines (all of them when undefined; none for a new run).
+   */
   static async open(path: string, keepLines?: number): Promise<MetricsLog> {
     let kept: string[] = [];
     try {

@@ -4,11 +4,11 @@
  * (`param_groups_weight_decay`): 1-D tensors (biases, norms) and `pos_embed`/`cls_token`.
  *
  * Two placements of the same arithmetic: on a GPU backend an update is one `tf.tidy` of tfjs ops that assigns
- * new values to the model's variables and the optimizer's state variables; on tfjs-wasm, whose tensors live in
- * this process's memory, it is one pass over the values in JS with the state in host arrays, each float32
+ * new values to the model's variables and the optimizer's state variables; on tfjs-wasm, whose tensors live
+ * in this process's memory, it is one pass over the values in JS with the state in host arrays, each float32
  * operation of the tfjs version done in the same order and rounded to float32 (`Math.fround`), so the results
- * are the same bits (tests/optimizer_host_test.ts) without ~15 kernel dispatches per parameter. On a data-parallel
- * step this isolate's work is the serial part (the workers wait), so it is kept small.
+ * are the same bits (tests/optimizer_host_test.ts) without ~15 kernel dispatches per parameter. On a
+ * data-parallel step this isolate's work is the serial part (the workers wait), so it is kept small.
  *
  * @module
  */

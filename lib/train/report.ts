@@ -131,7 +131,10 @@ export function confusionText(confusion: ArrayLike<number>, labels: readonly str
   return [head, ...rows].join("\n");
 }
 
-/** One sentence on how the weights were trained: a finished run, one placed by `start_epoch`, or a stopped one. */
+/**
+ * One sentence on how the weights were trained: a finished run, one placed by `start_epoch`, or a stopped
+ * one.
+ */
 function trainingSummary(t: Partial<TrainingRecord>): string {
   const minutes = (s = 0) => `${(s / 60).toFixed(1)} min`;
   const epochs = t.epochs ?? t.config?.epochs;

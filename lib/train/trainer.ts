@@ -1,9 +1,9 @@
 /**
  * A training run (`deno task train`): builds (or resumes) the model and optimizer, runs the shared training
- * loop (loop.ts: seeded data order, augmentation, gradient accumulation, clipping, the lr schedule) over
- * the configured epochs, evaluates every epoch, logs `metrics.jsonl` and the curves, checkpoints
- * atomically, and writes the final model (with `model_ema`, the EMA of the weights, evaluated every epoch
- * beside the raw weights, checkpointed, and exported in their place). Everything random is a function of the seed and the
+ * loop (loop.ts: seeded data order, augmentation, gradient accumulation, clipping, the lr schedule) over the
+ * configured epochs, evaluates every epoch, logs `metrics.jsonl` and the curves, checkpoints atomically, and
+ * writes the final model (with `model_ema`, the EMA of the weights, evaluated every epoch beside the raw
+ * weights, checkpointed, and exported in their place). Everything random is a function of the seed and the
  * position in the run, and checkpoints hold every piece of state, so a run killed at any point and resumed
  * ends with the same weights as an uninterrupted one.
  *
@@ -60,7 +60,9 @@ export interface TrainResult {
   lastEval?: EvalResult;
   /** The final model folder (float32 weights; the EMA's with `model_ema`), when finished. */
   finalDir?: string;
-  /** The checkpoint taken where the run stopped (its model folder holds the raw weights), when not finished. */
+  /**
+   * The checkpoint taken where the run stopped (its model folder holds the raw weights), when not finished.
+   */
   checkpointDir?: string;
 }
 

@@ -164,7 +164,9 @@ export async function pathExists(path: string): Promise<boolean> {
   }
 }
 
-/** True when `path` is a folder; false when it is not, does not exist or cannot be read (dataset discovery). */
+/**
+ * True when `path` is a folder; false when it is not, does not exist or cannot be read (dataset discovery).
+ */
 export async function isDirectory(path: string): Promise<boolean> {
   try {
     return (await Deno.stat(path)).isDirectory;

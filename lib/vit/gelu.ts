@@ -17,9 +17,9 @@ function gradOps(xs: tf.Tensor, dy: tf.Tensor, onePlusErf: tf.Tensor): tf.Tensor
  * The exact GELU PyTorch uses by default, `x·Φ(x) = 0.5·x·(1 + erf(x/√2))` (not the tanh approximation), with
  * a hand-written gradient `Φ(x) + x·φ(x)` so that backward keeps only `x` and `1 + erf(x/√2)` alive instead
  * of every intermediate of the formula (the MLP activation is the largest tensor of a ViT), and does not
- * compute `erf` a second time. Where the backend has a fused GELU kernel installed (the WGSL ones on a software
- * WebGPU adapter, `lib/backend/webgpu_gelu.ts`; the JS one on wasm, `lib/backend/wasm_gelu.ts`, which returns
- * the slope with the value) the value and the gradient are those kernels', else tfjs ops'.
+ * compute `erf` a second time. Where the backend has a fused GELU kernel installed (the WGSL ones on a
+ * software WebGPU adapter, `lib/backend/webgpu_gelu.ts`; the JS one on wasm, `lib/backend/wasm_gelu.ts`,
+ * which returns the slope with the value) the value and the gradient are those kernels', else tfjs ops'.
  */
 export const gelu: <T extends tf.Tensor>(x: T) => T = tf.customGrad<tf.Tensor>((x, save) => {
   const input = x as tf.Tensor;

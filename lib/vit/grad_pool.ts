@@ -16,7 +16,8 @@
  *
  * Data goes through `SharedArrayBuffer`s (the weights, one for all workers; each worker's chunk data and
  * gradients), the messages carry only names and offsets: Deno's `node:worker_threads` takes ~0.1 s per MB to
- * post a typed array (measured: 4 MB in 0.3–0.46 s, against ~1 ms for a message that refers to shared memory).
+ * post a typed array (measured: 4 MB in 0.3–0.46 s, against ~1 ms for a message that refers to shared
+ * memory).
  *
  * The workers never keep the process alive while idle (unreferenced between steps) and end with the model
  * (`ViTModel.dispose`).
@@ -135,8 +136,8 @@ export function trainWorkersWanted(value = Deno.env.get("VIT_TRAIN_WORKERS")): n
 /**
  * Bytes one cgroup level lets its processes still take, from its limit, usage and `memory.stat` files' text
  * (v2: `memory.max`, `memory.current`; v1: `memory.limit_in_bytes`, `memory.usage_in_bytes`): the limit less
- * the usage, not counting inactive page cache (the kernel reclaims it before it refuses memory). Undefined when
- * there is no limit (`max`) or the text is not understood.
+ * the usage, not counting inactive page cache (the kernel reclaims it before it refuses memory). Undefined
+ * when there is no limit (`max`) or the text is not understood.
  */
 export function cgroupAvailableBytes(max: string, current: string, stat = ""): number | undefined {
   // Number("") is 0: an empty file would read as a zero limit.
@@ -222,9 +223,9 @@ export function availableMemoryBytes(): number | undefined {
 }
 
 /**
- * The most workers (at least 1, at most {@linkcode MAX_TRAIN_WORKERS}) whose memory, `perWorker(s)` bytes each
- * in a pool of `s`, fits in half of `available` bytes; unbounded when the memory is unknown. Half: the calling
- * isolate, the data and everything else on the machine need the rest.
+ * The most workers (at least 1, at most {@linkcode MAX_TRAIN_WORKERS}) whose memory, `perWorker(s)` bytes
+ * each in a pool of `s`, fits in half of `available` bytes; unbounded when the memory is unknown. Half: the
+ * calling isolate, the data and everything else on the machine need the rest.
  */
 export function workersThatFit(
   perWorker: (workers: number) => number,

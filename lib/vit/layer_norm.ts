@@ -17,11 +17,11 @@ function composite(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor, eps: number
 }
 
 /**
- * LayerNorm by the backend's fused kernel (`lib/backend/webgpu_layer_norm.ts`, `lib/backend/wasm_layer_norm.ts`),
- * with its gradient written out from the saved input: `x̂ = (x − μ)·r`, `g = dy·γ`,
- * `dx = r·(g − mean(g) − x̂·mean(g·x̂))`, `dγ = Σ dy·x̂`, `dβ = Σ dy` (sums over every axis but the last), by the
- * backend's gradient kernels where installed, else tfjs ops. Backward keeps only `x` and `γ` alive instead of
- * the composite's intermediates.
+ * LayerNorm by the backend's fused kernel (`lib/backend/webgpu_layer_norm.ts`,
+ * `lib/backend/wasm_layer_norm.ts`), with its gradient written out from the saved input: `x̂ = (x − μ)·r`, `g
+ * = dy·γ`, `dx = r·(g − mean(g) − x̂·mean(g·x̂))`, `dγ = Σ dy·x̂`, `dβ = Σ dy` (sums over every axis but the
+ * last), by the backend's gradient kernels where installed, else tfjs ops. Backward keeps only `x` and `γ`
+ * alive instead of the composite's intermediates.
  */
 function fused(eps: number) {
   return tf.customGrad((x, weight, bias, save) => {

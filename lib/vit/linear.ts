@@ -2,8 +2,8 @@ import type * as tf from "@tensorflow/tfjs";
 import { linear } from "./matmul.ts";
 
 /**
- * A fully connected layer, `y = x·W + b`, with `W` stored `[in, out]` (see `params.ts`).
- * Applied to 2-D activations `[rows, in]`; callers flatten tokens into rows so that one matmul covers the batch.
+ * A fully connected layer, `y = x·W + b`, with `W` stored `[in, out]` (see `params.ts`). Applied to 2-D
+ * activations `[rows, in]`; callers flatten tokens into rows so that one matmul covers the batch.
  */
 export class Linear {
   constructor(readonly weight: tf.Variable, readonly bias?: tf.Variable) {}

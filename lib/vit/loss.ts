@@ -20,8 +20,8 @@ export function crossEntropy(logits: tf.Tensor2D, labels: tf.Tensor1D, labelSmoo
 
 /**
  * Mean cross-entropy against soft target distributions `[b, K]` (each row sums to 1), as timm's
- * `SoftTargetCrossEntropy`: `mean_b(Σ_k −t_bk · log p_bk)`. With one-hot rows it equals {@linkcode crossEntropy};
- * mixup/CutMix targets (label smoothing folded in) use it.
+ * `SoftTargetCrossEntropy`: `mean_b(Σ_k −t_bk · log p_bk)`. With one-hot rows it equals {@linkcode
+ * crossEntropy}; mixup/CutMix targets (label smoothing folded in) use it.
  */
 export function softTargetCrossEntropy(logits: tf.Tensor2D, targets: tf.Tensor2D): tf.Scalar {
   if (logits.shape[0] !== targets.shape[0] || logits.shape[1] !== targets.shape[1]) {

@@ -1,8 +1,8 @@
 /**
  * Matrix products whose gradients never ask the backend for a transposed product.
  *
- * tfjs differentiates `C = A·B` with `dA = dC·Bᵀ` and `dB = Aᵀ·dC` as `transposeB` / `transposeA` matmuls, and
- * tfjs-wasm runs those on a slow path (measured on a [394, 3072]·[3072, 768] product: 52 ms plain, 700 ms
+ * tfjs differentiates `C = A·B` with `dA = dC·Bᵀ` and `dB = Aᵀ·dC` as `transposeB` / `transposeA` matmuls,
+ * and tfjs-wasm runs those on a slow path (measured on a [394, 3072]·[3072, 768] product: 52 ms plain, 700 ms
  * transposeB, 2150 ms transposeA; ViT-B/16 training was ~30× slower than its forward pass). An explicit
  * transpose followed by a plain product costs 80–125 ms there.
  *

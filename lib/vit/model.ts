@@ -70,7 +70,8 @@ export interface CreateOptions {
   trainable?: boolean;
   /**
    * On the onnx engine: the blocks' linear weights as int8 with dynamic activation quantisation (opt-in:
-   * faster and 4× smaller, not exact; see `VitOnnxOptions.weights` in onnx_graph.ts). `VIT_ONNX_WEIGHTS` by default.
+   * faster and 4× smaller, not exact; see `VitOnnxOptions.weights` in onnx_graph.ts). `VIT_ONNX_WEIGHTS` by
+   * default.
    */
   onnxWeights?: OnnxWeights;
   /**
@@ -501,9 +502,9 @@ export class ViTModel {
   }
 
   /**
-   * Loss·weight and gradients of loss·weight of one self-contained chunk ({@linkcode GradChunk}), in one pass:
-   * what a data-parallel training worker runs. Equals, bit for bit, that chunk's share of
-   * {@linkcode lossAndDeviceGrads} on one isolate.
+   * Loss·weight and gradients of loss·weight of one self-contained chunk ({@linkcode GradChunk}), in one
+   * pass: what a data-parallel training worker runs. Equals, bit for bit, that chunk's share of {@linkcode
+   * lossAndDeviceGrads} on one isolate.
    */
   async chunkLossAndDeviceGrads(chunk: GradChunk): Promise<DeviceGrads> {
     this.#tfjsOnly("lossAndGrads");
@@ -586,8 +587,8 @@ export class ViTModel {
   /**
    * Chunks' losses and gradients (host arrays from the pool, on wasm) summed in chunk order, as device
    * tensors. The sum is taken on the host, one float32 addition per element as tfjs-wasm's `Add` of
-   * {@linkcode accumulateGrads} (the same bits), and uploaded once per parameter: one kernel-free pass on this
-   * isolate, whose work is the serial part of a data-parallel step.
+   * {@linkcode accumulateGrads} (the same bits), and uploaded once per parameter: one kernel-free pass on
+   * this isolate, whose work is the serial part of a data-parallel step.
    */
   #sumChunks(parts: Array<{ loss: number; grads: Map<string, Float32Array> }>): DeviceGrads {
     let loss = 0;
@@ -846,7 +847,8 @@ function sliceDraws(drops: DropPathDraws, start: number, end: number): DropPathD
 
 /**
  * Builds a timm ViT from its config (timm field names) and a state dict in timm's names and layouts, on the
- * backend chosen by {@linkcode initBackend}. A missing, unexpected or mis-shaped tensor is an error naming it.
+ * backend chosen by {@linkcode initBackend}. A missing, unexpected or mis-shaped tensor is an error naming
+ * it.
  */
 export async function createViT(
   config: ViTConfig,

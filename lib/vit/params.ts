@@ -135,8 +135,8 @@ const SHOWN_PROBLEMS = 6;
 
 /**
  * Checks a state dict against the specs: the missing, unexpected or mis-shaped tensors are counted in one
- * error that names the first few. Shapes that differ only by size-1 dimensions are accepted (timm's `[D]` vs `[1, 1, D]` variants
- * do not occur here, but e.g. a `[1, D]` bias would be a clear error).
+ * error that names the first few. Shapes that differ only by size-1 dimensions are accepted (timm's `[D]` vs
+ * `[1, 1, D]` variants do not occur here, but e.g. a `[1, D]` bias would be a clear error).
  */
 export function checkStateDict(specs: ParamSpec[], state: StateDict, source = "state dict"): void {
   const problems: string[] = [];

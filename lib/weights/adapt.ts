@@ -56,11 +56,12 @@ const IDENTITY_ZEROED = /^blocks\.\d+\.(attn\.proj|mlp\.fc2)\.(weight|bias)$/;
 
 /**
  * A copy of `state` fitted to `target` (the input is not modified): the patch embedding's kernels resampled
- * when their size is not `patch_size` (recorded as patch sizes, from → to), `pos_embed` resampled when its grid
- * is not `img_size / patch_size` (recorded as image sizes at the target patch size, from → to), the head replaced by zeros when its
- * class count differs or it is missing, and, when `target.depth` is above the checkpoint's, blocks appended
- * after the checkpoint's that are identities (their output projections zero, the rest from `options.fresh`).
- * Throws when `img_size` is not a multiple of `patch_size`, or the checkpoint is deeper than the target.
+ * when their size is not `patch_size` (recorded as patch sizes, from → to), `pos_embed` resampled when its
+ * grid is not `img_size / patch_size` (recorded as image sizes at the target patch size, from → to), the head
+ * replaced by zeros when its class count differs or it is missing, and, when `target.depth` is above the
+ * checkpoint's, blocks appended after the checkpoint's that are identities (their output projections zero,
+ * the rest from `options.fresh`). Throws when `img_size` is not a multiple of `patch_size`, or the checkpoint
+ * is deeper than the target.
  */
 export function adaptForFineTuning(
   state: StateDict,

@@ -1,6 +1,7 @@
 /**
  * One entry point for every checkpoint format the project reads — safetensors, PyTorch `.pth`/`.pth.tar`, and
- * Google's `.npz` — chosen by the file's bytes, not its name, and returned as a timm-named float32 state dict.
+ * Google's `.npz` — chosen by the file's bytes, not its name, and returned as a timm-named float32 state
+ * dict.
  *
  * @module
  */

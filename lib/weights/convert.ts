@@ -15,13 +15,16 @@ import { saveModel } from "./shards.ts";
 
 /** Options of {@linkcode convertCheckpoint}. */
 export interface ConvertOptions {
-  /** timm architecture name (`vit_base_patch16_224`); fixes `num_heads`. Guessed from the file name if absent. */
+  /**
+   * timm architecture name (`vit_base_patch16_224`); fixes `num_heads`. Guessed from the file name if absent.
+   */
   arch?: string;
   /** Explicit config fields (e.g. `num_heads`), overriding what is inferred. */
   config?: Partial<ViTConfig>;
   /**
-   * Storage dtype of the shards; float32 by default. `int8`: the blocks' linear weights int8 (lib/vit/int8.ts),
-   * the rest float32; for the onnx engine's int8 graph (other engines widen them back, with a log line).
+   * Storage dtype of the shards; float32 by default. `int8`: the blocks' linear weights int8
+   * (lib/vit/int8.ts), the rest float32; for the onnx engine's int8 graph (other engines widen them back,
+   * with a log line).
    */
   dtype?: "float32" | "float16" | "int8";
   /** Shard size in MiB; 4 by default. */

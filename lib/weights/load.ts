@@ -159,7 +159,9 @@ export async function loadWeights(
   return await readShards(location, await readManifest(location, options), options);
 }
 
-/** The sha256 of shard bytes {@linkcode readModelFiles} has hashed, so that loading them does not hash again. */
+/**
+ * The sha256 of shard bytes {@linkcode readModelFiles} has hashed, so that loading them does not hash again.
+ */
 const hashed = new WeakMap<Uint8Array, string>();
 
 /** Throws unless `bytes` are shard `path` of `manifest` (its sha256). */
@@ -322,7 +324,9 @@ export async function loadModel(
   return { model, manifest, location };
 }
 
-/** How the onnx graph stores the blocks' weights: int8 for int8 shards, else as asked (`VIT_ONNX_WEIGHTS`). */
+/**
+ * How the onnx graph stores the blocks' weights: int8 for int8 shards, else as asked (`VIT_ONNX_WEIGHTS`).
+ */
 function weightsMode(manifest: ModelManifest, options: CreateOptions): OnnxWeights {
   return manifest.dtype === "int8" ? "int8" : options.onnxWeights ?? onnxWeightsFromEnv();
 }
@@ -419,10 +423,10 @@ async function loadCached(location: string, loadOptions: LoadOptions & CreateOpt
 }
 
 /**
- * Writes the engine cache entry inside the local model folder `dir` (`<dir>/onnx-engine/<weights>/`), from its
- * verified shards, for starts on a machine with this CPU and ONNX Runtime version; returns the entry's folder.
- * The weight storage is int8 for int8 shards, else `options.onnxWeights` (`VIT_ONNX_WEIGHTS`). The onnx
- * engine must be available.
+ * Writes the engine cache entry inside the local model folder `dir` (`<dir>/onnx-engine/<weights>/`), from
+ * its verified shards, for starts on a machine with this CPU and ONNX Runtime version; returns the entry's
+ * folder. The weight storage is int8 for int8 shards, else `options.onnxWeights` (`VIT_ONNX_WEIGHTS`). The
+ * onnx engine must be available.
  */
 export async function writeModelFolderEngine(
   dir: string,

@@ -1,7 +1,7 @@
 /**
  * NumPy's `.npy` array format (header versions 1–3): float16/32/64 arrays, either byte order, C or Fortran
- * order, widened to row-major float32. Also the strided gather that turns any strided view (a Fortran array, a
- * non-contiguous torch tensor, a transposed layout) into a row-major copy.
+ * order, widened to row-major float32. Also the strided gather that turns any strided view (a Fortran array,
+ * a non-contiguous torch tensor, a transposed layout) into a row-major copy.
  *
  * @module
  */

@@ -14,7 +14,9 @@ import { ZipArchive } from "./zip.ts";
 export interface NpzMeta {
   /** The prefix every key carried (`""`, `opt/target/`, `params/`). */
   keyPrefix: string;
-  /** `vision_transformer` (MlpBlock_3, LayerNorm_2) or `big_vision` (MlpBlock_0, LayerNorm_1) block naming. */
+  /**
+   * `vision_transformer` (MlpBlock_3, LayerNorm_2) or `big_vision` (MlpBlock_0, LayerNorm_1) block naming.
+   */
   naming: "vision_transformer" | "big_vision";
   /** Arrays that have no timm counterpart here, left out. */
   unmapped: string[];

@@ -1,6 +1,7 @@
 /**
  * A safe unpickler for Python pickle protocols 0–5, enough for what `torch.save` writes and what a training
- * checkpoint holds around it (dicts, OrderedDicts, lists, tuples, numbers, strings, bytes, `argparse.Namespace`).
+ * checkpoint holds around it (dicts, OrderedDicts, lists, tuples, numbers, strings, bytes,
+ * `argparse.Namespace`).
  *
  * Nothing is ever executed. `GLOBAL`/`STACK_GLOBAL` only name a callable ({@linkcode PyGlobal}); calling one
  * (`REDUCE`, `NEWOBJ`, `INST`, `OBJ`) interprets a short whitelist of known reconstructors — `OrderedDict`,
@@ -39,7 +40,9 @@ export class PyObject {
     readonly __class__: string,
     /** Positional arguments of the call. */
     readonly args: unknown[],
-    /** How it was created: `reduce` = callable(*args), `newobj` = cls.__new__(cls, *args), `inst` = old-style. */
+    /**
+     * How it was created: `reduce` = callable(*args), `newobj` = cls.__new__(cls, *args), `inst` = old-style.
+     */
     readonly kind: "reduce" | "newobj" | "inst",
     /** Keyword arguments (`NEWOBJ_EX`). */
     readonly kwargs?: Map<unknown, unknown>,

@@ -1,6 +1,7 @@
 /**
- * Resampling weights to another geometry, with bicubic interpolation as PyTorch's `F.interpolate(mode="bicubic",
- * antialias=True, align_corners=False)` (Keys kernel with a = −0.5, widened when shrinking):
+ * Resampling weights to another geometry, with bicubic interpolation as PyTorch's
+ * `F.interpolate(mode="bicubic", antialias=True, align_corners=False)` (Keys kernel with a = −0.5, widened
+ * when shrinking):
  * - `pos_embed` to another grid, as timm's `resample_abs_pos_embed` (the class token is kept);
  * - the patch embedding's kernels to another patch size, as timm's `resample_patch_embed` (FlexiViT's
  *   pseudo-inverse resize: the new kernel sees a resized patch as the old one saw the original).

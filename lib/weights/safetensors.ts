@@ -8,7 +8,10 @@
  */
 import { bf16ToF32, f16ToF32, f32ToF16 } from "./dtype.ts";
 
-/** A tensor read from a safetensors file. Floats are widened to float32; I64 is read into an Int32 range check. */
+/**
+ * A tensor read from a safetensors file. Floats are widened to float32; I64 is read into an Int32 range
+ * check.
+ */
 export interface SafeTensor {
   dtype: string;
   shape: number[];

@@ -7,13 +7,13 @@
  * process serving a registered model compares it to tell that another process removed or replaced the
  * registration.
  *
- * Beside each record, `<id>.files/` keeps a copy of the model's files as they were fetched (`model/`) with the
- * registration they belong to (`registration.json`), so that a restart serves the model without its URL (and,
- * on the onnx engine, from the engine cache entry of a local folder). A copy is written (as soon as the files
- * are fetched, possibly before its record exists) into a temporary folder of its process, and put in place
- * whole only while its registration is the current record; it is used only while it belongs to the current
- * record, and removed with it. The suffix keeps copies and records apart
- * (the copy of id `a.json` is `a.json.files/`, never the record of id `a`).
+ * Beside each record, `<id>.files/` keeps a copy of the model's files as they were fetched (`model/`) with
+ * the registration they belong to (`registration.json`), so that a restart serves the model without its URL
+ * (and, on the onnx engine, from the engine cache entry of a local folder). A copy is written (as soon as the
+ * files are fetched, possibly before its record exists) into a temporary folder of its process, and put in
+ * place whole only while its registration is the current record; it is used only while it belongs to the
+ * current record, and removed with it. The suffix keeps copies and records apart (the copy of id `a.json` is
+ * `a.json.files/`, never the record of id `a`).
  *
  * @module
  */

@@ -57,7 +57,9 @@ export class SessionLeases {
     return live;
   }
 
-  /** Whether a live lease reserves model id `modelId` (read without the lock; see `ModelRegistry.register`). */
+  /**
+   * Whether a live lease reserves model id `modelId` (read without the lock; see `ModelRegistry.register`).
+   */
   async reserves(modelId: string): Promise<boolean> {
     return (await this.#live(false)).some((l) => l.model_id === modelId);
   }
