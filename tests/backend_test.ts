@@ -8,7 +8,7 @@ import { describeBackend, initBackend } from "../lib/backend/backend.ts";
 import { uninstallProjectKernels } from "../lib/backend/kernels.ts";
 import { wasmBatchMatMulKernels } from "../lib/backend/wasm_batch_matmul.ts";
 import { wasmSliceKernels } from "../lib/backend/wasm_slice.ts";
-import { wasmThreadsWanted } from "../lib/backend/wasm_threads.ts";
+import { wasmThreadsWanted } from "../lib/backend/threads.ts";
 import { webgpuGeluKernels } from "../lib/backend/webgpu_gelu.ts";
 import { webgpuLayerNormKernels } from "../lib/backend/webgpu_layer_norm.ts";
 import { webgpuMatMulKernels } from "../lib/backend/webgpu_matmul.ts";

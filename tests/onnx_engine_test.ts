@@ -22,6 +22,7 @@ import { loadModel } from "../lib/weights/load.ts";
 import { encodeSafetensors, readSafetensors } from "../lib/weights/safetensors.ts";
 import { assertClose, fastTempDir, FIXTURES, golden, haveFixtures, relError } from "./_fixtures.ts";
 import { checkBase, checkMicro, checkTiny, floats } from "./_timm_oracle.ts";
+import { testImage } from "./_serve.ts";
 
 const ort = await loadOrt();
 const noOrt = "error" in ort;
@@ -323,6 +324,32 @@ Deno.test({
       assert.equal(why.length, 1, stderr);
       assert.match(why[0], /native binding missing \(test\); serving on tfjs instead/);
       assert.match(info.reason, /onnxruntime-node unavailable/);
+    } finally {
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "[onnx] a process that only classifies (the service on the shipped model) never loads tfjs",
+  ignore: noOrt,
+  async fn() {
+    const tmp = await fastTempDir();
+    try {
+      await Deno.writeFile(`${tmp}/image.png`, await testImage("png", 32, 32, 7));
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", "tests/_classify_only_child.ts", "weights", `${tmp}/state`, `${tmp}/image.png`],
+        env: { VIT_BACKEND: "onnx", VIT_ONNX_CACHE: `${tmp}/engines`, VIT_QUIET: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(out.stderr);
+      assert.equal(out.code, 0, stderr);
+      const lines = new TextDecoder().decode(out.stdout).trim().split("\n");
+      const result = JSON.parse(lines[lines.length - 1]);
+      assert.equal(result.status, 200, JSON.stringify(result.body));
+      assert.equal(result.body.results[0].predictions.length, result.body.top_k);
+      assert.equal(result.tfjs, false, "tfjs was loaded by a process that only classifies on ONNX Runtime");
     } finally {
       await Deno.remove(tmp, { recursive: true });
     }

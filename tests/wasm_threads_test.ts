@@ -5,7 +5,7 @@
  * one thread with a line on stderr instead of hanging.
  */
 import assert from "node:assert/strict";
-import { wasmThreadsWanted } from "../lib/backend/wasm_threads.ts";
+import { wasmThreadsWanted } from "../lib/backend/threads.ts";
 
 const CHILD = new URL("./_wasm_threads_child.ts", import.meta.url).pathname;
 

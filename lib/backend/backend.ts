@@ -15,13 +15,19 @@
  *
  * @module
  */
-import * as tf from "@tensorflow/tfjs";
-import "@tensorflow/tfjs-backend-webgpu";
-import "@tensorflow/tfjs-backend-wasm";
-import { defaultThreads, loadOrt } from "../onnx/ort.ts";
-import { installProjectKernels } from "./kernels.ts";
-import { startWasm, wasmThreadsWanted } from "./wasm_threads.ts";
+import { loadOrt } from "../onnx/ort.ts";
+import { ortThreadsWanted, wasmThreadsWanted } from "./threads.ts";
 import { notice, warn } from "../util/log.ts";
+
+/** tfjs and its backends (tfjs_start.ts), loaded on first need: the onnx engine classifies without them. */
+function tfjs(): Promise<typeof import("./tfjs_start.ts")> {
+  return import("./tfjs_start.ts");
+}
+
+/** Whether this process has loaded tfjs (by this module or by an import of its own). */
+function tfjsLoaded(): boolean {
+  return "_tfengine" in globalThis;
+}
 
 /** The tfjs backends this project runs on. */
 export type BackendName = "webgpu" | "wasm" | "cpu";
@@ -126,9 +132,7 @@ type Chosen = Omit<BackendInfo, "engine" | "reason">;
 async function tryBackend(name: BackendName): Promise<Chosen | undefined> {
   if (name === "webgpu") {
     const adapter = await webgpuAdapter();
-    if (!adapter) return undefined;
-    if (!(await tf.setBackend("webgpu"))) return undefined;
-    await tf.ready();
+    if (!adapter || !(await (await tfjs()).startTfjsBackend("webgpu", 1))) return undefined;
     const info = adapter.info;
     const limits = adapter.limits;
     return {
@@ -143,26 +147,16 @@ async function tryBackend(name: BackendName): Promise<Chosen | undefined> {
       kernels: [],
     };
   }
-  let threads: number | undefined;
-  // Outside the try: a malformed VIT_WASM_THREADS is the user's error to see, not a backend that failed.
+  // Read before starting: a malformed VIT_WASM_THREADS is the user's error to see, not a backend that failed.
   const wanted = name === "wasm" ? (workerThreads ?? wasmThreadsWanted()) : 1;
-  try {
-    if (name === "wasm") {
-      threads = (await startWasm({ threads: wanted }))?.threads;
-      if (threads === undefined) return undefined;
-    } else {
-      if (!(await tf.setBackend(name))) return undefined;
-      await tf.ready();
-    }
-  } catch {
-    return undefined;
-  }
+  const started = await (await tfjs()).startTfjsBackend(name, wanted);
+  if (!started) return undefined;
   return {
     name,
     maxBindingBytes: Infinity,
     memoryBudgetBytes: name === "wasm" ? WASM_BUDGET_BYTES : Infinity,
     kernels: [],
-    ...(threads !== undefined ? { threads } : {}),
+    ...(started.threads !== undefined ? { threads: started.threads } : {}),
   };
 }
 
@@ -173,8 +167,9 @@ function parseKernels(value: string | undefined): "project" | "stock" {
 }
 
 /** Registers the project's kernels that apply to `info`'s backend and records them in `info.kernels`. */
-function installKernels(info: Chosen): void {
+async function installKernels(info: Chosen): Promise<void> {
   if (parseKernels(Deno.env.get("VIT_KERNELS")) === "stock") return;
+  const { installProjectKernels } = await tfjs();
   info.kernels.push(...installProjectKernels(info.name, info.adapter?.isFallbackAdapter ?? false));
 }
 
@@ -183,7 +178,7 @@ async function firstTfjs(names: BackendName[]): Promise<Chosen | undefined> {
   for (const name of names) {
     const info = await tryBackend(name);
     if (info) {
-      installKernels(info);
+      await installKernels(info);
       return info;
     }
   }
@@ -211,17 +206,16 @@ async function onnxEngine(
 ): Promise<BackendInfo | string> {
   const ort = await loadOrt();
   if ("error" in ort) return ort.error;
-  // Inference needs no tfjs at all: the training backend starts on first use (ensureTrainingBackend), so a
-  // server that only classifies never pays for it. Until then `name` is the planned one, and tfjs sits on its
-  // pure-JS backend (instant to start), so that tfjs calls such as tf.memory() work and never wake the
-  // highest-priority backend (WebGPU, on a software adapter) by themselves.
-  await tf.setBackend("cpu");
+  // Inference needs no tfjs at all: tfjs and the training backend load on first use (ensureTrainingBackend),
+  // so a server that only classifies never pays for them. Until then `name` is the planned one; a process
+  // that imported tfjs itself keeps it on the cpu backend (see parkOnCpu).
+  if (tfjsLoaded()) await (await tfjs()).parkOnCpu();
   const planned: BackendName = hardwareGpu === true ? "webgpu" : "wasm";
   const info: BackendInfo = {
     name: planned,
     engine: "onnx",
     reason,
-    ort: { version: ort.version, threads: defaultThreads() },
+    ort: { version: ort.version, threads: ortThreadsWanted() },
     maxBindingBytes: Infinity,
     memoryBudgetBytes: planned === "wasm" ? WASM_BUDGET_BYTES : Infinity,
     kernels: [],

@@ -26,9 +26,7 @@ import { Worker as NodeWorker } from "node:worker_threads";
 import os from "node:os";
 import { join } from "node:path";
 import { warn } from "../util/log.ts";
-
-/** The most threads: Emscripten's pool is 8 workers, created up front; more would need workers later. */
-export const MAX_WASM_THREADS = 8;
+import { MAX_WASM_THREADS, wasmThreadsWanted } from "./threads.ts";
 
 /** How long a threaded start may take before it is abandoned for the single-threaded build. */
 export const WASM_THREADS_TIMEOUT_MS = 30_000;
@@ -49,29 +47,6 @@ export interface WasmStartOptions {
   timeoutMs?: number;
   /** Code put before the worker script (tests make a worker fail with it). */
   extraPreamble?: string;
-}
-
-/**
- * Threads wanted: `VIT_WASM_THREADS` (a positive integer), else the machine's cores, capped at
- * {@linkcode MAX_WASM_THREADS}.
- */
-export function wasmThreadsWanted(value = Deno.env.get("VIT_WASM_THREADS")): number {
-  return coresSetting("VIT_WASM_THREADS", value, MAX_WASM_THREADS);
-}
-
-/**
- * A count of parallel workers from the environment variable `name` (its `value`): a positive integer, or the
- * machine's cores when unset or empty; at most `max`.
- */
-export function coresSetting(name: string, value: string | undefined, max: number): number {
-  if (value === undefined || value === "") {
-    return Math.max(1, Math.min(max, navigator.hardwareConcurrency || 1));
-  }
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) {
-    throw new Error(`${name}: expected a positive integer, got "${value}"`);
-  }
-  return Math.min(max, n);
 }
 
 // The worker runs as an ES module; tfjs's script expects CommonJS and the names its bundle's factory

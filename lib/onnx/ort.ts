@@ -10,6 +10,7 @@
  * @module
  */
 import type * as Ort from "onnxruntime-node";
+import { ortThreadsWanted } from "../backend/threads.ts";
 
 /** The loaded package, or why it could not be loaded. */
 export type OrtLoad = { ort: typeof Ort; version: string } | { error: string };
@@ -44,19 +45,6 @@ export interface OrtSessionOptions {
   spinning?: boolean;
 }
 
-/** The intra-op thread count used when none is given: `VIT_ORT_THREADS`, else the number of cores. */
-export function defaultThreads(): number {
-  const env = Deno.env.get("VIT_ORT_THREADS");
-  if (env) {
-    const n = Number(env);
-    if (!Number.isInteger(n) || n < 1) {
-      throw new Error(`VIT_ORT_THREADS: expected a positive integer, got "${env}"`);
-    }
-    return n;
-  }
-  return navigator.hardwareConcurrency || 1;
-}
-
 /** A session over one model with one float32 input and one float32 output. */
 export interface OrtSession {
   /** The output for `input` of `shape`, as a new array. */
@@ -72,7 +60,7 @@ function sessionOptions(
 ): Ort.InferenceSession.SessionOptions {
   return {
     executionProviders: ["cpu"],
-    intraOpNumThreads: options.threads ?? defaultThreads(),
+    intraOpNumThreads: options.threads ?? ortThreadsWanted(),
     interOpNumThreads: 1,
     executionMode: "sequential",
     graphOptimizationLevel: level,

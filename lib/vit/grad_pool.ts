@@ -26,7 +26,7 @@
  */
 import type * as tf from "@tensorflow/tfjs";
 import { Worker } from "node:worker_threads";
-import { coresSetting } from "../backend/wasm_threads.ts";
+import { coresSetting } from "../backend/threads.ts";
 import type { ResolvedViTConfig } from "./config.ts";
 import type { ParamSpec } from "./params.ts";
 

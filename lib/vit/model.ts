@@ -10,11 +10,10 @@
  *
  * @module
  */
-import * as tf from "@tensorflow/tfjs";
+import type { Scalar, Tensor, Tensor2D, Tensor4D, Variable } from "@tensorflow/tfjs";
 import { type BackendInfo, ensureTrainingBackend, initBackend } from "../backend/backend.ts";
 import { resolveConfig, type ResolvedViTConfig, type ViTConfig } from "./config.ts";
-import { dropPathRates, type DropPathScales } from "./block.ts";
-import { crossEntropy, softTargetCrossEntropy } from "./loss.ts";
+import type { DropPathScales } from "./block.ts";
 import {
   checkStateDict,
   deviceShape,
@@ -25,7 +24,7 @@ import {
   toDeviceLayout,
   toTimmLayout,
 } from "./params.ts";
-import { VisionTransformer } from "./vision_transformer.ts";
+import type { VisionTransformer } from "./vision_transformer.ts";
 import { openSession, type OrtSession } from "../onnx/ort.ts";
 import { type OnnxWeights, vitOnnxModel } from "./onnx_graph.ts";
 import {
@@ -108,10 +107,30 @@ const ORT_CHUNK = 32;
 /** Device-side gradients in timm names (device layouts); the caller disposes them. */
 export interface DeviceGrads {
   loss: number;
-  grads: Map<string, tf.Tensor>;
+  grads: Map<string, Tensor>;
 }
 
 let nextModelId = 0;
+
+/** The model's tfjs parts (model_tfjs.ts), once {@linkcode loadTfjsParts} has loaded them. */
+let parts: typeof import("./model_tfjs.ts") | undefined;
+/** tfjs, once loaded; every function below that uses it runs on a model built after `loadTfjsParts`. */
+let tf: typeof import("./model_tfjs.ts")["tf"];
+
+/**
+ * Loads tfjs and the model's tfjs modules, once. {@linkcode createViT} calls it for every model that runs on
+ * tfjs; an inference-only model on the onnx engine never does, so a process that only classifies on ONNX
+ * Runtime starts without tfjs.
+ */
+export async function loadTfjsParts(): Promise<void> {
+  parts ??= await import("./model_tfjs.ts");
+  tf = parts.tf;
+}
+
+/** Whether a model created with `options` on `backend` runs on ONNX Runtime only (no tfjs at all). */
+function onnxOnly(backend: BackendInfo, options: CreateOptions): boolean {
+  return backend.engine === "onnx" && options.trainable === false;
+}
 
 /** Bytes of the largest single activation one image produces in a forward or backward pass. */
 export function bytesPerImage(c: ResolvedViTConfig): number {
@@ -165,7 +184,7 @@ export function checkImageShape(
  * Adds `more` into `into` tensor by tensor (same names), disposing `more` and the replaced sums: gradient
  * accumulation over chunks and over accumulation steps, in one place.
  */
-export function accumulateGrads(into: Map<string, tf.Tensor>, more: Map<string, tf.Tensor>): void {
+export function accumulateGrads(into: Map<string, Tensor>, more: Map<string, Tensor>): void {
   for (const [name, g] of more) {
     const before = into.get(name);
     if (!before) throw new Error(`internal: no gradient "${name}" to accumulate into`);
@@ -190,7 +209,7 @@ export class ViTModel {
   /** The most images per forward+backward pass: {@linkcode maxChunk}, lowered to fit the memory budget. */
   readonly trainChunk: number;
   readonly #net: VisionTransformer | undefined;
-  readonly #vars = new Map<string, tf.Variable>();
+  readonly #vars = new Map<string, Variable>();
   readonly #timmNameOf = new Map<string, string>();
   #disposed = false;
   /** The ONNX Runtime session (onnx engine), opened on first use and again after the Variables may change. */
@@ -239,12 +258,13 @@ export class ViTModel {
     this.trainChunk = Math.max(1, Math.min(this.maxChunk, Math.floor(free / trainBytesPerImage(config))));
     const id = nextModelId++;
     this.onnxWeights = options.onnxWeights ?? onnxWeightsFromEnv();
-    if (backend.engine === "onnx" && options.trainable === false) {
+    if (onnxOnly(backend, options)) {
       const weights = this.onnxWeights, open = options.openOnnx ?? ((graph) => openSession(graph()));
       this.#opener = opener ?? (() => open(() => vitOnnxModel(config, state!, { weights })));
       return;
     }
     if (!state) throw new Error("internal: a model without weights must be an inference-only onnx model");
+    if (!parts) throw new Error("internal: a model on tfjs is built after loadTfjsParts (createViT does)");
     for (const spec of this.specs) {
       const host = state.get(spec.name)!;
       const varName = `vit${id}/${spec.name}`;
@@ -258,7 +278,7 @@ export class ViTModel {
       this.#vars.set(spec.name, v);
       this.#timmNameOf.set(varName, spec.name);
     }
-    this.#net = new VisionTransformer(config, (name) => {
+    this.#net = new parts.VisionTransformer(config, (name) => {
       const v = this.#vars.get(name);
       if (!v) throw new Error(`internal: no parameter "${name}"`);
       return v;
@@ -290,7 +310,7 @@ export class ViTModel {
    * The parameter variables by timm name (device layouts). Whoever takes them may change them, so on the
    * onnx engine the next `logits` call rebuilds its session from them.
    */
-  get variables(): ReadonlyMap<string, tf.Variable> {
+  get variables(): ReadonlyMap<string, Variable> {
     this.#tfjsOnly("model.variables");
     this.#stale();
     return this.#vars;
@@ -351,13 +371,13 @@ export class ViTModel {
     return out;
   }
 
-  #imageTensor(input: Float32Array, shape: readonly number[], start: number, end: number): tf.Tensor4D {
+  #imageTensor(input: Float32Array, shape: readonly number[], start: number, end: number): Tensor4D {
     const per = shape[1] * shape[2] * shape[3];
     return tf.tensor4d(input.subarray(start * per, end * per), [end - start, shape[1], shape[2], shape[3]]);
   }
 
   /** Runs the tfjs forward pass on device tensors (no batch splitting); the caller owns the result. */
-  forward(x: tf.Tensor4D): tf.Tensor2D {
+  forward(x: Tensor4D): Tensor2D {
     this.#check();
     return this.net.apply(x);
   }
@@ -447,7 +467,7 @@ export class ViTModel {
   /** Every block's drop-path scales for `n` samples (host side: 0 or 1/keep per sample), or undefined. */
   #dropPathDraws(n: number, o: LossOptions["dropPath"]): DropPathDraws | undefined {
     if (!o || o.rate === 0) return undefined;
-    return dropPathRates(this.config.depth, o.rate).map((rate) => {
+    return parts!.dropPathRates(this.config.depth, o.rate).map((rate) => {
       if (rate === 0) return {};
       const keep = 1 - rate, scale = Math.fround(1 / keep);
       const draw = () => Float32Array.from({ length: n }, () => (o.uniform() < keep ? scale : 0));
@@ -593,7 +613,7 @@ export class ViTModel {
   #sumChunks(parts: Array<{ loss: number; grads: Map<string, Float32Array> }>): DeviceGrads {
     let loss = 0;
     for (const part of parts) loss += part.loss;
-    const grads = new Map<string, tf.Tensor>();
+    const grads = new Map<string, Tensor>();
     for (const name of parts[0].grads.keys()) {
       const sum = parts[0].grads.get(name)!;
       for (const part of parts.slice(1)) addInto(sum, part.grads.get(name)!);
@@ -726,11 +746,11 @@ export class ViTModel {
     n: number,
     labels: Targets,
     options: LossOptions,
-    logits: (start: number, end: number) => tf.Tensor2D,
+    logits: (start: number, end: number) => Tensor2D,
   ): Promise<DeviceGrads> {
     // Gradients are taken to change the weights: logits on onnx must then see the new ones.
     this.#stale();
-    let grads: Map<string, tf.Tensor> | undefined;
+    let grads: Map<string, Tensor> | undefined;
     let loss = 0;
     try {
       for (const [start, end] of this.#chunks(n, this.trainChunk)) {
@@ -763,17 +783,17 @@ export class ViTModel {
     start: number,
     end: number,
     labelSmoothing: number,
-    logits: () => tf.Tensor2D,
+    logits: () => Tensor2D,
   ): Promise<DeviceGrads> {
     const k = this.config.num_classes, m = end - start;
     const varList = [...this.#vars.values()].filter((v) => v.trainable);
     const step = tf.tidy(() => {
       const lossOf = labels instanceof Float32Array
-        ? (l: tf.Tensor2D) =>
-          softTargetCrossEntropy(l, tf.tensor2d(labels.subarray(start * k, end * k), [m, k]))
-        : (l: tf.Tensor2D) =>
-          crossEntropy(l, tf.tensor1d(labels.subarray(start, end), "int32"), labelSmoothing);
-      return tf.variableGrads(() => tf.mul(lossOf(logits()), weight) as tf.Scalar, varList);
+        ? (l: Tensor2D) =>
+          parts!.softTargetCrossEntropy(l, tf.tensor2d(labels.subarray(start * k, end * k), [m, k]))
+        : (l: Tensor2D) =>
+          parts!.crossEntropy(l, tf.tensor1d(labels.subarray(start, end), "int32"), labelSmoothing);
+      return tf.variableGrads(() => tf.mul(lossOf(logits()), weight) as Scalar, varList);
     });
     const loss = (await step.value.data())[0];
     step.value.dispose();
@@ -856,6 +876,7 @@ export async function createViT(
   options?: CreateOptions,
 ): Promise<ViTModel> {
   const backend = await initBackend();
+  if (!onnxOnly(backend, options ?? {})) await loadTfjsParts();
   if (options?.trainable !== false) await ensureTrainingBackend(backend);
   const model = new ViTModel(resolveConfig(config), stateDict, backend, options);
   await model.ready();
