@@ -1,5 +1,5 @@
 /**
- * The eight tasks and their option schemas (private to scripts/ and tests): what README's generated option
+ * The nine tasks and their option schemas (private to scripts/ and tests): what README's generated option
  * tables and tests/options_test.ts walk over.
  *
  * @module
@@ -12,6 +12,7 @@ import { CLASSIFY_OPTIONS } from "./classify.ts";
 import { CONVERT_OPTIONS } from "./convert.ts";
 import { DATA_OPTIONS } from "./data.ts";
 import { EVAL_OPTIONS } from "./eval.ts";
+import { EXPORT_OPTIONS } from "./export.ts";
 import { LOADTEST_OPTIONS } from "./loadtest.ts";
 
 /** A task of deno.json and its schema; `style` is how README spells its flags (train: timm's underscores). */
@@ -29,6 +30,7 @@ export const COMMANDS: readonly Command[] = [
   { task: "serve", script: "scripts/serve.ts", schema: SERVE_OPTIONS, style: "kebab" },
   { task: "classify", script: "scripts/classify.ts", schema: CLASSIFY_OPTIONS, style: "kebab" },
   { task: "convert", script: "scripts/convert.ts", schema: CONVERT_OPTIONS, style: "kebab" },
+  { task: "export", script: "scripts/export.ts", schema: EXPORT_OPTIONS, style: "kebab" },
   { task: "data", script: "scripts/data.ts", schema: DATA_OPTIONS, style: "kebab" },
   { task: "bench", script: "scripts/bench.ts", schema: BENCH_OPTIONS, style: "kebab" },
   { task: "loadtest", script: "scripts/loadtest.ts", schema: LOADTEST_OPTIONS, style: "kebab" },

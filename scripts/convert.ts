@@ -13,7 +13,7 @@ checkpoints, Google vision_transformer .npz) into model.json + sha256-verified s
 
 /** The options of `deno task convert`. */
 export const CONVERT_OPTIONS = {
-  out: { type: "string", metavar: "dir", help: "output folder, replaced atomically (required)" },
+  out: { type: "string", metavar: "dir", required: true, help: "output folder, replaced atomically" },
   arch: {
     type: "string",
     metavar: "name",
@@ -95,11 +95,8 @@ async function main(): Promise<number> {
   const { values, positionals } = commandLine("convert", USAGE, CONVERT_OPTIONS, Deno.args, {
     allowPositionals: true,
   });
-  if (positionals.length !== 1 || !values.out) {
-    console.error(
-      `convert: ${positionals.length !== 1 ? "give exactly one checkpoint" : "--out is required"}` +
-        " (see deno task convert --help)",
-    );
+  if (positionals.length !== 1) {
+    console.error("convert: give exactly one checkpoint (see deno task convert --help)");
     return 2;
   }
   const numHeads = values["num-heads"] as number | undefined;

@@ -27,11 +27,12 @@ a Markdown report with an SVG confusion matrix beside it.`;
 
 /** The options of `deno task eval`. */
 export const EVAL_OPTIONS = {
-  model: { type: "string", metavar: "dir|url", help: "converted or trained model (required)" },
+  model: { type: "string", metavar: "dir|url", required: true, help: "converted or trained model" },
   data: {
     type: "string",
     metavar: "dir",
-    help: "dataset: holding cifar-10-batches-bin/ or cifar10-jpeg/<split>/, or <split>/<class>/* (required)",
+    required: true,
+    help: "dataset: holding cifar-10-batches-bin/ or cifar10-jpeg/<split>/, or <split>/<class>/*",
   },
   split: {
     type: "string",
@@ -78,10 +79,6 @@ function perClassText(n: number, k: number): string {
 if (import.meta.main) {
   const args = [...Deno.args];
   const { values: o } = commandLine("eval", USAGE, EVAL_OPTIONS, args);
-  if (!o.model || !o.data) {
-    console.error(`eval: --model and --data are required (see deno task eval --help)`);
-    Deno.exit(2);
-  }
   try {
     const t0 = performance.now();
     const modelAt = o.model as string, data = o.data as string;

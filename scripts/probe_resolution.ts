@@ -19,7 +19,7 @@ import { commandLine, runTask } from "./_cli.ts";
 
 const USAGE = "Usage: deno run -A scripts/probe_resolution.ts --model <dir> [options]";
 const OPTIONS = {
-  model: { type: "string", help: "model folder (required)" },
+  model: { type: "string", required: true, help: "model folder" },
   data: { type: "string", default: "data", help: "dataset folder" },
   sizes: {
     type: "string",
@@ -32,7 +32,6 @@ const OPTIONS = {
 if (import.meta.main) {
   const { values: o } = commandLine("probe_resolution", USAGE, OPTIONS);
   await runTask("probe_resolution", async () => {
-    if (!o.model) throw new Error("--model is required");
     await initBackend("onnx");
     const { manifest, state } = await loadWeights(o.model as string);
     const { dataset, name } = await openSplit(o.data as string, "holdout:5000");

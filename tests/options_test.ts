@@ -139,7 +139,7 @@ async function run(script: string, args: string[]): Promise<{ code: number; out:
 }
 
 Deno.test("every task answers --help with exit 0 and refuses an unknown flag, naming it", async () => {
-  assert.equal(COMMANDS.length, 8);
+  assert.equal(COMMANDS.length, 9);
   // Two at a time: each run loads tfjs.
   const queue = [...COMMANDS];
   const worker = async () => {
@@ -187,4 +187,19 @@ Deno.test("a state dict of another architecture: the mismatch is summarised, not
     assert.match(lines.at(-1)!, /… and \d+ more$/);
     return true;
   });
+});
+
+Deno.test("a required option: unset is an OptionError naming it, --help still answers, help and README say so", () => {
+  const schema = {
+    out: { type: "string", required: true, metavar: "dir", help: "output folder" },
+    n: { type: "integer", default: 2, help: "count" },
+  } satisfies Schema;
+  assert.throws(
+    () => parseCommandLine(schema, ["--n", "3"]),
+    (e) => e instanceof OptionError && /--out is required/.test(e.message),
+  );
+  assert.throws(() => parseCommandLine(schema, ["--out", ""]), /--out is required/);
+  assert.equal(parseCommandLine(schema, ["--out", "x"]).values.out, "x");
+  assert.equal(parseCommandLine(schema, ["--help"]).help, true);
+  assert.match(helpText("Usage: t", schema), /--out <dir> +output folder \[required\]/);
 });

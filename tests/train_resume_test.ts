@@ -218,6 +218,39 @@ Deno.test("with model_ema, a stopped run's export keeps the EMA beside its weigh
     assert.equal(stopped.code, 0, new TextDecoder().decode(stopped.stderr));
     const exported = await readEma(`${dir}/x`);
     assert.ok(exported, `${dir}/x has no ${EMA_FILE}`);
+    // `deno task export` writes the same folder from the run (its newest checkpoint) or the checkpoint itself,
+    // without training; a folder that is neither is an error naming it.
+    const exportCmd = (from: string, output: string) =>
+      new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", `${ROOT}scripts/export.ts`, "--from", from, "--output", output],
+        cwd: ROOT,
+        stdout: "null",
+        stderr: "piped",
+      }).output();
+    for (
+      const [from, output] of [[`${dir}/a`, `${dir}/z1`], [`${dir}/a/checkpoints/step-00000020`, `${dir}/z2`]]
+    ) {
+      const r = await exportCmd(from, output);
+      assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+      const read = async (d: string) => JSON.parse(await Deno.readTextFile(`${d}/model.json`));
+      const [want, got] = [await read(`${dir}/x`), await read(output)];
+      assert.deepEqual(
+        [got.shards, got.extra],
+        [want.shards, want.extra],
+        `${output} differs from the export`,
+      );
+      assert.deepEqual(
+        await Deno.readFile(`${output}/${EMA_FILE}`),
+        await Deno.readFile(`${dir}/x/${EMA_FILE}`),
+      );
+    }
+    const neither = await exportCmd(dir, `${dir}/z3`);
+    assert.equal(neither.code, 1);
+    assert.match(
+      new TextDecoder().decode(neither.stderr),
+      /is neither a training checkpoint .* nor a run folder/,
+    );
+    assert.equal(await exists(`${dir}/z3`), false);
     const raw = (await loadWeights(`${dir}/x`)).state;
     const manifest = JSON.parse(await Deno.readTextFile(`${dir}/x/model.json`));
     assert.match(manifest.extra.training.weights, /the raw weights \(their EMA in ema\.safetensors/);

@@ -122,8 +122,8 @@ export async function saveCheckpoint(
   return dir;
 }
 
-/** The newest complete checkpoint of a run, or undefined when there is none. */
-export async function loadLatestCheckpoint(runDir: string): Promise<LoadedCheckpoint | undefined> {
+/** The folder of a run's newest complete checkpoint (`latest.json` names it), or undefined when none. */
+export async function latestCheckpointDir(runDir: string): Promise<string | undefined> {
   const root = `${runDir}/checkpoints`;
   let latest: { checkpoint: string };
   try {
@@ -132,13 +132,42 @@ export async function loadLatestCheckpoint(runDir: string): Promise<LoadedCheckp
     if (e instanceof Deno.errors.NotFound) return undefined;
     throw new Error(`${root}/latest.json: unreadable (${(e as Error).message})`);
   }
-  const dir = `${root}/${latest.checkpoint}`;
+  return `${root}/${latest.checkpoint}`;
+}
+
+/** Where checkpoint folder `dir` stands (`trainer.json`), with its optimizer's step count. */
+export async function readTrainerState(dir: string): Promise<TrainerState & { optimizerStep: number }> {
+  const path = `${dir}/trainer.json`;
+  let state;
+  try {
+    state = JSON.parse(await Deno.readTextFile(path));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Error(`${dir} is not a training checkpoint: no trainer.json`);
+    }
+    throw new Error(`${path}: unreadable (${(e as Error).message})`);
+  }
+  for (const key of ["epoch", "updateInEpoch", "update", "metricsLines", "elapsed", "optimizerStep"]) {
+    if (!Number.isInteger(state?.[key]) && !(key === "elapsed" && Number.isFinite(state?.[key]))) {
+      throw new Error(`${path}: "${key}" must be a number, got ${JSON.stringify(state?.[key])}`);
+    }
+  }
+  if (typeof state.config !== "object" || state.config === null) {
+    throw new Error(`${path}: "config" must be the run's options (an object)`);
+  }
+  return state;
+}
+
+/** The newest complete checkpoint of a run, or undefined when there is none. */
+export async function loadLatestCheckpoint(runDir: string): Promise<LoadedCheckpoint | undefined> {
+  const dir = await latestCheckpointDir(runDir);
+  if (!dir) return undefined;
   const { manifest, state } = await loadWeights(dir);
   const slots = parseSafetensors(
     await Deno.readFile(`${dir}/optimizer.safetensors`),
     `${dir}/optimizer.safetensors`,
   );
-  const trainer = JSON.parse(await Deno.readTextFile(`${dir}/trainer.json`));
+  const trainer = await readTrainerState(dir);
   const ema = await readEma(dir);
   return {
     dir,

@@ -16,7 +16,13 @@ import type { ModelManifest } from "../weights/manifest.ts";
 import { loadWeights } from "../weights/load.ts";
 import { saveModel } from "../weights/shards.ts";
 import { encodeSafetensors } from "../weights/safetensors.ts";
-import { EMA_FILE, readEma, type TrainingRecord } from "./checkpoint.ts";
+import {
+  EMA_FILE,
+  latestCheckpointDir,
+  readEma,
+  readTrainerState,
+  type TrainingRecord,
+} from "./checkpoint.ts";
 import type { TrainResult } from "./trainer.ts";
 
 /** Writes `result`'s weights into `dir` (atomically) and returns a line saying what was written. */
@@ -56,4 +62,33 @@ function float16Of(m: ModelManifest) {
     source: m.source,
     dtype: "float16" as const,
   };
+}
+
+/**
+ * Exports checkpoint folder `from` (`<run>/checkpoints/step-N`), or a run folder's newest checkpoint, into
+ * `dir` as {@linkcode exportRun} exports a run that `max_updates` stopped there: its raw weights as float16
+ * shards, its EMA beside them with `model_ema`, and where the schedule stood. What `deno task export` runs;
+ * a run that is still going is read from its last complete checkpoint and left alone.
+ *
+ * @example
+ * ```ts
+ * console.error(await exportCheckpoint("runs/cifar10_vit_p4", "runs/cifar10_vit_p4_now"));
+ * ```
+ */
+export async function exportCheckpoint(from: string, dir: string): Promise<string> {
+  let checkpointDir = from;
+  try {
+    await Deno.stat(`${from}/trainer.json`);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    const latest = await latestCheckpointDir(from);
+    if (!latest) {
+      throw new Error(
+        `${from} is neither a training checkpoint (trainer.json) nor a run folder (checkpoints/)`,
+      );
+    }
+    checkpointDir = latest;
+  }
+  const state = await readTrainerState(checkpointDir);
+  return await exportRun({ finished: false, state, checkpointDir }, dir);
 }

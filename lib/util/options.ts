@@ -44,6 +44,8 @@ export interface OptionSpec {
   parse?: (value: unknown) => unknown;
   /** Only on the command line (`--config`, `--export`), not a configuration key. */
   cliOnly?: boolean;
+  /** The command cannot run without it: unset (and not `--help`), {@linkcode parseCommandLine} throws. */
+  required?: boolean;
 }
 
 /** A command's options by key. */
@@ -307,11 +309,15 @@ export function parseCommandLine(
     const value = s.multiple ? v?.split(",").map((x) => x.trim()).filter(Boolean) : v;
     if (value !== undefined && value.length) base[k] = optionValue(schema, k, value, `environment ${s.env}`);
   }
-  return {
-    values: resolveOptions(schema, cl.values, "command line", base),
-    positionals: cl.positionals,
-    help: cl.help,
-  };
+  const values = resolveOptions(schema, cl.values, "command line", base);
+  if (!cl.help) {
+    for (const [k, s] of Object.entries(schema)) {
+      if (s.required && (values[k] === undefined || values[k] === "")) {
+        throw new OptionError(`--${k.replaceAll("_", "-")} is required`);
+      }
+    }
+  }
+  return { values, positionals: cl.positionals, help: cl.help };
 }
 
 function flagOf(key: string, spec: OptionSpec, style: "kebab" | "snake"): string {
@@ -362,7 +368,8 @@ export function helpText(
   const lines = [usage, "", "Options:"];
   const indent = " ".repeat(width + 2);
   for (const [flag, s, d] of rows) {
-    const extra = [d ? `default ${d}` : "", s.env ? `env ${s.env}` : ""].filter(Boolean).join("; ");
+    const extra = [s.required ? "required" : "", d ? `default ${d}` : "", s.env ? `env ${s.env}` : ""]
+      .filter(Boolean).join("; ");
     const text = wrap(`${s.help}${extra ? ` [${extra}]` : ""}`, HELP_COLUMNS - indent.length).join(
       `\n${indent}`,
     );
@@ -383,7 +390,8 @@ export function markdownOptions(
   for (const [k, s] of Object.entries(schema)) {
     const d = defaultOf(s);
     const env = s.env ? ` (env \`${s.env}\`)` : "";
-    lines.push(`| \`${esc(flagOf(k, s, style))}\` | ${esc(s.help)}${env} | ${d ? `\`${esc(d)}\`` : ""} |`);
+    const dflt = s.required ? "required" : d ? `\`${esc(d)}\`` : "";
+    lines.push(`| \`${esc(flagOf(k, s, style))}\` | ${esc(s.help)}${env} | ${dflt} |`);
   }
   return lines.join("\n");
 }
