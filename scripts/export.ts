@@ -29,12 +29,18 @@ export const EXPORT_OPTIONS = {
     required: true,
     help: "where the model folder is written (atomically)",
   },
+  ema: {
+    type: "boolean",
+    default: false,
+    help: "write the checkpoint's EMA of the weights (model_ema) as the model, to evaluate or ship it; " +
+      "by default the raw weights, with the EMA beside them for a continuation",
+  },
 } satisfies Schema;
 
 if (import.meta.main) {
   const { values: o } = commandLine("export", USAGE, EXPORT_OPTIONS);
   await runTask("export", async () => {
-    console.error(await exportCheckpoint(o.from as string, o.output as string));
+    console.error(await exportCheckpoint(o.from as string, o.output as string, { ema: o.ema as boolean }));
     return 0;
   });
 }

@@ -220,9 +220,9 @@ Deno.test("with model_ema, a stopped run's export keeps the EMA beside its weigh
     assert.ok(exported, `${dir}/x has no ${EMA_FILE}`);
     // `deno task export` writes the same folder from the run (its newest checkpoint) or the checkpoint itself,
     // without training; a folder that is neither is an error naming it.
-    const exportCmd = (from: string, output: string) =>
+    const exportCmd = (from: string, output: string, extra: string[] = []) =>
       new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", `${ROOT}scripts/export.ts`, "--from", from, "--output", output],
+        args: ["run", "-A", `${ROOT}scripts/export.ts`, "--from", from, "--output", output, ...extra],
         cwd: ROOT,
         stdout: "null",
         stderr: "piped",
@@ -244,6 +244,14 @@ Deno.test("with model_ema, a stopped run's export keeps the EMA beside its weigh
         await Deno.readFile(`${dir}/x/${EMA_FILE}`),
       );
     }
+    // --ema: the EMA is the model (the same float16 values as the export's ema.safetensors), nothing beside it.
+    const asModel = await exportCmd(`${dir}/a`, `${dir}/z4`, ["--ema"]);
+    assert.equal(asModel.code, 0, new TextDecoder().decode(asModel.stderr));
+    const emaModel = await loadWeights(`${dir}/z4`);
+    for (const [name, t] of exported) assert.deepEqual(emaModel.state.get(name)!.data, t.data, name);
+    const record = (emaModel.manifest.extra as { training?: { weights?: string } } | undefined)?.training;
+    assert.match(record?.weights ?? "", /^EMA of the weights \(decay 0\.99\)$/);
+    assert.equal(await exists(`${dir}/z4/${EMA_FILE}`), false);
     const neither = await exportCmd(dir, `${dir}/z3`);
     assert.equal(neither.code, 1);
     assert.match(

@@ -142,11 +142,13 @@ function trainingSummary(t: Partial<TrainingRecord>): string {
   const from = typeof start === "number" && start > 0
     ? ` (this run from epoch ${start + 1}, start_epoch)`
     : "";
+  const weights = t.weights ? ` Weights: ${t.weights}.` : "";
   if (t.stopped_at) {
     const at = t.stopped_at;
     return `Trained by \`deno task train\`, stopped by \`max_updates\` at optimizer update ${at.update}, ` +
-      `${at.epoch} of ${epochs} epochs done${from}: ${minutes(at.seconds)} of training in its run folder.`;
+      `${at.epoch} of ${epochs} epochs done${from}: ${minutes(at.seconds)} of training in its run folder.` +
+      weights;
   }
   return `Trained by \`deno task train\`: ${epochs} epochs, ${t.updates} optimizer updates${from}, ` +
-    `${minutes(t.seconds)} of training in its run folder.`;
+    `${minutes(t.seconds)} of training in its run folder.${weights}`;
 }
